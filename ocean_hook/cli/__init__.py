@@ -1,0 +1,40 @@
+"""The `ocean-hook` command: a thin Typer layer over the pipeline; rendering lives in render.py."""
+
+from __future__ import annotations
+
+import typer
+
+from ocean_hook import __version__
+from ocean_hook.cli import serve, test_mapping
+
+app = typer.Typer(
+    name="ocean-hook",
+    help="Keep a Port software catalog up to date from webhooks, and test jq mappings in CI.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ocean-hook {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Keep a Port software catalog up to date from webhooks, and test jq mappings in CI."""
+
+
+app.command("test-mapping", epilog=test_mapping.EPILOG)(test_mapping.command)
+app.command("serve", epilog=serve.EPILOG)(serve.command)
+
+
+def main() -> None:
+    app()

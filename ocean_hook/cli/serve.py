@@ -1,0 +1,62 @@
+"""`ocean-hook serve`: the webhook listener with its workers."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from ocean_hook.cli.common import run, setup_logging, user_errors
+from ocean_hook.config import load_config
+from ocean_hook.service import ServeOptions, serve
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class TargetChoice(StrEnum):
+    local = "local"
+    port = "port"
+    dry_run = "dry-run"
+
+
+EPILOG = """
+Examples:
+
+  ocean-hook serve --config ocean-hook.yaml
+
+  ocean-hook serve --port 9000 --workers 8 --capture captures/ --log-format json
+
+  ocean-hook serve --target dry-run          # log the plan of every delivery, write nothing
+"""
+
+
+@user_errors
+def command(
+    config: Path = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Deliveries processed at once."),
+    capture: Path | None = typer.Option(
+        None, "--capture", help="Write each accepted delivery here as a capture file for replay."
+    ),
+    queue: str | None = typer.Option(None, "--queue", help="sqlite (default) or redis://host:6379/0."),
+    target: TargetChoice | None = typer.Option(None, "--target", help="Override the config's target."),
+    log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="text or json."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+) -> None:
+    """Run the webhook [bold]listener[/]: authenticate, journal, then map and apply each delivery."""
+    setup_logging(verbose + 1, quiet, log_format.value)
+    loaded = load_config(config)
+
+    def ready(url: str) -> None:
+        print(f"ocean-hook listening on {url}", file=sys.stderr, flush=True)
+
+    options = ServeOptions(host, port, workers, capture, queue, target.value if target else None)
+    run(serve(loaded, options, on_ready=ready))
+

@@ -1,0 +1,178 @@
+"""`ocean-hook test-mapping`: dry-run jq mappings against sample data, print the plan."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ocean_hook import render
+from ocean_hook.cli.common import fail, stderr, stdout, user_errors
+from ocean_hook.datafiles import iter_items, load_json, load_state
+from ocean_hook.diff import Change
+from ocean_hook.mapping.engine import MappedEntity, Mapping
+from ocean_hook.report import MappingReport, build_report
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+EPILOG = """
+Examples:
+
+  ocean-hook test-mapping --mapping mappings/github/port-app-config.yml --data prs.json
+
+  ocean-hook test-mapping --mapping m.yml --kind pull-request --data prs.jsonl --state export.json
+
+  ocean-hook test-mapping --mapping m.yml --data prs.json --expect expected.json --format markdown
+
+Exit codes: 0 clean; 1 mapping errors, misconfigurations with --strict, or a mismatch with
+--expect; 2 a usage or input error.
+"""
+
+
+class _LazyProgress:
+    """A spinner on stderr that appears only once the work has taken more than a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.progress: Progress | None = None
+        self.task = None
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None and time.monotonic() - self.started > 1.0:
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn("mapping: {task.completed:,} items"), TimeElapsedColumn(),
+                console=stderr(), transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("map", total=None)
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _problems(entities: list[MappedEntity]) -> list[tuple[str, str, dict[str, str]]]:
+    return [
+        (m.kind, str(m.entity.get("identifier")), m.misconfigurations)
+        for m in entities
+        if m.misconfigurations
+    ]
+
+
+@user_errors
+def command(
+    mapping: Path = typer.Option(..., "--mapping", "-m", help="Port port-app-config mapping (YAML)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Raw items: a JSON object, array or JSON Lines."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help="Only the resources of this kind."),
+    state: Path | None = typer.Option(
+        None, "--state", "-s", help="Current Port entities (JSON list) to diff against; empty if omitted."
+    ),
+    expect: Path | None = typer.Option(None, "--expect", help="Compare the JSON result with this file."),
+    update_expected: bool = typer.Option(
+        False, "--update-expected", help="With --expect: rewrite the file with the current result."
+    ),
+    output: Format = typer.Option(Format.text, "--format", "-f", help="text, json or markdown."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any field is misconfigured."),
+    allow_env: bool = typer.Option(
+        False, "--allow-env", help="Let jq read the environment (env, $ENV). Off: secrets stay out."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+) -> None:
+    """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
+    compiled = Mapping.load(mapping, allow_env=allow_env)
+    mappers = compiled.for_kind(kind)
+    if not mappers:
+        raise fail(f"{mapping}: no resource of kind '{kind}' (kinds: {', '.join(compiled.kinds)})")
+    current = load_state(state) if state else {}
+    if expect is not None and not update_expected and not expect.exists():
+        raise fail(f"{expect}: file not found (use --update-expected to create it)")
+
+    streaming = output is Format.text and expect is None
+    out, err = stdout(), stderr()
+    progress = _LazyProgress(err.is_terminal)
+
+    def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
+        progress.update(done)
+        if streaming and not quiet:
+            for change in changes:
+                render.print_change(out, change)
+            render.print_problems(err, _problems(entities), [])
+
+    try:
+        report = build_report(
+            mappers, iter_items(data), lambda keys: {k: current[k] for k in keys if k in current},
+            compiled.flags, on_batch=on_batch, keep=not streaming,
+        )
+    finally:
+        progress.stop()
+    exit_code = _exit_code(report, strict)
+    if expect is not None:
+        exit_code = max(exit_code, _check_expectation(report, expect, update_expected))
+    _print(report, output, streaming=streaming, quiet=quiet)
+    raise typer.Exit(exit_code)
+
+
+def _exit_code(report: MappingReport, strict: bool) -> int:
+    if report.errors:
+        return 1
+    if strict and report.counts["misconfigured"]:
+        return 1
+    return 0
+
+
+def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: bool) -> None:
+    out, err = stdout(), stderr()
+    if output is Format.json:
+        out.print(render.dumps(report.to_json()), markup=False, highlight=False)
+        return
+    if output is Format.markdown:
+        out.print(
+            render.plan_markdown(
+                report.changes, report.counts,
+                misconfigurations=_problems(report.entities), errors=report.errors,
+            ),
+            markup=False, highlight=False,
+        )
+        return
+    if not streaming and not quiet:
+        for change in report.changes:
+            render.print_change(out, change)
+        render.print_problems(err, _problems(report.entities), [])
+    render.print_problems(err, [], report.errors)
+    out.print(f"[bold]{render.escape_text(render.summary_line(report.counts))}[/]")
+
+
+def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int:
+    actual = report.to_json()
+    if update:
+        expect.parent.mkdir(parents=True, exist_ok=True)
+        expect.write_text(render.dumps(actual) + "\n")
+        stderr().print(f"wrote {expect}")
+        return 0
+    expected = load_json(expect)
+    if expected == json.loads(json.dumps(actual, default=str)):
+        return 0
+    diff = difflib.unified_diff(
+        render.dumps(expected).splitlines(), render.dumps(actual).splitlines(),
+        fromfile=str(expect), tofile="actual", lineterm="",
+    )
+    err = stderr()
+    err.print(f"[red]result differs from {expect}:[/]")
+    for line in diff:
+        err.print(line, markup=False, highlight=False)
+    return 1

@@ -1,0 +1,440 @@
+"""Loading and validating ocean-hook.yaml.
+
+Every problem is collected and reported at once (for `ocean-hook check`), each naming the file,
+line and key. `${VAR}` in any string is read from the environment. Secrets are only ever read
+from the environment (`secret: ${VAR}`) or from a file (`secret_file:`), never written in the
+config text, and a processor without a secret refuses to start unless `scheme: none` is
+written out.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocean_hook.auth import SCHEMES, build_verifier, options_for
+from ocean_hook.errors import ConfigError
+from ocean_hook.mapping.engine import Mapping as CompiledMapping
+from ocean_hook.mapping.jq import JqCompileError, JqQuery
+from ocean_hook.processors.base import ProcessorSettings, RetryPolicy, WebhookProcessor
+from ocean_hook.processors.declarative import (
+    DeclarativeProcessor,
+    DeclarativeSpec,
+    DeliveryIdSource,
+    FetchSpec,
+)
+from ocean_hook.processors.presets import PRESETS
+from ocean_hook.yamlfile import KeyPath, YamlDocument, load_yaml
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+TOP_KEYS = {"mapping", "state_dir", "target", "queue", "server", "jq", "processors", "integration", "fetch"}
+FETCH_KEYS = {"timeout_seconds", "attempts", "allow_loopback"}
+PROCESSOR_KEYS = {
+    "name", "path", "preset", "class", "options", "auth", "match", "events", "kinds", "validate",
+    "items", "delete_when", "delivery_id", "order_key", "fetch", "retry",
+}
+RETRY_KEYS = {"max_retries", "initial_retry_delay_seconds", "max_retry_delay_seconds",
+              "exponential_base_seconds"}
+
+
+@dataclass
+class ServerSettings:
+    max_body_bytes: int = 10 * 1024 * 1024
+    dedup_window_seconds: float = 7 * 86400
+    shutdown_timeout_seconds: float = 30.0
+    workers: int = 4
+
+
+@dataclass
+class Config:
+    file: Path
+    mapping_path: Path
+    state_dir: Path
+    target: dict[str, Any]
+    queue: dict[str, Any]
+    server: ServerSettings
+    processors: list[WebhookProcessor]
+    allow_env_in_jq: bool = False
+    integration: str = "ocean-hook"
+    warnings: list[str] = field(default_factory=list)
+    #: fetch client settings: timeout_seconds, attempts, allow_loopback
+    fetch: dict[str, Any] = field(default_factory=dict)
+
+    def load_mapping(self) -> CompiledMapping:
+        return CompiledMapping.load(self.mapping_path, allow_env=self.allow_env_in_jq)
+
+    def processors_for_path(self, path: str) -> list[WebhookProcessor]:
+        return [p for p in self.processors if p.path == path]
+
+    @property
+    def paths(self) -> list[str]:
+        return list(dict.fromkeys(p.path for p in self.processors))
+
+
+class ConfigProblems(ConfigError):
+    """All the problems found in a config, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+class _Reader:
+    """Walks the YAML document, expanding `${VAR}` and collecting problems with their place."""
+
+    def __init__(self, doc: YamlDocument, env: Mapping[str, str]) -> None:
+        self.doc = doc
+        self.env = env
+        self.problems: list[str] = []
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        self.problems.append(f"{self.doc.where(path)}: {message}")
+
+    def expand(self, path: KeyPath, value: Any) -> Any:
+        if isinstance(value, str):
+            def sub(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in self.env:
+                    self.problem(path, f"environment variable {name} is not set")
+                    return ""
+                return self.env[name]
+            return _VAR.sub(sub, value)
+        if isinstance(value, dict):
+            return {k: self.expand((*path, str(k)), v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.expand((*path, i), v) for i, v in enumerate(value)]
+        return value
+
+    def jq(self, path: KeyPath, value: Any, *, allow_env: bool = False) -> JqQuery | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(path, f"must be a jq expression (a string), got {value!r}")
+            return None
+        try:
+            return JqQuery(value, allow_env=allow_env)
+        except JqCompileError as exc:
+            self.problem(path, f"jq does not compile: {exc}")
+            return None
+
+    def unknown_keys(self, path: KeyPath, value: dict[str, Any], known: set[str]) -> None:
+        for key in value:
+            if key not in known:
+                self.problem((*path, str(key)), f"unknown key '{key}' (known: {', '.join(sorted(known))})")
+
+    def mapping(self, path: KeyPath, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def string_list(self, path: KeyPath, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(path, "must be a string or a list of strings")
+            return []
+        return value
+
+
+def parse_duration(text: Any) -> float | None:
+    """`30d`, `12h`, `90m`, `45s` or a number of seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.match(str(text))
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Load, validate and build processors; raise `ConfigProblems` listing every problem."""
+    env = os.environ if env is None else env
+    file = Path(path)
+    doc = load_yaml(file)
+    reader = _Reader(doc, env)
+    config = _build(doc, reader, file)
+    if reader.problems:
+        raise ConfigProblems(reader.problems)
+    assert config is not None
+    return config
+
+
+def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
+    if not isinstance(doc.data, dict):
+        r.problem((), "the config must be a YAML mapping (mapping:, processors:, ...)")
+        return None
+    raw: dict[str, Any] = doc.data
+    r.unknown_keys((), raw, TOP_KEYS)
+    base = file.parent
+    mapping = r.expand(("mapping",), raw.get("mapping"))
+    if not isinstance(mapping, str) or not mapping:
+        r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
+        mapping = ""
+    mapping_path = (base / mapping) if mapping else base
+    if mapping and not mapping_path.is_file():
+        r.problem(("mapping",), f"mapping file {mapping_path} not found")
+    state_dir = base / str(r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook")))
+    jq_opts = r.mapping(("jq",), raw.get("jq"))
+    allow_env = jq_opts.get("allow_env", False) is True
+    server = _server(r, r.mapping(("server",), raw.get("server")))
+    target = r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"}
+    queue = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
+    fetch = r.mapping(("fetch",), raw.get("fetch"))
+    r.unknown_keys(("fetch",), fetch, FETCH_KEYS)
+    processors = _processors(r, raw.get("processors"), base)
+    warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
+                for p in processors if p.settings.verifier.scheme == "none"]
+    return Config(
+        file=file, mapping_path=mapping_path, state_dir=state_dir, target=target, queue=queue,
+        server=server, processors=processors, allow_env_in_jq=allow_env,
+        integration=str(raw.get("integration", "ocean-hook")), warnings=warnings, fetch=fetch,
+    )
+
+
+def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
+    s = ServerSettings()
+    r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout", "workers"})
+    if "max_body_bytes" in raw:
+        if isinstance(raw["max_body_bytes"], int) and raw["max_body_bytes"] > 0:
+            s.max_body_bytes = raw["max_body_bytes"]
+        else:
+            r.problem(("server", "max_body_bytes"), "must be a positive number of bytes")
+    for key, attr in (("dedup_window", "dedup_window_seconds"), ("shutdown_timeout", "shutdown_timeout_seconds")):
+        if key in raw:
+            seconds = parse_duration(raw[key])
+            if seconds is None:
+                r.problem(("server", key), f"must be a duration like 7d, 12h or 30s, got {raw[key]!r}")
+            else:
+                setattr(s, attr, seconds)
+    if "workers" in raw:
+        if isinstance(raw["workers"], int) and raw["workers"] > 0:
+            s.workers = raw["workers"]
+        else:
+            r.problem(("server", "workers"), "must be a positive whole number")
+    return s
+
+
+def _processors(r: _Reader, raw: Any, base: Path) -> list[WebhookProcessor]:
+    if not isinstance(raw, list) or not raw:
+        r.problem(("processors",), "needs a non-empty list of processors")
+        return []
+    out: list[WebhookProcessor] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        path: KeyPath = ("processors", i)
+        if not isinstance(item, dict):
+            r.problem(path, "each processor must be a mapping")
+            continue
+        processor = _processor(r, path, item, base)
+        if processor is None:
+            continue
+        if processor.name in names:
+            r.problem((*path, "name"), f"duplicate processor name '{processor.name}'")
+        names.add(processor.name)
+        out.append(processor)
+    return out
+
+
+def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> WebhookProcessor | None:
+    r.unknown_keys(path, raw, PROCESSOR_KEYS)
+    preset_name = raw.get("preset")
+    preset = PRESETS.get(preset_name) if isinstance(preset_name, str) else None
+    if preset_name is not None and preset is None:
+        r.problem((*path, "preset"), f"unknown preset {preset_name!r} (known: {', '.join(PRESETS)})")
+    name = raw.get("name") or (preset.name if preset else None)
+    if not isinstance(name, str) or not name:
+        r.problem((*path, "name"), "every processor needs a 'name'")
+        name = f"processor-{path[-1]}"
+    route = raw.get("path") or (preset.path if preset else None)
+    if not isinstance(route, str) or not route.startswith("/"):
+        r.problem((*path, "path"), f"needs a URL path starting with '/', got {route!r}")
+        route = "/"
+    kinds = r.string_list((*path, "kinds"), raw.get("kinds"))
+    if not kinds:
+        r.problem((*path, "kinds"), "needs the mapping kinds this processor feeds (kinds: [...])")
+    settings = ProcessorSettings(
+        name=name, path=route, kinds=kinds,
+        verifier=_verifier(r, (*path, "auth"), raw.get("auth"), preset.scheme if preset else None, base),
+        retry=_retry(r, (*path, "retry"), r.mapping((*path, "retry"), raw.get("retry"))),
+        options=r.expand((*path, "options"), r.mapping((*path, "options"), raw.get("options"))),
+    )
+    if "class" in raw:
+        return _python_processor(r, (*path, "class"), raw["class"], settings)
+    return DeclarativeProcessor(settings, _spec(r, path, raw, preset))
+
+
+def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, base: Path) -> Any:
+    from ocean_hook.auth.none import build as build_none  # placeholder verifier when auth is broken
+
+    raw = r.mapping(path, raw)
+    scheme = raw.get("scheme", preset_scheme)
+    if scheme is None:
+        r.problem(path, "needs an auth scheme (auth: {scheme: github, secret: ${VAR}}); "
+                        "write 'scheme: none' to accept unauthenticated deliveries")
+        return build_none("none", [], {})
+    if scheme not in SCHEMES:
+        r.problem((*path, "scheme"), f"unknown auth scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+        return build_none("none", [], {})
+    secrets = _secrets(r, path, raw, base)
+    options = r.expand(path, {k: v for k, v in raw.items() if k not in {"scheme", "secret", "secrets", "secret_file"}})
+    unknown = set(options) - options_for(scheme)
+    for key in sorted(unknown):
+        r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
+    if scheme != "none" and not secrets:
+        r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
+                        "a processor without a secret does not start")
+        return build_none("none", [], {})
+    try:
+        return build_verifier(scheme, secrets, {k: v for k, v in options.items() if k not in unknown})
+    except ValueError as exc:
+        r.problem(path, str(exc))
+        return build_none("none", [], {})
+
+
+def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list[str]:
+    values: list[tuple[KeyPath, Any]] = []
+    if "secret" in raw:
+        values.append(((*path, "secret"), raw["secret"]))
+    for i, v in enumerate(raw.get("secrets") or []):
+        values.append(((*path, "secrets", i), v))
+    secrets: list[str] = []
+    for where, value in values:
+        if not isinstance(value, str) or not _ONLY_VAR.match(value.strip()):
+            r.problem(where, "secrets are read from the environment: write secret: ${VAR_NAME} "
+                             "(or secret_file: PATH), never the secret itself")
+            continue
+        expanded = r.expand(where, value.strip())
+        if expanded:
+            secrets.append(expanded)
+        elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env:
+            r.problem(where, f"environment variable {value.strip()[2:-1]} is empty")
+    if "secret_file" in raw:
+        file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))
+        try:
+            content = file.read_text().strip()
+        except OSError as exc:
+            r.problem((*path, "secret_file"), f"cannot read secret file {file}: {exc.strerror}")
+        else:
+            if content:
+                secrets.append(content)
+            else:
+                r.problem((*path, "secret_file"), f"secret file {file} is empty")
+    return secrets
+
+
+def _retry(r: _Reader, path: KeyPath, raw: dict[str, Any]) -> RetryPolicy:
+    r.unknown_keys(path, raw, RETRY_KEYS)
+    values: dict[str, Any] = {}
+    for key in RETRY_KEYS & set(raw):
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            r.problem((*path, key), "must be a non-negative number")
+        else:
+            values[key] = int(value) if key == "max_retries" else float(value)
+    return RetryPolicy(**values)
+
+
+def _python_processor(r: _Reader, path: KeyPath, ref: Any, settings: ProcessorSettings) -> WebhookProcessor | None:
+    if not isinstance(ref, str) or ":" not in ref:
+        r.problem(path, f"must be 'package.module:ClassName', got {ref!r}")
+        return None
+    module_name, _, class_name = ref.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        r.problem(path, f"cannot import {ref}: {exc}")
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, WebhookProcessor)):
+        r.problem(path, f"{ref} is not a subclass of ocean_hook.processors.base.WebhookProcessor")
+        return None
+    try:
+        return cls(settings)
+    except Exception as exc:  # a user's constructor: report, don't crash
+        r.problem(path, f"{ref}({settings.name!r}) failed: {exc}")
+        return None
+
+
+def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> DeclarativeSpec:
+    match = r.mapping((*path, "match"), raw.get("match"))
+    r.unknown_keys((*path, "match"), match, {"headers", "query"})
+    headers = {
+        str(k).lower(): r.string_list((*path, "match", "headers", str(k)), r.expand((*path, "match"), v))
+        for k, v in r.mapping((*path, "match", "headers"), match.get("headers")).items()
+    }
+    spec = DeclarativeSpec(
+        headers=headers,
+        query=r.jq((*path, "match", "query"), match.get("query")),
+        event_header=preset.event_header if preset else None,
+        event_query=r.jq((*path, "preset"), preset.event_query) if preset and preset.event_query else None,
+        events=r.string_list((*path, "events"), raw.get("events")),
+        validate=[q for i, v in enumerate(r.string_list((*path, "validate"), raw.get("validate")))
+                  if (q := r.jq((*path, "validate", i), v)) is not None],
+        items=r.jq((*path, "items"), raw.get("items")),
+        delete_when=r.jq((*path, "delete_when"), raw.get("delete_when")),
+        order_key=r.jq((*path, "order_key"), raw.get("order_key")),
+        delivery_id=_delivery_id(r, (*path, "delivery_id"), raw.get("delivery_id"), preset),
+        fetch=_fetch(r, (*path, "fetch"), raw.get("fetch")),
+    )
+    if spec.events and not (spec.event_header or spec.event_query):
+        r.problem((*path, "events"), "'events' needs a preset that says where the event name is")
+    return spec
+
+
+def _delivery_id(r: _Reader, path: KeyPath, raw: Any, preset: Any) -> list[DeliveryIdSource]:
+    sources = [raw] if isinstance(raw, dict) else (raw or list(preset.delivery_id if preset else []))
+    if not isinstance(sources, list):
+        r.problem(path, "must be {header: NAME}, {headers: [A, B]} or {query: JQ}")
+        return []
+    out = []
+    for i, source in enumerate(sources):
+        where = path if isinstance(raw, dict) else (*path, i)
+        if not isinstance(source, dict) or not ({"header", "headers", "query"} & set(source)):
+            r.problem(where, "must be {header: NAME}, {headers: [A, B]} or {query: JQ}")
+            continue
+        names = r.string_list(where, source.get("headers", source.get("header")))
+        out.append(DeliveryIdSource(headers=names, query=r.jq(where, source.get("query"))))
+    return out
+
+
+def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
+    if raw is None:
+        return None
+    raw = r.mapping(path, raw)
+    r.unknown_keys(path, raw, {"url", "headers", "allowed_hosts", "base_url", "items"})
+    url = r.jq((*path, "url"), raw.get("url"))
+    if url is None:
+        r.problem((*path, "url"), "fetch needs 'url': a jq expression giving the URL to fetch")
+    hosts = r.string_list((*path, "allowed_hosts"), raw.get("allowed_hosts"))
+    base_url = r.expand((*path, "base_url"), raw.get("base_url"))
+    if isinstance(base_url, str) and base_url:
+        from urllib.parse import urlsplit
+
+        netloc = urlsplit(base_url).netloc
+        if netloc:
+            hosts.append(netloc)
+    if not hosts:
+        r.problem((*path, "allowed_hosts"), "fetch needs allowed_hosts (or base_url): "
+                                            "a payload must never choose which host is called")
+    raw_headers = r.mapping((*path, "headers"), raw.get("headers"))
+    headers = {str(k): str(v) for k, v in r.expand((*path, "headers"), raw_headers).items()}
+    items = r.jq((*path, "items"), raw.get("items", "."))
+    if url is None or items is None:
+        return None
+    return FetchSpec(url=url, headers=headers, allowed_hosts=hosts, items=items)

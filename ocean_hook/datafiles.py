@@ -1,0 +1,112 @@
+"""Reading user data files: raw items (JSON, JSON array, JSON Lines) and entity state lists.
+
+Items are streamed, so `test-mapping --data` over 100,000 items never holds the whole file.
+Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ijson
+
+from ocean_hook.entity import Entity, EntityKey, entity_key
+from ocean_hook.errors import InputError
+
+
+def _open(path: Path) -> Any:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise InputError("file not found", where=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", where=str(path)) from None
+
+
+def _first_char(handle: Any) -> bytes:
+    while True:
+        c = handle.read(1)
+        if not c or not c.isspace():
+            return c
+
+
+def iter_items(path: Path) -> Iterator[Any]:
+    """Each raw item of a JSON object (one item), a JSON array (many) or JSON Lines."""
+    with _open(path) as handle:
+        first = _first_char(handle)
+        handle.seek(0)
+        if first == b"[":
+            yield from _iter_array(handle, path)
+        elif first == b"":
+            raise InputError("file is empty (expected a JSON object, array or JSON Lines)", where=str(path))
+        else:
+            yield from _iter_lines_or_object(handle, path)
+
+
+def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
+    try:
+        yield from ijson.items(handle, "item", use_float=True)
+    except ijson.JSONError as exc:
+        raise InputError(f"invalid JSON: {exc}", where=str(path)) from None
+
+
+def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
+    text_first = handle.readline()
+    try:
+        first = json.loads(text_first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        first = None
+    rest = handle.readline()
+    while rest and not rest.strip():
+        rest = handle.readline()
+    if first is None or not rest:  # a single (possibly pretty-printed) JSON document
+        handle.seek(0)
+        yield from _whole_document(handle, path)
+        return
+    yield first
+    line_no = 2
+    while rest:
+        if rest.strip():
+            try:
+                yield json.loads(rest)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InputError(f"invalid JSON Lines record: {exc}", where=f"{path}:{line_no}") from None
+        rest = handle.readline()
+        line_no += 1
+
+
+def _whole_document(handle: Any, path: Path) -> Iterator[Any]:
+    doc = load_json(path, handle.read())
+    if isinstance(doc, list):
+        yield from doc
+    else:
+        yield doc
+
+
+def load_json(path: Path, raw: bytes | None = None) -> Any:
+    """A whole JSON document; errors name file:line:column."""
+    if raw is None:
+        with _open(path) as handle:
+            raw = handle.read()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", where=str(path)) from None
+
+
+def load_state(path: Path) -> dict[EntityKey, Entity]:
+    """A JSON list of Port entities (as `catalog export` writes), keyed by (blueprint, identifier)."""
+    state: dict[EntityKey, Entity] = {}
+    for n, entity in enumerate(iter_items(path)):
+        key = entity_key(entity) if isinstance(entity, dict) else None
+        if key is None:
+            raise InputError(
+                f"entity {n} needs string 'identifier' and 'blueprint' fields", where=str(path)
+            )
+        state[key] = entity
+    return state

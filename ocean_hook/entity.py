@@ -1,0 +1,24 @@
+"""Port entities as plain dicts, and the key that names one in a catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Entity = dict[str, Any]
+EntityKey = tuple[str, str]  # (blueprint, identifier)
+
+#: Entity fields in the order Port documents them; diffs and renderings follow it.
+ENTITY_FIELDS = ("identifier", "title", "blueprint", "icon", "team", "properties", "relations")
+
+
+def is_search_query(value: Any) -> bool:
+    """A Port search query (`{combinator, rules}`), which Port resolves itself."""
+    return isinstance(value, dict) and "rules" in value and "combinator" in value
+
+
+def entity_key(entity: Entity) -> EntityKey | None:
+    """(blueprint, identifier), or None when the identifier is a search query Port resolves."""
+    identifier, blueprint = entity.get("identifier"), entity.get("blueprint")
+    if isinstance(identifier, str) and isinstance(blueprint, str):
+        return (blueprint, identifier)
+    return None

@@ -1,0 +1,25 @@
+"""Errors that reach the user as one clear line, never as a traceback."""
+
+from __future__ import annotations
+
+
+class OceanHookError(Exception):
+    """A problem the user can fix: bad input, bad config, missing file.
+
+    The CLI prints ``str(error)`` and exits with ``exit_code``; nothing else catches these.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(OceanHookError):
+    """The ocean-hook.yaml or mapping file is invalid (file, line and key in ``where``)."""
+
+
+class InputError(OceanHookError):
+    """A data, state or capture file could not be read or parsed."""

@@ -1,0 +1,130 @@
+"""The receive stage: a webhook delivery as received, and capture files of it.
+
+A `WebhookEvent` keeps the exact raw body bytes: signatures are verified on them, never on
+re-serialized JSON. The parsed payload is attached later by the pipeline (see `with_payload`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ocean_hook.errors import InputError
+
+#: Headers whose values are secrets: redacted in capture files and logs.
+SECRET_HEADERS = frozenset(
+    {"authorization", "cookie", "set-cookie", "x-gitlab-token", "proxy-authorization", "x-api-key"}
+)
+REDACTED = "[redacted]"
+
+Headers = CIMultiDictProxy[str]
+
+
+def make_headers(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> Headers:
+    """Case-insensitive headers that keep duplicates (a duplicated signature header matters)."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    return CIMultiDictProxy(CIMultiDict(items))
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One HTTP delivery: what the sender sent, byte for byte."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: bytes
+    received_at: float = field(default_factory=time.time)
+    delivery_id: str | None = None
+    payload: Any = None
+    parsed: bool = False
+
+    def with_payload(self, payload: Any) -> WebhookEvent:
+        return dataclasses.replace(self, payload=payload, parsed=True)
+
+    def with_delivery_id(self, delivery_id: str) -> WebhookEvent:
+        return dataclasses.replace(self, delivery_id=delivery_id)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def redacted_headers(self) -> list[tuple[str, str]]:
+        return [
+            (k, REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in self.headers.items()
+        ]
+
+
+def new_delivery_id() -> str:
+    """Fallback id for senders that give none: unique, so such deliveries are never de-duplicated."""
+    return f"oh-{uuid.uuid4()}"
+
+
+# ----------------------------------------------------------------------------- capture files
+
+
+def event_to_capture(event: WebhookEvent, *, redact: bool = True) -> dict[str, Any]:
+    """The capture document `replay` reads back. Secret-bearing headers are redacted."""
+    headers = event.redacted_headers() if redact else list(event.headers.items())
+    doc: dict[str, Any] = {
+        "method": event.method,
+        "path": event.path,
+        "headers": [[k, v] for k, v in headers],
+        "delivery_id": event.delivery_id,
+        "received_at": event.received_at,
+    }
+    try:
+        doc["body"] = event.body.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["body_base64"] = base64.b64encode(event.body).decode("ascii")
+    return doc
+
+
+def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:
+    """Rebuild an event from a capture document; `where` names the file in errors."""
+    if not isinstance(doc, dict) or "path" not in doc or ("body" not in doc and "body_base64" not in doc):
+        raise InputError("not a capture (needs 'path' and 'body' or 'body_base64')", where=where)
+    raw_headers = doc.get("headers") or []
+    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+    try:
+        headers = make_headers([(str(k), str(v)) for k, v in pairs])
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"'headers' must be a list of [name, value] pairs: {exc}", where=where) from None
+    if "body_base64" in doc:
+        try:
+            body = base64.b64decode(doc["body_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise InputError("'body_base64' is not valid base64", where=where) from None
+    else:
+        body = str(doc["body"]).encode("utf-8")
+    return WebhookEvent(
+        method=str(doc.get("method", "POST")).upper(),
+        path=str(doc["path"]),
+        headers=headers,
+        body=body,
+        received_at=float(doc.get("received_at") or time.time()),
+        delivery_id=doc.get("delivery_id"),
+    )
+
+
+def write_capture(directory: Path, event: WebhookEvent) -> Path:
+    """Write one capture file atomically (temp file + rename), named after the delivery."""
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (event.delivery_id or "x"))
+    path = directory / f"{int(event.received_at * 1000)}-{safe[:80]}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(event_to_capture(event), indent=2))
+    tmp.replace(path)
+    return path
+
+
+def is_capture(doc: Any) -> bool:
+    return isinstance(doc, dict) and "path" in doc and ("body" in doc or "body_base64" in doc)

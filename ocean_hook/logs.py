@@ -1,0 +1,39 @@
+"""Structured logs: every line about a delivery carries its delivery id; secrets never do."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+_STANDARD = set(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class DeliveryLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger bound to one delivery: its id goes on every line (as text prefix and JSON field)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(self.extra or {})
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return f"[{extra.get('delivery_id', '-')}] {msg}", kwargs
+
+
+def for_delivery(logger: logging.Logger, delivery_id: str | None) -> DeliveryLogger:
+    return DeliveryLogger(logger, {"delivery_id": delivery_id or "-"})

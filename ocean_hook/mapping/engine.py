@@ -1,0 +1,245 @@
+"""The map stage: raw third-party items to Port entities, with Ocean's JQ entity processor semantics.
+
+Ocean runs one jq call per field per item. Here every resource compiles its selector and all
+its fields into one jq program, run once per chunk of items; each field keeps its own
+`try`, so a failing field still becomes null on its own, exactly as in Ocean:
+
+- only the first output of an expression counts; an error, no output or null is `None`, and a
+  `None` field is reported as a misconfiguration under its dotted path, with its jq text;
+- the selector must yield a boolean, anything else is an error naming the resource and value;
+- the entity has exactly the keys the mapping names; one whose identifier or blueprint comes out
+  empty is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocean_hook.entity import Entity
+from ocean_hook.errors import ConfigError
+from ocean_hook.mapping.jq import JqCompileError, JqQuery, compile_jq, normalize_quotes
+from ocean_hook.mapping.models import PortAppConfig, ResourceConfig, load_port_app_config
+from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted
+
+CHUNK = 500  # items per jq call: large enough to amortize the call, small enough for memory
+
+
+@dataclass
+class MappedEntity:
+    kind: str
+    entity: Entity
+    passed_selector: bool
+    misconfigurations: dict[str, str] = field(default_factory=dict)
+    item_index: int = 0  # which input item it came from
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "entity": self.entity, "misconfigurations": self.misconfigurations}
+
+
+@dataclass
+class MapResult:
+    entities: list[MappedEntity] = field(default_factory=list)
+    filtered: int = 0  # items whose selector was false
+    skipped: int = 0  # entities without identifier or blueprint
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> list[MappedEntity]:
+        return [m for m in self.entities if m.passed_selector]
+
+    @property
+    def failed(self) -> list[MappedEntity]:
+        return [m for m in self.entities if not m.passed_selector]
+
+    def extend(self, other: MapResult) -> None:
+        self.entities += other.entities
+        self.filtered += other.filtered
+        self.skipped += other.skipped
+        self.errors += other.errors
+
+
+def _leaves(tree: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _leaves(value, (*path, i))
+    else:
+        yield path, tree
+
+
+def _rebuild(tree: Any, values: Iterator[Any]) -> Any:
+    if isinstance(tree, dict):
+        return {key: _rebuild(value, values) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_rebuild(value, values) for value in tree]
+    return next(values)
+
+
+def _slot(expr: str) -> str:
+    # own lines, so a trailing `# comment` in the user's expression cannot swallow the rest
+    return f'(try [limit(1;\n{normalize_quotes(expr)}\n)] catch {{"error": .}})'
+
+
+class ResourceMapper:
+    """One resource of the mapping, compiled once at load time."""
+
+    def __init__(
+        self, resource: ResourceConfig, *, allow_env: bool = False, doc: YamlDocument | None = None
+    ) -> None:
+        self.resource = resource
+        self._doc = doc
+        self.kind = resource.kind
+        self._leaves = list(_leaves(resource.mappings))
+        self._check_compiles(allow_env)
+        self._fields = [JqQuery(expr, allow_env=allow_env) for _, expr in self._leaves]
+        self._selector = JqQuery(resource.selector_query, allow_env=allow_env)
+        slots = ",\n".join(_slot(e) for e in [resource.selector_query, *(e for _, e in self._leaves)])
+        self._program = compile_jq(f".[] | [\n{slots}\n]", allow_env=allow_env)
+        itp = resource.items_to_parse
+        self._items = None if itp is None else JqQuery(itp, allow_env=allow_env)
+        self._strip = None if itp is None else compile_jq(f"del({normalize_quotes(itp)})")
+
+    def _check_compiles(self, allow_env: bool) -> None:
+        """Report the first bad expression with its file, line, kind and field path."""
+        base: KeyPath = ("resources", self.resource.index)
+        fields: list[tuple[KeyPath, str]] = [((*base, "selector", "query"), self.resource.selector_query)]
+        if self.resource.items_to_parse is not None:
+            fields.append(((*base, "port", "itemsToParse"), self.resource.items_to_parse))
+        fields += [((*base, "port", "entity", "mappings", *p), e) for p, e in self._leaves]
+        for path, expr in fields:
+            try:
+                compile_jq(expr, allow_env=allow_env)
+            except JqCompileError as exc:
+                field_path = dotted(path[5:] if path[2:5] == ("port", "entity", "mappings") else path[2:])
+                raise MappingCompileError(
+                    f"resource kind '{self.kind}', field {field_path}: jq does not compile: {exc} "
+                    f"(expression: {expr})",
+                    where=self._doc.where(path) if self._doc else self.resource.where,
+                ) from None
+
+    # -------------------------------------------------------------------------------- mapping
+    def map_items(self, items: Iterable[Any], *, parse_all: bool = False, start: int = 0) -> MapResult:
+        """Map raw items. `parse_all` also maps items that fail the selector (for deletions)."""
+        result = MapResult()
+        expanded: list[tuple[int, Any]] = []
+        for index, raw in enumerate(items, start):
+            expanded += [(index, item) for item in self._expand(raw, index, result)]
+            if len(expanded) >= CHUNK:
+                self._map_chunk(expanded, parse_all, result)
+                expanded = []
+        if expanded:
+            self._map_chunk(expanded, parse_all, result)
+        return result
+
+    def _expand(self, raw: Any, index: int, result: MapResult) -> list[Any]:
+        """`port.itemsToParse`: one item per element, the element under `itemsToParseName`."""
+        if self._items is None:
+            return [raw]
+        try:
+            elements = self._items.first(raw)
+        except ValueError:
+            elements = None
+        if not isinstance(elements, list) or not isinstance(raw, dict):
+            result.errors.append(
+                f"kind '{self.kind}', item {index}: itemsToParse "
+                f"'{self.resource.items_to_parse}' must give a list, got {_short(elements)}"
+            )
+            return []
+        base = raw
+        if self.resource.items_to_parse_top_level_transform and self._strip is not None:
+            try:
+                base = next(iter(self._strip.input_value(raw)), raw)
+            except ValueError:
+                base = raw
+        name = self.resource.items_to_parse_name
+        return [{**base, name: element} for element in elements]
+
+    def _rows(self, items: Sequence[Any]) -> list[list[Any]]:
+        try:
+            return self._program.input_text(json.dumps(items)).all()
+        except ValueError:  # never expected: every slot catches its own errors
+            return [self._row_separately(item) for item in items]
+
+    def _row_separately(self, item: Any) -> list[Any]:
+        row = []
+        for query in [self._selector, *self._fields]:
+            try:
+                row.append(query.all(item)[:1])
+            except ValueError as exc:
+                row.append({"error": str(exc)})
+        return row
+
+    def _map_chunk(self, chunk: list[tuple[int, Any]], parse_all: bool, result: MapResult) -> None:
+        rows = self._rows([item for _, item in chunk])
+        for (index, _item), row in zip(chunk, rows, strict=True):
+            passed = self._selector_value(row[0], index, result)
+            if passed is None:
+                continue
+            if not passed:
+                result.filtered += 1
+                if not parse_all:
+                    continue
+            self._build(index, row[1:], passed, result)
+
+    def _selector_value(self, slot: Any, index: int, result: MapResult) -> bool | None:
+        value = slot[0] if isinstance(slot, list) and slot else None
+        if isinstance(value, bool):
+            return value
+        detail = slot["error"] if isinstance(slot, dict) else _short(value)
+        result.errors.append(
+            f"kind '{self.kind}', item {index}: selector '{self.resource.selector_query}' "
+            f"must give a boolean, got {detail}"
+        )
+        return None
+
+    def _build(self, index: int, slots: list[Any], passed: bool, result: MapResult) -> None:
+        values: list[Any] = []
+        misconfigurations: dict[str, str] = {}
+        for (path, expr), slot in zip(self._leaves, slots, strict=True):
+            value = slot[0] if isinstance(slot, list) and slot else None
+            if value is None:
+                misconfigurations[dotted(path)] = expr
+            values.append(value)
+        entity = _rebuild(self.resource.mappings, iter(values))
+        if not entity.get("identifier") or not entity.get("blueprint"):
+            result.skipped += 1
+            return
+        result.entities.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class MappingCompileError(ConfigError):
+    """A jq expression in the mapping does not compile (reported at load time)."""
+
+
+class Mapping:
+    """A loaded, compiled port-app-config: flags plus one mapper per resource."""
+
+    def __init__(self, config: PortAppConfig, *, allow_env: bool = False) -> None:
+        self.config = config
+        self.flags = config.flags
+        self.mappers = [
+            ResourceMapper(resource, allow_env=allow_env, doc=config.source)
+            for resource in config.resources
+        ]
+
+    @classmethod
+    def load(cls, path: str | Path, *, allow_env: bool = False) -> Mapping:
+        return cls(load_port_app_config(path), allow_env=allow_env)
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.config.kinds
+
+    def for_kind(self, kind: str | None) -> list[ResourceMapper]:
+        return [m for m in self.mappers if kind is None or m.kind == kind]

@@ -1,0 +1,710 @@
+"""The shared queue: Redis Streams with one consumer group, for several `serve` instances.
+
+Where a delivery lives (P is the stream name, default ``ocean-hook``):
+
+    P             main stream: runnable deliveries. Unread = pending; in the group's PEL = in progress.
+    P:wait        deliveries waiting for an earlier delivery with the same order key
+    P:retry       failed deliveries waiting for their next attempt; P:retry:due is a ZSET of
+                  their entry ids scored by due time (the persisted schedule)
+    P:dead        dead letters
+    P:done        finished deliveries, the last `maxlen` of them (history for `deliveries show`)
+    P:loc         HASH seq -> "<m|w|r|d|D> <entry id>": which stream holds a delivery now
+    P:seq         counter behind the queue id
+    P:dedup:<id>  delivery id -> seq, expiring after the dedup window
+    P:active      HASH order key -> seq of the one delivery of that key in P or P:retry
+    P:q:<key>     ZSET of waiting seqs of that key, scored by seq (= arrival order)
+
+Every entry carries the whole delivery (raw body bytes, headers JSON, processors JSON, order key,
+received_at) plus its record (seq, attempts, last_error, next_attempt_at, updated_at). Entries are
+immutable, so a state change is a move: one Lua script reads the entry, XADDs it with the new
+record to the next stream and XDELs the original, all atomically. Because a delivery changes entry
+ids as it moves, its queue id (`Delivery.id`) is `seq`, a counter value given at `put` that never
+changes; `P:loc` maps it to the current entry.
+
+Retries: `retry_later` moves the entry to P:retry and schedules it in P:retry:due; every `claim`
+first runs a script that moves due retries back to P. The move is one script, so two instances
+never both move the same retry.
+
+Stream length: finished work is XACKed and XDELed from P in the same script, so P holds exactly
+the unfinished runnable work, never acknowledged history, and is never trimmed: no pending entry
+can be dropped. The acknowledged history is P:done, trimmed to `maxlen` (oldest first) each time
+a delivery finishes. P:dead shrinks only through `purge` or `requeue`.
+
+Ordering per order key, across instances. What holds:
+1. At most one delivery per key is *active* (in P or in P:retry); the others wait in P:wait. The
+   active one is always the key's oldest unfinished delivery: `put` appends in seq order, and when
+   the active one is acked or dead-lettered the same script promotes the smallest waiting seq.
+   A requeued dead letter goes back into the key's queue at its old seq (before later ones).
+2. An entry in P is owned by at most one consumer (the group's PEL). ack/retry/dead-letter act only
+   if this queue object claimed that very entry and the PEL still names its consumer; a takeover
+   re-adds the entry under a new id, so a worker whose claim was taken over cannot end it.
+3. Claims are kept alive: a background heartbeat resets the PEL idle time of this object's claims
+   every claim_idle_seconds/3 (XCLAIM ... JUSTID, only while still ours). XAUTOCLAIM
+   (`recover`, and from `claim` every claim_idle_seconds/2) therefore takes over only claims of
+   consumers silent for claim_idle_seconds: crashed ones, or ones whose event loop stalled.
+Consequently a later delivery never starts before an earlier one with the same key has finished,
+unless a worker stalls for longer than claim_idle_seconds: then its claim is re-run elsewhere,
+and the stalled worker's own late writes for that delivery may still land after the re-run and
+the deliveries after it (at-least-once). Choose claim_idle_seconds well above the longest stall.
+
+`recover()` at start-up re-queues this consumer's own PEL entries (a restart under the same
+consumer name) and idle entries of other consumers. Consumer names must be unique among running
+instances. Needs Redis >= 6.2 (XAUTOCLAIM), one node: the scripts touch keys derived from data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
+
+from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable
+from ocean_hook.queue.codec import (
+    clip_error,
+    decode_headers,
+    decode_processors,
+    empty_depth,
+    encode_headers,
+    encode_processors,
+)
+
+log = logging.getLogger(__name__)
+
+# Shared by every script. ARGV[1] is the stream name P; ARGV[2] the group.
+LUA_PRELUDE = r"""
+local P = ARGV[1]
+local G = ARGV[2]
+local function k(suffix) return P .. ':' .. suffix end
+
+local function entry(stream, id)
+  local found = redis.call('XRANGE', stream, id, id)
+  if #found == 0 then return nil end
+  return found[1][2]
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+local function with(fields, changes)
+  local out, seen = {}, {}
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    local value = changes[name]
+    if value == nil then value = fields[i + 1] else seen[name] = true end
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+  for name, value in pairs(changes) do
+    if not seen[name] then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    end
+  end
+  return out
+end
+
+local function locate(seq)
+  local loc = redis.call('HGET', k('loc'), seq)
+  if not loc then return nil, nil end
+  return string.sub(loc, 1, 1), string.sub(loc, 3)
+end
+
+local function add(code, stream, seq, fields)
+  local id = redis.call('XADD', stream, '*', unpack(fields))
+  redis.call('HSET', k('loc'), seq, code .. ' ' .. id)
+  return id
+end
+
+-- A delivery becomes pending: runnable if its key is free (or already its own), else it waits.
+local function place(seq, fields)
+  local key = field(fields, 'order_key') or ''
+  local active = key ~= '' and redis.call('HGET', k('active'), key)
+  if key == '' or not active or active == seq then
+    if key ~= '' then redis.call('HSET', k('active'), key, seq) end
+    return add('m', P, seq, fields)
+  end
+  redis.call('ZADD', k('q:' .. key), seq, seq)
+  return add('w', k('wait'), seq, fields)
+end
+
+-- The active delivery of a key is finished: the oldest waiting one of that key becomes runnable.
+local function release(seq, key)
+  if key == '' or redis.call('HGET', k('active'), key) ~= seq then return end
+  redis.call('HDEL', k('active'), key)
+  while true do
+    local head = redis.call('ZRANGE', k('q:' .. key), 0, 0)[1]
+    if not head then return end
+    redis.call('ZREM', k('q:' .. key), head)
+    local code, id = locate(head)
+    local fields = code == 'w' and entry(k('wait'), id)
+    if fields then
+      redis.call('XDEL', k('wait'), id)
+      redis.call('HSET', k('active'), key, head)
+      add('m', P, head, fields)
+      return
+    end
+  end
+end
+
+-- Re-add an abandoned claim as a new pending entry, counting the attempt that was cut short.
+local function readd(id, fields)
+  redis.call('XACK', P, G, id)
+  redis.call('XDEL', P, id)
+  local attempts = tonumber(field(fields, 'attempts') or '0') + 1
+  add('m', P, field(fields, 'seq'), with(fields, {attempts = tostring(attempts)}))
+end
+
+local function owned(id, consumer)
+  local pel = redis.call('XPENDING', P, G, id, id, 1)
+  return #pel == 1 and pel[1][2] == consumer
+end
+"""
+
+# ARGV: P, G, window_ms, now, delivery_id, field pairs...
+LUA_PUT = r"""
+local window_ms, now, delivery_id = ARGV[3], ARGV[4], ARGV[5]
+local dedup = k('dedup:' .. delivery_id)
+if delivery_id ~= '' then
+  local existing = redis.call('GET', dedup)
+  if existing then return {0, existing} end
+end
+local seq = tostring(redis.call('INCR', k('seq')))
+if delivery_id ~= '' then redis.call('SET', dedup, seq, 'NX', 'PX', window_ms) end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+fields = with(fields, {seq = seq, attempts = '0', last_error = '', next_attempt_at = '',
+                       updated_at = now})
+place(seq, fields)
+return {1, seq}
+"""
+
+# ARGV: P, G, now, limit
+LUA_PROMOTE = r"""
+local due = redis.call('ZRANGEBYSCORE', k('retry:due'), '-inf', ARGV[3], 'LIMIT', 0, ARGV[4])
+for _, id in ipairs(due) do
+  redis.call('ZREM', k('retry:due'), id)
+  local fields = entry(k('retry'), id)
+  if fields then
+    redis.call('XDEL', k('retry'), id)
+    add('m', P, field(fields, 'seq'), fields)
+  end
+end
+return #due
+"""
+
+# ARGV: P, G, consumer, entry id, seq, outcome (done|retry|dead), now, attempts, error, due, maxlen
+LUA_FINISH = r"""
+local consumer, id, seq, outcome = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now, attempts, err, due, maxlen = ARGV[7], ARGV[8], ARGV[9], ARGV[10], tonumber(ARGV[11])
+local code, current = locate(seq)
+if code ~= 'm' or current ~= id or not owned(id, consumer) then return 0 end
+local fields = entry(P, id)
+redis.call('XACK', P, G, id)
+redis.call('XDEL', P, id)
+if not fields then return 0 end
+local changes = {attempts = attempts, updated_at = now}
+if outcome ~= 'done' then changes.last_error = err end
+if outcome == 'retry' then
+  changes.next_attempt_at = due
+  local rid = add('r', k('retry'), seq, with(fields, changes))
+  redis.call('ZADD', k('retry:due'), due, rid)
+  return 1
+end
+if outcome == 'dead' then
+  add('d', k('dead'), seq, with(fields, changes))
+else
+  add('D', k('done'), seq, with(fields, changes))
+  local excess = redis.call('XLEN', k('done')) - maxlen
+  if excess > 0 then
+    for _, old in ipairs(redis.call('XRANGE', k('done'), '-', '+', 'COUNT', excess)) do
+      local old_seq = field(old[2], 'seq')
+      if redis.call('HGET', k('loc'), old_seq) == 'D ' .. old[1] then
+        redis.call('HDEL', k('loc'), old_seq)
+      end
+      redis.call('XDEL', k('done'), old[1])
+    end
+  end
+end
+release(seq, field(fields, 'order_key') or '')
+return 1
+"""
+
+# ARGV: P, G, consumer, mode (own|idle), min_idle_ms, count, ids this object still works on...
+LUA_RECOVER = r"""
+local consumer, mode, min_idle, count = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local busy = {}
+for i = 7, #ARGV do busy[ARGV[i]] = true end
+local n = 0
+if mode == 'own' then
+  for _, p in ipairs(redis.call('XPENDING', P, G, '-', '+', count, consumer)) do
+    local id = p[1]
+    if not busy[id] then
+      local fields = entry(P, id)
+      if fields then readd(id, fields) n = n + 1 else redis.call('XACK', P, G, id) end
+    end
+  end
+  return n
+end
+local claimed = redis.call('XAUTOCLAIM', P, G, consumer, min_idle, '0-0', 'COUNT', count)
+for _, e in ipairs(claimed[2]) do
+  if e and not busy[e[1]] then readd(e[1], e[2]) n = n + 1 end
+end
+return n
+"""
+
+# ARGV: P, G, consumer, entry ids...
+LUA_HEARTBEAT = r"""
+local consumer = ARGV[3]
+local n = 0
+for i = 4, #ARGV do
+  if owned(ARGV[i], consumer) then
+    redis.call('XCLAIM', P, G, consumer, 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+# ARGV: P, G, now, only_code (r|d|any), seqs...
+LUA_REQUEUE = r"""
+local now, only = ARGV[3], ARGV[4]
+local n = 0
+for i = 5, #ARGV do
+  local seq = ARGV[i]
+  local code, id = locate(seq)
+  if (code == 'd' or code == 'r') and (only == 'any' or only == code) then
+    local stream = code == 'd' and k('dead') or k('retry')
+    local fields = entry(stream, id)
+    redis.call('XDEL', stream, id)
+    if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
+    if fields then
+      place(seq, with(fields, {attempts = '0', next_attempt_at = '', updated_at = now}))
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
+# ARGV: P, G, code (d|D), then pairs of entry id, seq
+LUA_PURGE = r"""
+local code = ARGV[3]
+local stream = code == 'd' and k('dead') or k('done')
+local n = 0
+for i = 4, #ARGV, 2 do
+  local id, seq = ARGV[i], ARGV[i + 1]
+  if redis.call('XDEL', stream, id) == 1 then
+    n = n + 1
+    if redis.call('HGET', k('loc'), seq) == code .. ' ' .. id then
+      redis.call('HDEL', k('loc'), seq)
+    end
+  end
+end
+return n
+"""
+
+CODE_STATE = {
+    "w": DeliveryState.PENDING,
+    "r": DeliveryState.FAILED,
+    "d": DeliveryState.DEAD,
+    "D": DeliveryState.DONE,
+}
+CODE_SUFFIX = {"m": "", "w": ":wait", "r": ":retry", "d": ":dead", "D": ":done"}
+STATE_STREAMS = {
+    DeliveryState.PENDING: ("", ":wait"),
+    DeliveryState.IN_PROGRESS: ("",),
+    DeliveryState.FAILED: (":retry",),
+    DeliveryState.DEAD: (":dead",),
+    DeliveryState.DONE: (":done",),
+}
+#: Listing everything reads each stream once; the main stream yields in-progress entries too.
+SCANNED = (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD, DeliveryState.DONE)
+PEL_SCAN = 10_000
+PAGE = 500
+
+Fields = dict[bytes, bytes]
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def redact_url(url: str) -> str:
+    """The URL for error messages: a password in it is a secret."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisQueue(Queue):
+    """Use `await RedisQueue.open(url)`; see the module docstring for the data layout."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = "ocean-hook",
+        group: str = "ocean-hook",
+        consumer: str | None = None,
+        dedup_window_seconds: float = 7 * 86400,
+        claim_idle_seconds: float = 30,
+        maxlen: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer or default_consumer()
+        self.dedup_window_seconds = dedup_window_seconds
+        self.claim_idle_seconds = claim_idle_seconds
+        self.maxlen = maxlen
+        self.clock = clock
+        self._redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=False,
+            protocol=2,  # the reply shapes parsed below
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
+        self._scripts = {
+            name: self._redis.register_script(LUA_PRELUDE + body)
+            for name, body in {
+                "put": LUA_PUT,
+                "promote": LUA_PROMOTE,
+                "finish": LUA_FINISH,
+                "recover": LUA_RECOVER,
+                "heartbeat": LUA_HEARTBEAT,
+                "requeue": LUA_REQUEUE,
+                "purge": LUA_PURGE,
+            }.items()
+        }
+        self._claims: dict[str, str] = {}  # seq -> main entry id, for claims this object holds
+        self._last_autoclaim = float("-inf")
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> RedisQueue:
+        queue = cls(url, **options)
+        try:
+            await queue._create_group()
+        except QueueUnavailable:
+            await queue._redis.aclose()
+            raise
+        queue._heartbeat = asyncio.create_task(queue._keep_claims_alive())
+        return queue
+
+    async def __aenter__(self) -> RedisQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def _available(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(f"redis {redact_url(self.url)}: {exc}") from exc
+
+    async def _run(self, script: str, *args: Any) -> Any:
+        async with self._available():
+            return await self._scripts[script](args=[self.stream, self.group, *args])
+
+    async def _create_group(self) -> None:
+        async with self._available():
+            try:
+                await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # ------------------------------------------------------------------ put
+
+    async def put(self, delivery: Delivery) -> PutResult:
+        fields = [
+            b"delivery_id", delivery.delivery_id,
+            b"method", delivery.method,
+            b"path", delivery.path,
+            b"headers", encode_headers(delivery.headers),
+            b"body", bytes(delivery.body),
+            b"processors", encode_processors(delivery.processors),
+            b"order_key", delivery.order_key,
+            b"received_at", repr(float(delivery.received_at)),
+        ]  # fmt: skip
+        window_ms = max(1, int(self.dedup_window_seconds * 1000))
+        accepted, seq = await self._run(
+            "put", window_ms, repr(self.clock()), delivery.delivery_id, *fields
+        )
+        return PutResult(accepted=bool(accepted), id=seq.decode())
+
+    # ------------------------------------------------------------------ workers
+
+    async def claim(self, limit: int) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        await self._run("promote", repr(self.clock()), max(limit, 100))
+        if time.monotonic() - self._last_autoclaim >= self.claim_idle_seconds / 2:
+            await self._autoclaim()
+        async with self._available():
+            try:
+                answer = await self._read_new(limit)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._create_group()
+                answer = await self._read_new(limit)
+        claimed = []
+        for _, entries in answer or []:
+            for entry_id, fields in entries:
+                if not fields:
+                    continue
+                delivery = to_delivery(fields, DeliveryState.IN_PROGRESS, in_progress=True)
+                self._claims[delivery.id] = entry_id.decode()
+                claimed.append(delivery)
+        return claimed
+
+    async def _read_new(self, limit: int) -> Any:
+        return await self._redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=limit
+        )
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self._finish(delivery, "done", None, None)
+
+    async def retry_later(self, delivery: Delivery, error: str, delay_seconds: float) -> None:
+        await self._finish(delivery, "retry", error, max(0.0, delay_seconds))
+
+    async def dead_letter(self, delivery: Delivery, error: str) -> None:
+        await self._finish(delivery, "dead", error, None)
+
+    async def _finish(
+        self, delivery: Delivery, outcome: str, error: str | None, delay: float | None
+    ) -> None:
+        entry_id = self._claims.get(delivery.id)
+        if entry_id is None:
+            log.warning("delivery %s was not claimed by this queue; ignoring %s", delivery.id, outcome)
+            return
+        now = self.clock()
+        due = "" if delay is None else repr(now + delay)
+        error = clip_error(error) if error is not None else ""
+        done = await self._run(
+            "finish", self.consumer, entry_id, delivery.id, outcome, repr(now),
+            delivery.attempts, error, due, self.maxlen,
+        )  # fmt: skip
+        self._claims.pop(delivery.id, None)
+        if not done:
+            log.warning("claim of delivery %s was taken over; its %s is ignored", delivery.id, outcome)
+            return
+        delivery.state = {"done": DeliveryState.DONE, "retry": DeliveryState.FAILED}.get(
+            outcome, DeliveryState.DEAD
+        )
+        delivery.updated_at = now
+        if error:
+            delivery.last_error = error
+        if delay is not None:
+            delivery.next_attempt_at = now + delay
+
+    async def recover(self) -> int:
+        """Re-queue our own stale claims (restart under the same name), then crashed consumers'."""
+        own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, *self._claims.values())
+        return int(own) + await self._autoclaim()
+
+    async def _autoclaim(self) -> int:
+        self._last_autoclaim = time.monotonic()
+        min_idle = max(1, int(self.claim_idle_seconds * 1000))
+        total = 0
+        while True:
+            moved = int(
+                await self._run(
+                    "recover", self.consumer, "idle", min_idle, PAGE, *self._claims.values()
+                )
+            )
+            total += moved
+            if moved < PAGE:
+                return total
+
+    async def _keep_claims_alive(self) -> None:
+        interval = max(0.01, self.claim_idle_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._claims:
+                continue
+            try:
+                await self._run("heartbeat", self.consumer, *self._claims.values())
+            except QueueUnavailable as exc:
+                log.warning("cannot refresh claims: %s", exc)
+
+    # ------------------------------------------------------------------ inspection and repair
+
+    async def _locate(self, id_or_delivery_id: str) -> str | None:
+        """The seq for a queue id, else for a delivery id still inside the dedup window."""
+        key = str(id_or_delivery_id)
+        async with self._available():
+            if key.isdigit() and await self._redis.hexists(f"{self.stream}:loc", key):
+                return key
+            seq = await self._redis.get(f"{self.stream}:dedup:{key}")
+        return seq.decode() if seq else None
+
+    async def get(self, id_or_delivery_id: str) -> Delivery | None:
+        seq = await self._locate(id_or_delivery_id)
+        if seq is None:
+            return None
+        async with self._available():
+            loc = await self._redis.hget(f"{self.stream}:loc", seq)
+            if not loc:
+                return None
+            code, entry_id = loc.decode().split(" ", 1)
+            stream = self.stream + CODE_SUFFIX[code]
+            found = await self._redis.xrange(stream, entry_id, entry_id)
+            if not found:
+                return None
+            if code != "m":
+                return to_delivery(found[0][1], CODE_STATE[code])
+            pel = await self._redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        busy = bool(pel)
+        state = DeliveryState.IN_PROGRESS if busy else DeliveryState.PENDING
+        return to_delivery(found[0][1], state, in_progress=busy)
+
+    async def list(self, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:
+        """Newest first by queue id, among the `limit` latest entries of each state's stream."""
+        states = [state] if state is not None else [s for s in DeliveryState if s in SCANNED]
+        async with self._available():
+            pel = await self._pel_ids()
+            found: list[Delivery] = []
+            for wanted in states:
+                for suffix in STATE_STREAMS[wanted]:
+                    count = limit + len(pel) if suffix == "" else limit
+                    for entry_id, fields in await self._redis.xrevrange(
+                        self.stream + suffix, count=count
+                    ):
+                        found.extend(self._classify(suffix, entry_id, fields, pel, wanted, state))
+        found.sort(key=lambda d: int(d.id), reverse=True)
+        return found[:limit]
+
+    def _classify(
+        self,
+        suffix: str,
+        entry_id: bytes,
+        fields: Fields,
+        pel: set[bytes],
+        wanted: DeliveryState,
+        only: DeliveryState | None,
+    ) -> list[Delivery]:
+        """Main-stream entries are pending or in progress depending on the PEL."""
+        if suffix != "":
+            return [to_delivery(fields, wanted)]
+        busy = entry_id in pel
+        actual = DeliveryState.IN_PROGRESS if busy else DeliveryState.PENDING
+        if only is not None and actual is not only:
+            return []
+        return [to_delivery(fields, actual, in_progress=busy)]
+
+    async def _pel_ids(self) -> set[bytes]:
+        pending = await self._redis.xpending_range(self.stream, self.group, "-", "+", PEL_SCAN)
+        return {p["message_id"] for p in pending}
+
+    async def requeue(self, id_or_delivery_id: str) -> bool:
+        seq = await self._locate(id_or_delivery_id)
+        if seq is None:
+            return False
+        return int(await self._run("requeue", repr(self.clock()), "any", seq)) == 1
+
+    async def requeue_dead(self) -> int:
+        seqs = [seq for _, seq, _ in await self._scan(":dead")]
+        total = 0
+        for start in range(0, len(seqs), PAGE):
+            batch = seqs[start : start + PAGE]
+            total += int(await self._run("requeue", repr(self.clock()), "d", *batch))
+        return total
+
+    async def purge(self, older_than_seconds: float) -> int:
+        cutoff = self.clock() - older_than_seconds
+        total = 0
+        for suffix, code in ((":dead", "d"), (":done", "D")):
+            old = [(eid, seq) for eid, seq, updated in await self._scan(suffix) if updated < cutoff]
+            for start in range(0, len(old), PAGE):
+                pairs = [part for pair in old[start : start + PAGE] for part in pair]
+                total += int(await self._run("purge", code, *pairs))
+        return total
+
+    async def _scan(self, suffix: str) -> list[tuple[str, str, float]]:
+        """(entry id, seq, updated_at) of every entry of a side stream, oldest first."""
+        out: list[tuple[str, str, float]] = []
+        start = "-"
+        async with self._available():
+            while True:
+                page = await self._redis.xrange(self.stream + suffix, start, "+", count=PAGE)
+                for entry_id, fields in page:
+                    updated = float(fields.get(b"updated_at") or 0)
+                    out.append((entry_id.decode(), fields[b"seq"].decode(), updated))
+                if len(page) < PAGE:
+                    return out
+                start = "(" + page[-1][0].decode()
+
+    async def depth(self) -> dict[str, int]:
+        counts = empty_depth()
+        async with self._available(), self._redis.pipeline(transaction=True) as pipe:
+            for suffix in ("", ":wait", ":retry", ":dead", ":done"):
+                pipe.xlen(self.stream + suffix)
+            pipe.xpending(self.stream, self.group)
+            main, wait, retry, dead, done, pel = await pipe.execute()
+        in_progress = int(pel["pending"])
+        counts[DeliveryState.PENDING] = main - in_progress + wait
+        counts[DeliveryState.IN_PROGRESS] = in_progress
+        counts[DeliveryState.FAILED] = retry
+        counts[DeliveryState.DEAD] = dead
+        counts[DeliveryState.DONE] = done
+        return counts
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        await self._redis.aclose()
+
+
+def to_delivery(fields: Fields, state: DeliveryState, *, in_progress: bool = False) -> Delivery:
+    """An entry's fields as a Delivery; a claimed entry counts the attempt now running."""
+
+    def text(name: str) -> str:
+        return fields.get(name.encode(), b"").decode()
+
+    next_attempt = text("next_attempt_at")
+    return Delivery(
+        id=text("seq"),
+        delivery_id=text("delivery_id"),
+        method=text("method"),
+        path=text("path"),
+        headers=decode_headers(fields[b"headers"]),
+        body=fields.get(b"body", b""),
+        received_at=float(text("received_at")),
+        processors=decode_processors(fields[b"processors"]),
+        order_key=text("order_key"),
+        state=state,
+        attempts=int(text("attempts") or 0) + (1 if in_progress else 0),
+        last_error=text("last_error") or None,
+        next_attempt_at=float(next_attempt) if next_attempt else None,
+        updated_at=float(text("updated_at")) if text("updated_at") else None,
+    )

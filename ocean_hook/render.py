@@ -1,0 +1,122 @@
+"""All rendering of plans, diffs and summaries: rich text, markdown and JSON documents.
+
+The one place that turns `Change`s into something a person or a machine reads, so `test-mapping`,
+`replay --dry-run` and `serve --target dry-run` show a plan the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from ocean_hook.diff import Change
+
+_SYMBOL = {"create": "+", "update": "~", "delete": "-", "unchanged": " "}
+_STYLE = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
+
+
+def value_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def change_title(change: Change) -> str:
+    identifier = change.identifier if isinstance(change.identifier, str) else value_text(change.identifier)
+    return f"{change.blueprint}/{identifier}"
+
+
+def change_lines(change: Change) -> list[str]:
+    """Plain lines for one change: a header, then one line per changed field."""
+    head = f"{_SYMBOL[change.action]} {change.action} {change_title(change)}"
+    if change.kind:
+        head += f"  (kind {change.kind})"
+    lines = [head]
+    for f in change.fields:
+        if change.action == "create":
+            lines.append(f"    + {f.path}: {value_text(f.after)}")
+        else:
+            lines.append(f"    ~ {f.path}: {value_text(f.before)} → {value_text(f.after)}")
+    return lines
+
+
+def summary_line(summary: Mapping[str, int]) -> str:
+    line = (
+        f"{summary.get('create', 0)} to create, {summary.get('update', 0)} to update, "
+        f"{summary.get('delete', 0)} to delete, {summary.get('unchanged', 0)} unchanged"
+    )
+    extras = [f"{summary[k]} {k}" for k in ("filtered", "skipped", "misconfigured", "errors") if summary.get(k)]
+    return line + (f" ({', '.join(extras)})" if extras else "")
+
+
+def print_change(console: Console, change: Change, *, show_unchanged: bool = False) -> None:
+    if change.action == "unchanged" and not show_unchanged:
+        return
+    style = _STYLE[change.action]
+    lines = change_lines(change)
+    console.print(f"[bold {style}]{escape(lines[0])}[/]", highlight=False)
+    for line in lines[1:]:
+        console.print(f"[{style}]{escape(line)}[/]", highlight=False)
+
+
+def print_plan(console: Console, changes: Iterable[Change], summary: Mapping[str, int]) -> None:
+    for change in changes:
+        print_change(console, change)
+    console.print(f"[bold]{escape(summary_line(summary))}[/]", highlight=False)
+
+
+def print_problems(
+    console: Console, misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]], errors: Iterable[str]
+) -> None:
+    """Misconfigured fields (per entity) and mapping errors, on the error console."""
+    for kind, title, fields in misconfigurations:
+        for path, expr in fields.items():
+            console.print(
+                f"[yellow]! {escape(kind)} {escape(title)}: {escape(path)} is null "
+                f"(jq: {escape(expr)})[/]",
+                highlight=False,
+            )
+    for error in errors:
+        console.print(f"[red]error: {escape(error)}[/]", highlight=False)
+
+
+def plan_markdown(
+    changes: Iterable[Change],
+    summary: Mapping[str, int],
+    *,
+    misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]] = (),
+    errors: Iterable[str] = (),
+    title: str = "ocean-hook plan",
+) -> str:
+    """A pull-request comment: summary first, then a diff block (GitHub colors +/- lines)."""
+    changes = [c for c in changes if c.writes]
+    out = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
+    if changes:
+        out += ["```diff"]
+        for change in changes:
+            out += change_lines(change)
+        out += ["```", ""]
+    else:
+        out += ["No changes.", ""]
+    problems = [
+        f"- `{kind}` {title_}: `{path}` is null (jq: `{expr}`)"
+        for kind, title_, fields in misconfigurations
+        for path, expr in fields.items()
+    ]
+    if problems:
+        out += ["<details><summary>Misconfigured fields</summary>", "", *problems, "", "</details>", ""]
+    errs = list(errors)
+    if errs:
+        out += ["**Errors**", "", *[f"- {e}" for e in errs], ""]
+    return "\n".join(out)
+
+
+def escape_text(text: str) -> str:
+    return escape(text)
+
+
+def dumps(document: Any) -> str:
+    """The JSON form of every machine-readable output: stable key order, two-space indent."""
+    return json.dumps(document, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,87 @@
+"""Builds what a run needs from a config: mapping, queue, target, fetcher. Passed, never global."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ocean_hook.config import Config
+from ocean_hook.errors import ConfigError
+from ocean_hook.fetch import Fetcher
+from ocean_hook.mapping.engine import Mapping as CompiledMapping
+from ocean_hook.queue.base import Queue
+from ocean_hook.targets import build_target
+from ocean_hook.targets.base import Target
+
+
+async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float) -> Queue:
+    """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`."""
+    kind = spec.get("type", "sqlite")
+    if kind == "sqlite":
+        from ocean_hook.queue.sqlite import SqliteJournal
+
+        path = Path(spec.get("path") or state_dir / "journal.db")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
+    if kind == "redis":
+        from ocean_hook.queue.redis import RedisQueue
+
+        if not spec.get("url"):
+            raise ConfigError("queue type redis needs 'url' (redis://host:6379/0)", where="queue")
+        options = {k: spec[k] for k in ("stream", "group", "consumer", "claim_idle_seconds", "maxlen") if k in spec}
+        return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
+    raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
+
+
+def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`--queue redis://...` or `--queue sqlite` overrides the config's `queue:`."""
+    if not option:
+        return configured
+    if option.startswith(("redis://", "rediss://", "unix://")):
+        return {**configured, "type": "redis", "url": option}
+    if option == "sqlite":
+        return {"type": "sqlite"}
+    raise ConfigError(f"--queue must be 'sqlite' or a redis:// URL, got {option!r}")
+
+
+def make_target(config: Config, override: str | None = None) -> Target:
+    spec = dict(config.target)
+    if override == "dry-run" and spec.get("type") != "dry-run":
+        spec = {"type": "dry-run", "read_from": spec.get("type", "local"),
+                **{k: v for k, v in spec.items() if k != "type"}}
+    elif override:
+        spec = {"type": override}
+    if spec.get("type") == "port":
+        spec.setdefault("integration_name", config.integration)
+    try:
+        return build_target(spec, config.state_dir, env=os.environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where=f"{config.file} (key target)") from None
+
+
+def make_fetcher(config: Config) -> Fetcher:
+    spec = config.fetch
+    return Fetcher(
+        timeout_seconds=float(spec.get("timeout_seconds", 10.0)),
+        attempts=int(spec.get("attempts", 4)),
+        allow_loopback=bool(spec.get("allow_loopback", False)),
+    )
+
+
+@dataclass
+class Runtime:
+    config: Config
+    mapping: CompiledMapping
+    target: Target
+    fetcher: Fetcher
+
+    @classmethod
+    def build(cls, config: Config, *, target: str | None = None) -> Runtime:
+        return cls(config, config.load_mapping(), make_target(config, target), make_fetcher(config))
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+        await self.target.close()

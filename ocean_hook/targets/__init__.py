@@ -1,0 +1,128 @@
+"""Where changes go: the embedded local catalog, Port's API, or nowhere (dry-run).
+
+`build_target` turns the config's `target:` mapping into a target:
+
+    target: {type: local}                                   # <state_dir>/catalog.db
+    target: {type: local, path: /var/lib/ocean-hook/catalog.db}
+    target: {type: port, region: us, integration_name: my-hook}
+    target: {type: dry-run, read_from: port, region: us}    # reads Port, writes nothing
+
+Port credentials come from the environment (PORT_CLIENT_ID / PORT_CLIENT_SECRET unless
+`client_id_env` / `client_secret_env` name other variables), never from the config text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ocean_hook.targets.base import Target, TargetError, WriteOutcome
+from ocean_hook.targets.dry_run import DryRunTarget
+from ocean_hook.targets.local import LocalCatalog
+from ocean_hook.targets.port import DEFAULT_BASE_URL, US_BASE_URL, PortTarget
+
+__all__ = [
+    "DryRunTarget",
+    "LocalCatalog",
+    "PortTarget",
+    "Target",
+    "TargetError",
+    "WriteOutcome",
+    "build_target",
+]
+
+REGIONS = {"eu": DEFAULT_BASE_URL, "us": US_BASE_URL}
+_LOCAL_KEYS = {"type", "path"}
+_PORT_KEYS = {
+    "type",
+    "base_url",
+    "region",
+    "client_id_env",
+    "client_secret_env",
+    "integration_name",
+    "max_in_flight",
+    "retry_attempts",
+    "retry_max_wait",
+}
+_DRY_RUN_KEYS = {"type", "read_from"}
+READERS = ("local", "port", "none")
+
+
+def _check_keys(spec: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(
+            f"target: unknown key(s) {', '.join(map(repr, unknown))} for {what} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _string(spec: Mapping[str, Any], key: str, default: str) -> str:
+    value = spec.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"target.{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _number(spec: Mapping[str, Any], key: str, default: float, kind: type = int) -> Any:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"target.{key} must be a positive number, got {value!r}")
+    return kind(value)
+
+
+def _local(spec: Mapping[str, Any], state_dir: Path) -> LocalCatalog:
+    path = spec.get("path")
+    if path is None:
+        return LocalCatalog(state_dir / "catalog.db")
+    return LocalCatalog(Path(_string(spec, "path", "")).expanduser())
+
+
+def _secret(spec: Mapping[str, Any], key: str, default: str, env: Mapping[str, str]) -> str:
+    variable = _string(spec, key, default)
+    value = env.get(variable, "")
+    if not value:
+        raise ValueError(
+            f"target: environment variable {variable} is not set "
+            f"(the Port {key.removesuffix('_env').replace('_', ' ')})"
+        )
+    return value
+
+
+def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
+    region = _string(spec, "region", "eu")
+    if region not in REGIONS:
+        raise ValueError(f"target.region must be 'eu' or 'us', got {region!r}")
+    return PortTarget(
+        _string(spec, "base_url", REGIONS[region]),
+        client_id=_secret(spec, "client_id_env", "PORT_CLIENT_ID", env),
+        client_secret=_secret(spec, "client_secret_env", "PORT_CLIENT_SECRET", env),
+        integration_name=_string(spec, "integration_name", "ocean-hook"),
+        max_in_flight=_number(spec, "max_in_flight", 8),
+        retry_attempts=_number(spec, "retry_attempts", 5),
+        retry_max_wait=_number(spec, "retry_max_wait", 60.0, float),
+    )
+
+
+def build_target(spec: Mapping[str, Any], state_dir: Path, *, env: Mapping[str, str]) -> Target:
+    """The target a config's `target:` mapping describes (ValueError naming the bad key)."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"target must be a mapping with a 'type', got {spec!r}")
+    kind = spec.get("type", "local")
+    if kind == "local":
+        _check_keys(spec, _LOCAL_KEYS, "type local")
+        return _local(spec, state_dir)
+    if kind == "port":
+        _check_keys(spec, _PORT_KEYS, "type port")
+        return _port(spec, env)
+    if kind == "dry-run":
+        reader = spec.get("read_from", "local")
+        if reader not in READERS:
+            raise ValueError(f"target.read_from must be one of {', '.join(READERS)}, got {reader!r}")
+        extra = {"local": _LOCAL_KEYS, "port": _PORT_KEYS, "none": set()}[reader]
+        _check_keys(spec, _DRY_RUN_KEYS | extra, f"type dry-run reading from {reader}")
+        if reader == "none":
+            return DryRunTarget(None)
+        inner = {k: v for k, v in spec.items() if k != "read_from"} | {"type": reader}
+        return DryRunTarget(build_target(inner, state_dir, env=env))
+    raise ValueError(f"target.type must be local, port or dry-run, got {kind!r}")

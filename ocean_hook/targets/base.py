@@ -1,0 +1,54 @@
+"""The one target interface: read current entities, upsert, delete.
+
+The pipeline diffs before it writes, so a target is only asked to write real changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ocean_hook.entity import Entity, EntityKey
+from ocean_hook.mapping.models import MappingFlags
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """The result of writing one entity. `error` is shown to the user as is (Port's message)."""
+
+    key: EntityKey
+    ok: bool
+    error: str | None = None
+    #: a retry may succeed (429, 5xx, connection error); a schema violation will not
+    retryable: bool = False
+
+
+class TargetError(Exception):
+    """The target as a whole could not be reached or answered badly."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Target(ABC):
+    name: str = "target"
+
+    @abstractmethod
+    async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
+        """Current entities for these keys (missing keys are absent from the answer)."""
+
+    @abstractmethod
+    async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
+        """Create or update; merge or replace according to `flags.enable_merge_entity`."""
+
+    @abstractmethod
+    async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
+        """Delete (with dependents when `flags.delete_dependent_entities`)."""
+
+    async def check_ready(self) -> None:
+        """Raise `TargetError` when the target cannot be written now (for /readyz)."""
+
+    async def close(self) -> None:
+        """Release connections and files."""

@@ -1,0 +1,254 @@
+"""The embedded catalog: one SQLite file, so everything runs with no Port account.
+
+WAL mode lets `ocean-hook catalog list` read the file while `serve` writes it from another
+process. Inside one process all calls share one connection; each write call is one
+`BEGIN IMMEDIATE ... COMMIT` transaction, so a crash leaves either all of a call or none of it.
+The methods are `async` only to satisfy `Target`: SQLite on a local disk is fast enough to run
+in the event loop, and running it there keeps concurrent tasks from interleaving inside a write.
+
+Merge semantics are Port's (`diff.resulting_entity`), so the local catalog and Port hold the
+same entity after the same upserts. An upsert that would not change the stored entity writes
+nothing: `updated_at` moves only on real changes.
+
+Dependents: relations do not name their target blueprint (that lives in the blueprint schema,
+which the local catalog does not have), so an entity depends on a deleted one when any of its
+relation values equals the deleted identifier or is a list containing it, whatever the
+blueprint. `relation_targets` indexes relation values so finding dependents is a lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ocean_hook.diff import resulting_entity
+from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
+from ocean_hook.errors import InputError
+from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.targets.base import Target, TargetError, WriteOutcome
+from ocean_hook.targets.outcomes import outcome_key
+
+SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
+_CHUNK = 500  # well under SQLite's bound-parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    blueprint TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (blueprint, identifier)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relation_targets (
+    target TEXT NOT NULL,
+    blueprint TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    PRIMARY KEY (target, blueprint, identifier)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS relation_targets_owner ON relation_targets (blueprint, identifier);
+"""
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _relation_targets(entity: Entity) -> set[str]:
+    """Identifiers this entity's relations point at (search-query values point nowhere here)."""
+    relations = entity.get("relations")
+    targets: set[str] = set()
+    if not isinstance(relations, dict):
+        return targets
+    for value in relations.values():
+        values = value if isinstance(value, list) else [value]
+        targets.update(v for v in values if isinstance(v, str))
+    return targets
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class LocalCatalog(Target):
+    name = "local"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        #: rows written (inserted, replaced or deleted) by this object: no-op upserts add nothing
+        self.writes = 0
+        self._lock = threading.Lock()  # one connection; safe even if a caller uses threads
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write call = one transaction = one commit; a busy database is worth a retry."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise TargetError(f"{self.path}: local catalog is busy: {exc}") from exc
+            writes = self.writes
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self.writes = writes
+                raise
+            self._db.execute("COMMIT")
+
+    def _select(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(db: sqlite3.Connection, key: EntityKey) -> Entity | None:
+        row = db.execute("SELECT entity FROM entities WHERE blueprint = ? AND identifier = ?", key).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _store(self, db: sqlite3.Connection, key: EntityKey, entity: Entity) -> None:
+        text = json.dumps(entity, ensure_ascii=False, separators=(",", ":"))
+        db.execute(
+            "INSERT OR REPLACE INTO entities (blueprint, identifier, entity, updated_at) VALUES (?, ?, ?, ?)",
+            (*key, text, _now()),
+        )
+        db.execute("DELETE FROM relation_targets WHERE blueprint = ? AND identifier = ?", key)
+        db.executemany(
+            "INSERT INTO relation_targets (target, blueprint, identifier) VALUES (?, ?, ?)",
+            [(target, *key) for target in sorted(_relation_targets(entity))],
+        )
+        self.writes += 1
+
+    def _remove(self, db: sqlite3.Connection, key: EntityKey) -> None:
+        db.execute("DELETE FROM entities WHERE blueprint = ? AND identifier = ?", key)
+        db.execute("DELETE FROM relation_targets WHERE blueprint = ? AND identifier = ?", key)
+        self.writes += 1
+
+    def _existing(self, db: sqlite3.Connection, keys: Iterable[EntityKey]) -> set[EntityKey]:
+        by_blueprint: dict[str, list[str]] = {}
+        for blueprint, identifier in dict.fromkeys(keys):
+            by_blueprint.setdefault(blueprint, []).append(identifier)
+        found: set[EntityKey] = set()
+        for blueprint, identifiers in by_blueprint.items():
+            for chunk in _chunks(identifiers):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT blueprint, identifier FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
+                    (blueprint, *chunk),
+                ).fetchall()
+                found.update(rows)
+        return found
+
+    def _dependents(self, db: sqlite3.Connection, doomed: set[EntityKey]) -> set[EntityKey]:
+        """Entities relating to a doomed one, and to those, until nothing new turns up."""
+        found: set[EntityKey] = set()
+        frontier = sorted({identifier for _, identifier in doomed})
+        seen = set(frontier)
+        while frontier:
+            new: set[EntityKey] = set()
+            for chunk in _chunks(frontier):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT blueprint, identifier FROM relation_targets WHERE target IN ({marks})",
+                    chunk,
+                ).fetchall()
+                new.update(k for k in map(tuple, rows) if k not in doomed and k not in found)
+            found |= new
+            frontier = sorted({identifier for _, identifier in new} - seen)
+            seen.update(frontier)
+        return found
+
+    # -- Target -------------------------------------------------------------------------------
+
+    async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
+        by_blueprint: dict[str, list[str]] = {}
+        for blueprint, identifier in dict.fromkeys(keys):
+            by_blueprint.setdefault(blueprint, []).append(identifier)
+        found: dict[EntityKey, Entity] = {}
+        for blueprint, identifiers in by_blueprint.items():
+            for chunk in _chunks(identifiers):
+                marks = ",".join("?" * len(chunk))
+                rows = self._select(
+                    f"SELECT identifier, entity FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
+                    (blueprint, *chunk),
+                )
+                found.update({(blueprint, ident): json.loads(text) for ident, text in rows})
+        return found
+
+    async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
+        with self._transaction() as db:
+            return [self._upsert_one(db, e, flags.enable_merge_entity) for e in entities]
+
+    def _upsert_one(self, db: sqlite3.Connection, entity: Entity, merge: bool) -> WriteOutcome:
+        key = entity_key(entity)
+        if key is None:
+            error = (
+                SEARCH_QUERY_ERROR
+                if is_search_query(entity.get("identifier"))
+                else "an entity needs a string 'identifier' and 'blueprint'"
+            )
+            return WriteOutcome(outcome_key(entity), ok=False, error=error, retryable=False)
+        current = self._load(db, key)
+        after = resulting_entity(current, entity, merge=merge)
+        if after != current:
+            self._store(db, key, after)
+        return WriteOutcome(key, ok=True)
+
+    async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
+        with self._transaction() as db:
+            doomed = self._existing(db, keys)
+            if flags.delete_dependent_entities:
+                doomed |= self._dependents(db, doomed)
+            for key in sorted(doomed):
+                self._remove(db, key)
+        return [WriteOutcome(tuple(key), ok=True) for key in keys]
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- CLI ----------------------------------------------------------------------------------
+
+    def list_entities(self, blueprint: str | None = None) -> list[Entity]:
+        """Entities ordered by blueprint then identifier; all of them when `blueprint` is None."""
+        if blueprint is None:
+            rows = self._select("SELECT entity FROM entities ORDER BY blueprint, identifier")
+        else:
+            rows = self._select("SELECT entity FROM entities WHERE blueprint = ? ORDER BY identifier", (blueprint,))
+        return [json.loads(text) for (text,) in rows]
+
+    def export(self) -> list[Entity]:
+        return self.list_entities(None)
+
+    def import_entities(self, entities: Iterable[Entity]) -> int:
+        """Store each entity as given (replacing one with the same key), all or nothing."""
+        entities = list(entities)
+        keys: list[EntityKey] = []
+        for n, entity in enumerate(entities):
+            key = entity_key(entity) if isinstance(entity, dict) else None
+            if key is None:
+                raise InputError(
+                    f"entity #{n} needs a string 'identifier' and 'blueprint', got "
+                    f"{json.dumps(entity, default=str)[:120]}"
+                )
+            keys.append(key)
+        with self._transaction() as db:
+            for key, entity in zip(keys, entities, strict=True):
+                self._store(db, key, entity)
+        return len(entities)

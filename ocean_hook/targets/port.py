@@ -1,0 +1,557 @@
+"""Port's REST API as a target (shapes in /work/shared/PORT_API.md).
+
+Ownership rule. Every request carries ``User-Agent: ocean-hook/<version>/<integration_name>``,
+and Port records the writer of each entity as its ``$datasource``. An entity is *ours* when
+its datasource is ``ocean-hook/<any version>/<integration_name>``: the version may differ (an
+upgrade must not orphan entities) but the integration name must match as a whole path segment.
+Before deleting, the target searches the entities twice: once by identifier (to tell "already
+gone", which is fine, from "exists"), once adding the rules ``$datasource contains
+"ocean-hook/"`` and ``$datasource contains "/<integration_name>"`` so Port itself confirms
+ownership. When Port also returns the datasource string, it is checked segment by segment too
+(so integration ``hook`` does not claim the entities of ``hook-2``). Entities that exist but are
+not ours are never deleted: their outcome says so and is not retryable. Upserts are not
+guarded: mapping an entity is an explicit request to write it.
+
+Failures. 408, 429, 502, 503, 504 and connection errors are retried with exponential backoff
+and jitter, or exactly as long as ``Retry-After`` / ``x-ratelimit-reset`` ask (capped at
+``retry_max_wait``). Other statuses are not retried here: Port's message lands in the entity's
+outcome, which is ``retryable`` only for server errors (a 4xx is the caller's fault). When
+retries run out, outcomes are ``retryable=True`` so the worker retries the delivery later.
+A 401 renews the token once. Failures of the call as a whole (no token, search down) raise
+`TargetError`.
+
+Every method answers one outcome per input, in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from functools import partial
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from multidict import CIMultiDict
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+from yarl import URL
+
+from ocean_hook import __version__
+from ocean_hook.entity import ENTITY_FIELDS, Entity, EntityKey
+from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.targets.base import Target, TargetError, WriteOutcome
+from ocean_hook.targets.outcomes import outcome_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.getport.io"
+US_BASE_URL = "https://api.us.getport.io"
+RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    asyncio.TimeoutError,
+)
+BULK_MAX_ENTITIES = 20
+BULK_MAX_BYTES = 1024 * 1024
+DELETE_BATCH = 100
+SEARCH_CHUNK = 100
+TOKEN_RENEW_MARGIN = 60.0
+
+
+def _q(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def user_agent(integration_name: str) -> str:
+    return f"ocean-hook/{__version__}/{integration_name}"
+
+
+def owns(datasource: str, integration_name: str) -> bool:
+    """The ownership rule of the module docstring, on a datasource string Port returned."""
+    parts = datasource.split("/")
+    return parts[0] == "ocean-hook" and integration_name in parts[1:]
+
+
+def port_message(body: Any, status: int) -> str:
+    """Port's own words for an error: its `message`, else its `error`, else the raw text."""
+    if isinstance(body, dict):
+        for name in ("message", "error"):
+            if isinstance(body.get(name), str) and body[name]:
+                return body[name]
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return f"HTTP {status}"
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait the server asked for: `Retry-After` (seconds or HTTP date), else
+    `x-ratelimit-reset` (seconds to wait, or an epoch timestamp when it is that large)."""
+    now = time.time() if now is None else now
+    lower = {k.lower(): v for k, v in headers.items()}
+    value = lower.get("retry-after", "").strip()
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+            return max(0.0, when.timestamp() - now)
+    reset = lower.get("x-ratelimit-reset", "").strip()
+    try:
+        number = float(reset)
+    except ValueError:
+        return None
+    return max(0.0, number - now) if number > 1e9 else max(0.0, number)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        return port_message(self.body, self.status)
+
+    def describe(self) -> str:
+        return f"Port answered {self.status}: {self.message}"
+
+
+class _RetryableReply(Exception):
+    def __init__(self, reply: _Reply) -> None:
+        super().__init__(reply.describe())
+        self.reply = reply
+
+
+class _Unreachable(TargetError):
+    """Connection errors outlasted the retries."""
+
+
+def _worth_retrying(status: int | None) -> bool:
+    """Whether a later attempt may succeed: rate limits, timeouts and server errors."""
+    return isinstance(status, int) and (status in RETRYABLE_STATUSES or status >= 500)
+
+
+def _failed(key: EntityKey, error: str, *, retryable: bool) -> WriteOutcome:
+    return WriteOutcome(key, ok=False, error=error, retryable=retryable)
+
+
+def _reply_failure(key: EntityKey, reply: _Reply) -> WriteOutcome:
+    return _failed(key, reply.describe(), retryable=_worth_retrying(reply.status))
+
+
+def _strip(entity: Entity) -> Entity:
+    """Only the fields a mapping sets, so the diff never sees Port's bookkeeping."""
+    return {k: v for k, v in entity.items() if k in ENTITY_FIELDS and v is not None and not (k == "team" and v == [])}
+
+
+def _datasource(entity: Entity) -> str | None:
+    for name in ("$datasource", "datasource"):
+        if isinstance(entity.get(name), str):
+            return entity[name]
+    return None
+
+
+class PortTarget(Target):
+    name = "port"
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        client_id: str,
+        client_secret: str,
+        integration_name: str = "ocean-hook",
+        max_in_flight: int = 8,
+        retry_attempts: int = 5,
+        retry_max_wait: float = 60.0,
+        session: aiohttp.ClientSession | None = None,
+        retry_min_wait: float = 1.0,
+        request_timeout: float = 30.0,
+    ) -> None:
+        if not integration_name or "/" in integration_name:
+            raise ValueError(f"integration_name must be non-empty without '/': {integration_name!r}")
+        self.base_url = base_url.rstrip("/")
+        self.integration_name = integration_name
+        self.user_agent = user_agent(integration_name)
+        self.retry_attempts = max(1, retry_attempts)
+        self.retry_min_wait = retry_min_wait
+        self.retry_max_wait = retry_max_wait
+        #: the retry waits taken lately (seconds), for logs and tests
+        self.retry_waits: deque[float] = deque(maxlen=100)
+        self._credentials = _dumps({"clientId": client_id, "clientSecret": client_secret})
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._token_lock = asyncio.Lock()
+        self._token_value: str | None = None
+        self._token_renew_at = 0.0
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> URL:
+        return URL(self.base_url + path, encoded=True)
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        token: str | None,
+    ) -> _Reply:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = token
+        async with (
+            self._slots,
+            self._session.request(
+                method, url, params=params, data=body, headers=headers, timeout=self._timeout
+            ) as response,
+        ):
+            raw = await response.read()
+            try:
+                decoded: Any = json.loads(raw) if raw else None
+            except ValueError:
+                decoded = raw.decode("utf-8", "replace")
+            return _Reply(response.status, decoded, CIMultiDict(response.headers))
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exactly what the server asked for when it said so, else backoff with jitter."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _RetryableReply):
+            hinted = retry_after_seconds(error.reply.headers)
+            if hinted is not None:
+                return min(hinted, self.retry_max_wait)
+        backoff = self.retry_min_wait * 2 ** (state.attempt_number - 1)
+        return min(backoff + random.uniform(0, self.retry_min_wait), self.retry_max_wait)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action else 0.0
+        error = state.outcome.exception() if state.outcome else None
+        self.retry_waits.append(wait)
+        log.warning("Port request failed (%s); retrying in %.2fs", error, wait)
+
+    async def _retrying(self, send: Callable[[], Awaitable[_Reply]]) -> _Reply:
+        """The last reply (possibly a retryable status, after the last attempt)."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry_attempts),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            retry=retry_if_exception_type((_RetryableReply, *CONNECTION_ERRORS)),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    reply = await send()
+                    if reply.status in RETRYABLE_STATUSES:
+                        raise _RetryableReply(reply)
+                    return reply
+        except _RetryableReply as exc:
+            return exc.reply
+        except CONNECTION_ERRORS as exc:
+            detail = str(exc) or type(exc).__name__
+            raise _Unreachable(f"Port at {self.base_url} is unreachable: {detail}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> _Reply:
+        url = self._url(path)
+        token = await self._token()
+        reply = await self._retrying(partial(self._send, method, url, params, body, token))
+        if reply.status == 401:
+            token = await self._token(stale=token)
+            reply = await self._retrying(partial(self._send, method, url, params, body, token))
+            if reply.status == 401:
+                raise TargetError(f"Port rejected a fresh access token: {reply.message}")
+        return reply
+
+    # -- token --------------------------------------------------------------------------------
+
+    async def _token(self, stale: str | None = None) -> str:
+        """A cached token, renewed a little before it expires or when `stale` was refused."""
+        async with self._token_lock:
+            fresh = time.monotonic() < self._token_renew_at
+            if self._token_value is not None and self._token_value != stale and fresh:
+                return self._token_value
+            url = self._url("/v1/auth/access_token")
+            try:
+                reply = await self._retrying(partial(self._send, "POST", url, None, self._credentials, None))
+            except _Unreachable as exc:
+                raise TargetError(f"cannot obtain a Port access token: {exc}") from exc
+            if not reply.ok:
+                retryable = _worth_retrying(reply.status)
+                raise TargetError(f"cannot obtain a Port access token: {reply.describe()}", retryable=retryable)
+            body = reply.body if isinstance(reply.body, dict) else {}
+            token, expires = body.get("accessToken"), body.get("expiresIn", 3600)
+            if not isinstance(token, str) or not isinstance(expires, int | float):
+                raise TargetError("cannot obtain a Port access token: malformed token answer")
+            self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
+            margin = min(TOKEN_RENEW_MARGIN, expires / 2)
+            self._token_renew_at = time.monotonic() + expires - margin
+            return self._token_value
+
+    async def check_ready(self) -> None:
+        await self._token()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- read ---------------------------------------------------------------------------------
+
+    async def _search(self, rules: list[dict[str, Any]]) -> list[Entity]:
+        reply = await self._call(
+            "POST",
+            "/v1/entities/search",
+            {"exclude_calculated_properties": "true"},
+            _dumps({"combinator": "and", "rules": rules}),
+        )
+        if reply.status == 404:  # unknown blueprint: nothing of it exists
+            return []
+        if not reply.ok:
+            raise TargetError(
+                f"Port search failed: {reply.describe()}",
+                retryable=_worth_retrying(reply.status),
+            )
+        entities = reply.body.get("entities") if isinstance(reply.body, dict) else None
+        return [e for e in entities or [] if isinstance(e, dict)]
+
+    async def _lookup(self, blueprint: str, identifiers: list[str], *, ours: bool = False) -> dict[str, str | None]:
+        """identifier → datasource (None when Port does not say) of those that exist."""
+        rules: list[dict[str, Any]] = [
+            {"property": "$identifier", "operator": "in", "value": identifiers},
+            {"property": "$blueprint", "operator": "=", "value": blueprint},
+        ]
+        if ours:
+            rules += [
+                {"property": "$datasource", "operator": "contains", "value": "ocean-hook/"},
+                {"property": "$datasource", "operator": "contains", "value": f"/{self.integration_name}"},
+            ]
+        found = await self._search(rules)
+        wanted = set(identifiers)
+        return {
+            e["identifier"]: _datasource(e)
+            for e in found
+            if e.get("identifier") in wanted and e.get("blueprint", blueprint) == blueprint
+        }
+
+    async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
+        by_blueprint = _group(keys)
+
+        async def one(blueprint: str, chunk: list[str]) -> list[Entity]:
+            rules = [
+                {"property": "$identifier", "operator": "in", "value": chunk},
+                {"property": "$blueprint", "operator": "=", "value": blueprint},
+            ]
+            return [{**e, "blueprint": e.get("blueprint", blueprint)} for e in await self._search(rules)]
+
+        answers = await asyncio.gather(
+            *(one(bp, chunk) for bp, ids in by_blueprint.items() for chunk in _chunks(ids, SEARCH_CHUNK))
+        )
+        wanted = set(map(tuple, keys))
+        found: dict[EntityKey, Entity] = {}
+        for entity in (e for answer in answers for e in answer):
+            key = (entity.get("blueprint"), entity.get("identifier"))
+            if key in wanted:
+                found[key] = _strip(entity)
+        return found
+
+    # -- upsert -------------------------------------------------------------------------------
+
+    async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
+        params = {
+            "upsert": "true",
+            "merge": _bool(flags.enable_merge_entity),
+            "create_missing_related_entities": _bool(flags.create_missing_related_entities),
+            "validation_only": "false",
+        }
+        outcomes: list[WriteOutcome | None] = [None] * len(entities)
+        encoded = [_dumps(e) for e in entities]
+        for i, entity in enumerate(entities):
+            if not isinstance(entity.get("blueprint"), str) or not entity["blueprint"]:
+                outcomes[i] = _failed(outcome_key(entity), "entity has no 'blueprint'", retryable=False)
+
+        async def run(blueprint: str, indices: list[int]) -> None:
+            batch = [(entities[i], encoded[i]) for i in indices]
+            for i, outcome in zip(indices, await self._upsert_batch(blueprint, batch, params), strict=True):
+                outcomes[i] = outcome
+
+        pending = [i for i, o in enumerate(outcomes) if o is None]
+        await asyncio.gather(*(run(bp, idx) for bp, idx in _batches(entities, encoded, pending)))
+        return [o for o in outcomes if o is not None]
+
+    async def _upsert_batch(
+        self, blueprint: str, batch: list[tuple[Entity, bytes]], params: dict[str, str]
+    ) -> list[WriteOutcome]:
+        keys = [outcome_key(entity) for entity, _ in batch]
+        body = b'{"entities":[' + b",".join(data for _, data in batch) + b"]}"
+        path = f"/v1/blueprints/{_q(blueprint)}/entities/bulk"
+        try:
+            reply = await self._call("POST", path, params, body)
+        except _Unreachable as exc:
+            return [_failed(key, str(exc), retryable=True) for key in keys]
+        if reply.status == 413:
+            single = partial(self._upsert_one, blueprint, params=params)
+            return list(await asyncio.gather(*(single(key, data) for key, (_, data) in zip(keys, batch, strict=True))))
+        if not reply.ok:
+            return [_reply_failure(key, reply) for key in keys]
+        return _bulk_outcomes(keys, reply.body)
+
+    async def _upsert_one(self, blueprint: str, key: EntityKey, data: bytes, *, params: dict[str, str]) -> WriteOutcome:
+        try:
+            reply = await self._call("POST", f"/v1/blueprints/{_q(blueprint)}/entities", params, data)
+        except _Unreachable as exc:
+            return _failed(key, str(exc), retryable=True)
+        return WriteOutcome(key, ok=True) if reply.ok else _reply_failure(key, reply)
+
+    # -- delete -------------------------------------------------------------------------------
+
+    async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
+        chunks = [(bp, chunk) for bp, ids in _group(keys).items() for chunk in _chunks(ids, DELETE_BATCH)]
+        answers = await asyncio.gather(
+            *(self._delete_chunk(bp, chunk, flags.delete_dependent_entities) for bp, chunk in chunks)
+        )
+        results = {o.key: o for answer in answers for o in answer}
+        return [results[(bp, ident)] for bp, ident in keys]
+
+    async def _delete_chunk(self, blueprint: str, identifiers: list[str], dependents: bool) -> list[WriteOutcome]:
+        existing = await self._lookup(blueprint, identifiers)
+        present = [i for i in identifiers if i in existing]
+        ours = await self._lookup(blueprint, present, ours=True) if present else {}
+        outcomes, doomed = [], []
+        for ident in identifiers:
+            datasource = existing.get(ident)
+            if ident not in existing:
+                outcomes.append(WriteOutcome((blueprint, ident), ok=True))
+            elif ident in ours and (datasource is None or owns(datasource, self.integration_name)):
+                doomed.append(ident)
+            else:
+                error = f"not created by ocean-hook (datasource {datasource or 'unknown'}): left alone"
+                outcomes.append(_failed((blueprint, ident), error, retryable=False))
+        if doomed:
+            outcomes += await self._bulk_delete(blueprint, doomed, dependents)
+        return outcomes
+
+    async def _bulk_delete(self, blueprint: str, identifiers: list[str], dependents: bool) -> list[WriteOutcome]:
+        keys = [(blueprint, ident) for ident in identifiers]
+        params = {"delete_dependents": _bool(dependents)}
+        body = _dumps({"entities": identifiers})
+        try:
+            reply = await self._call("POST", f"/v1/blueprints/{_q(blueprint)}/bulk/entities/delete", params, body)
+        except _Unreachable as exc:
+            return [_failed(key, str(exc), retryable=True) for key in keys]
+        if reply.status in (404, 405):  # an API without bulk delete
+            return list(await asyncio.gather(*(self._delete_one(key, params) for key in keys)))
+        if not reply.ok:
+            return [_reply_failure(key, reply) for key in keys]
+        reported = reply.body.get("deletedEntities") if isinstance(reply.body, dict) else None
+        deleted = {d.get("identifier") if isinstance(d, dict) else d for d in reported or []}
+        leftover = [i for i in identifiers if i not in deleted]
+        still_there = await self._lookup(blueprint, leftover) if leftover else {}
+        return [
+            _failed(key, "Port did not delete the entity", retryable=True)
+            if key[1] in still_there
+            else WriteOutcome(key, ok=True)
+            for key in keys
+        ]
+
+    async def _delete_one(self, key: EntityKey, params: dict[str, str]) -> WriteOutcome:
+        path = f"/v1/blueprints/{_q(key[0])}/entities/{_q(key[1])}"
+        try:
+            reply = await self._call("DELETE", path, params)
+        except _Unreachable as exc:
+            return _failed(key, str(exc), retryable=True)
+        if reply.ok or reply.status == 404:  # 404: already gone
+            return WriteOutcome(key, ok=True)
+        return _reply_failure(key, reply)
+
+
+def _group(keys: Sequence[EntityKey]) -> dict[str, list[str]]:
+    by_blueprint: dict[str, list[str]] = {}
+    for blueprint, identifier in dict.fromkeys(map(tuple, keys)):
+        by_blueprint.setdefault(blueprint, []).append(identifier)
+    return by_blueprint
+
+
+def _batches(entities: Sequence[Entity], encoded: list[bytes], indices: list[int]) -> list[tuple[str, list[int]]]:
+    """Per blueprint, runs of ≤ 20 entities whose bulk body stays ≤ 1 MiB (order kept)."""
+    overhead = len(b'{"entities":[]}')
+    open_batches: dict[str, tuple[list[int], int]] = {}
+    done: list[tuple[str, list[int]]] = []
+    for i in indices:
+        blueprint, size = entities[i]["blueprint"], len(encoded[i]) + 1
+        members, total = open_batches.get(blueprint, ([], overhead))
+        if members and (len(members) >= BULK_MAX_ENTITIES or total + size > BULK_MAX_BYTES):
+            done.append((blueprint, members))
+            members, total = [], overhead
+        members.append(i)
+        open_batches[blueprint] = (members, total + size)
+    done += [(bp, members) for bp, (members, _) in open_batches.items()]
+    return done
+
+
+def _bulk_outcomes(keys: list[EntityKey], body: Any) -> list[WriteOutcome]:
+    """One outcome per entity from Port's partial-success answer, matched by index."""
+    body = body if isinstance(body, dict) else {}
+    succeeded = {e.get("index") for e in body.get("entities") or [] if isinstance(e, dict)}
+    errors = {e.get("index"): e for e in body.get("errors") or [] if isinstance(e, dict)}
+    outcomes = []
+    for index, key in enumerate(keys):
+        if index in errors:
+            error = errors[index]
+            status = error.get("statusCode")
+            outcomes.append(_failed(key, port_message(error, status or 0), retryable=_worth_retrying(status)))
+        elif index in succeeded:
+            outcomes.append(WriteOutcome(key, ok=True))
+        else:
+            outcomes.append(_failed(key, "Port's bulk answer did not mention it", retryable=True))
+    return outcomes

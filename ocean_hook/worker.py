@@ -1,0 +1,156 @@
+"""Workers: claim journaled deliveries, run the pipeline's work stages, settle each one.
+
+Each claimed delivery ends in exactly one of: ack (applied), retry_later (a retryable failure,
+with the processor's backoff persisted in the queue, so a restart keeps the schedule) or
+dead_letter (no attempts left, or a failure another attempt cannot fix). The queue hands out
+deliveries of one order key one at a time, so those are applied in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from ocean_hook.diff import summarize
+from ocean_hook.events import WebhookEvent
+from ocean_hook.fetch import Fetcher
+from ocean_hook.logs import for_delivery
+from ocean_hook.mapping.engine import Mapping as CompiledMapping
+from ocean_hook.metrics import Metrics
+from ocean_hook.pipeline import PayloadError, PipelineError, ProcessResult, parse_payload, process
+from ocean_hook.processors.base import RetryPolicy, WebhookProcessor
+from ocean_hook.queue.base import Delivery, Queue
+from ocean_hook.render import change_lines, summary_line
+from ocean_hook.targets.base import Target
+
+log = logging.getLogger("ocean_hook.worker")
+
+
+class WorkerPool:
+    """`concurrency` deliveries in flight at most; woken by `notify()` when one is journaled."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        processors: Mapping[str, WebhookProcessor],
+        mapping: CompiledMapping,
+        target: Target,
+        fetcher: Fetcher,
+        *,
+        concurrency: int = 4,
+        metrics: Metrics | None = None,
+        poll_seconds: float = 0.25,
+        clock: Callable[[], float] = time.time,
+        log_plans: bool = False,
+    ) -> None:
+        self.queue = queue
+        self.processors = processors
+        self.mapping = mapping
+        self.target = target
+        self.fetcher = fetcher
+        self.concurrency = concurrency
+        self.metrics = metrics or Metrics()
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.log_plans = log_plans
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self) -> None:
+        """Claim and dispatch until `stop()`; then return without waiting for in-flight work."""
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._in_flight)
+            claimed = await self.queue.claim(free) if free > 0 else []
+            for delivery in claimed:
+                task = asyncio.create_task(self.handle(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # a finished delivery may unblock the next one of its order key
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight deliveries up to `timeout`; cancel the rest (they stay claimed and
+        are recovered as pending at the next start). Returns how many were cancelled."""
+        if not self._in_flight:
+            return 0
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    async def handle(self, delivery: Delivery) -> None:
+        dlog = for_delivery(log, delivery.delivery_id)
+        try:
+            result = await self._run(delivery)
+        except PipelineError as exc:
+            await self._settle_failure(delivery, exc, dlog)
+            return
+        await self.queue.ack(delivery)
+        self.metrics.processed.inc()
+        self.metrics.end_to_end_latency.observe(max(self.clock() - delivery.received_at, 0.0))
+        for change in result.changes:
+            if change.writes:
+                self.metrics.writes.labels(change.action).inc()
+        dlog.info("applied: %s", summary_line(summarize(result.changes)))
+        if self.log_plans:
+            for change in result.changes:
+                if change.writes:
+                    dlog.info("plan: %s", " | ".join(change_lines(change)))
+
+    async def _run(self, delivery: Delivery) -> ProcessResult:
+        processors = [self.processors.get(name) for name in delivery.processors]
+        if None in processors or not processors:
+            raise PipelineError(f"processor(s) {delivery.processors} are no longer configured", retryable=False)
+        event: WebhookEvent = delivery.to_event()
+        try:
+            event = event.with_payload(parse_payload(event))
+        except PayloadError as exc:
+            raise PipelineError(str(exc), retryable=False) from None
+        try:
+            return await process(event, processors, self.mapping, self.target, self.fetcher)  # type: ignore[arg-type]
+        except PipelineError:
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: keep the delivery, retry
+            log.exception("unexpected error processing %s", delivery.delivery_id)
+            raise PipelineError(f"internal error: {type(exc).__name__}: {exc}", retryable=True) from exc
+
+    async def _settle_failure(self, delivery: Delivery, exc: PipelineError, dlog: logging.LoggerAdapter) -> None:
+        self.metrics.failed.inc()
+        policy = self._policy(delivery)
+        if exc.retryable and delivery.attempts <= policy.max_retries:
+            delay = policy.delay(delivery.attempts)
+            await self.queue.retry_later(delivery, str(exc), delay)
+            self.metrics.retried.inc()
+            dlog.warning("attempt %d failed, retrying in %.1fs: %s", delivery.attempts, delay, exc)
+        else:
+            await self.queue.dead_letter(delivery, str(exc))
+            self.metrics.dead.inc()
+            dlog.error("dead-lettered after %d attempt(s): %s", delivery.attempts, exc)
+
+    def _policy(self, delivery: Delivery) -> RetryPolicy:
+        for name in delivery.processors:
+            if name in self.processors:
+                return self.processors[name].retry
+        return RetryPolicy()

@@ -1,0 +1,123 @@
+"""ocean-hook.yaml: validation with file:line, env interpolation, fail-closed auth, processors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ocean_hook.config import ConfigProblems, load_config, parse_duration
+from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.processors.declarative import DeclarativeProcessor
+
+MAPPING = """\
+resources:
+  - kind: pull-request
+    port:
+      entity:
+        mappings:
+          identifier: .id | tostring
+          blueprint: '"pr"'
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "m.yml").write_text(MAPPING)
+    path = tmp_path / "ocean-hook.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_valid_config_builds_processors(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: gh
+            preset: github
+            events: [pull_request]
+            kinds: [pull-request]
+            auth: {secret: '${GH_SECRET}'}
+            items: .pull_request
+            order_key: .repository.full_name
+        """)
+    config = load_config(path, env={"GH_SECRET": "s3cret"})
+    [proc] = config.processors
+    assert isinstance(proc, DeclarativeProcessor)
+    assert proc.path == "/webhooks/github"
+    assert proc.settings.verifier.scheme == "github"
+    assert config.mapping_path == tmp_path / "m.yml"
+    assert config.state_dir == tmp_path / ".ocean-hook"
+    event = WebhookEvent("POST", "/webhooks/github", make_headers({
+        "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d1", "X-GitHub-Hook-ID": "7"}), b"{}",
+        payload={"repository": {"full_name": "o/r"}}, parsed=True)
+    assert proc.could_process(event)
+    assert proc.delivery_id(event) == "7:d1"
+    assert proc.order_key(event) == "gh:o/r"
+    other = WebhookEvent("POST", "/webhooks/github", make_headers({"X-GitHub-Event": "issues"}), b"{}")
+    assert not proc.could_process(other)
+
+
+def test_every_problem_reported_with_file_line_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: a
+            path: /hook
+            kinds: [pull-request]
+            auth: {scheme: github, secret: literal-secret}
+          - name: b
+            path: /hook
+            kinds: [pull-request]
+            auth: {scheme: stripe, secret: '${MISSING_VAR}'}
+            match: {query: '.a |||'}
+          - name: c
+            path: /hook
+            kinds: [pull-request]
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={})
+    text = str(info.value)
+    problems = info.value.problems
+    assert any("ocean-hook.yaml:6" in p and "never the secret itself" in p for p in problems), text
+    assert any("MISSING_VAR is not set" in p for p in problems), text
+    assert any("ocean-hook.yaml:11" in p and "jq does not compile" in p for p in problems), text
+    assert any("key processors[2].auth" in p and "scheme: none" in p for p in problems), text
+    assert "literal-secret" not in text
+
+
+def test_auth_none_must_be_explicit_and_warns(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: open, path: /open, kinds: [pull-request], auth: {scheme: none}}
+        """)
+    config = load_config(path, env={})
+    assert config.warnings == ["processor 'open' accepts unauthenticated deliveries (auth: none)"]
+
+
+def test_secret_file_and_unknown_keys(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("from-file\n")
+    path = write(tmp_path, """\
+        mapping: m.yml
+        colour: blue
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: gitlab, secret_file: secret.txt}}
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={})
+    assert info.value.problems == [f"{path}:2 (key colour): unknown key 'colour' (known: fetch, integration, jq, "
+                                   "mapping, processors, queue, server, state_dir, target)"]
+
+
+def test_missing_mapping_file_and_bad_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("mapping: nope.yml\nprocessors: [\n")
+    with pytest.raises(Exception) as info:
+        load_config(path, env={})
+    assert f"{path}:3" in str(info.value) and "invalid YAML" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), (45, 45.0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
