@@ -19,6 +19,7 @@ from typing import Any
 
 from ocean_hook.auth import SCHEMES, build_verifier, options_for
 from ocean_hook.errors import ConfigError
+from ocean_hook.fetch import parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RetryPolicy, WebhookProcessor
@@ -96,9 +97,11 @@ class ConfigProblems(ConfigError):
 class _Reader:
     """Walks the YAML document, expanding `${VAR}` and collecting problems with their place."""
 
-    def __init__(self, doc: YamlDocument, env: Mapping[str, str]) -> None:
+    def __init__(self, doc: YamlDocument, env: Mapping[str, str], *, inspection: bool = False) -> None:
         self.doc = doc
         self.env = env
+        #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine
+        self.inspection = inspection
         self.problems: list[str] = []
 
     def problem(self, path: KeyPath, message: str) -> None:
@@ -109,7 +112,8 @@ class _Reader:
             def sub(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in self.env:
-                    self.problem(path, f"environment variable {name} is not set")
+                    if not self.inspection:
+                        self.problem(path, f"environment variable {name} is not set")
                     return ""
                 return self.env[name]
             return _VAR.sub(sub, value)
@@ -163,12 +167,16 @@ def parse_duration(text: Any) -> float | None:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Load, validate and build processors; raise `ConfigProblems` listing every problem."""
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False) -> Config:
+    """Load, validate and build processors; raise `ConfigProblems` listing every problem.
+
+    `inspection=True` is for commands that only look at the state directory: they must work
+    without the webhook secrets in the environment.
+    """
     env = os.environ if env is None else env
     file = Path(path)
     doc = load_yaml(file)
-    reader = _Reader(doc, env)
+    reader = _Reader(doc, env, inspection=inspection)
     config = _build(doc, reader, file)
     if reader.problems:
         raise ConfigProblems(reader.problems)
@@ -298,6 +306,8 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
     for key in sorted(unknown):
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
+        if r.inspection:
+            return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")
         return build_none("none", [], {})
@@ -422,14 +432,16 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
     if url is None:
         r.problem((*path, "url"), "fetch needs 'url': a jq expression giving the URL to fetch")
     hosts = r.string_list((*path, "allowed_hosts"), raw.get("allowed_hosts"))
+    for i, host in enumerate(hosts):
+        try:
+            parse_allowed_host(host)
+        except ValueError as exc:
+            r.problem((*path, "allowed_hosts", i), str(exc))
     base_url = r.expand((*path, "base_url"), raw.get("base_url"))
-    if isinstance(base_url, str) and base_url:
-        from urllib.parse import urlsplit
-
-        netloc = urlsplit(base_url).netloc
-        if netloc:
-            hosts.append(netloc)
-    if not hosts:
+    if base_url is not None and not (isinstance(base_url, str) and base_url.startswith(("http://", "https://"))):
+        r.problem((*path, "base_url"), f"must be an http(s) URL, got {base_url!r}")
+        base_url = None
+    if not hosts and not base_url:
         r.problem((*path, "allowed_hosts"), "fetch needs allowed_hosts (or base_url): "
                                             "a payload must never choose which host is called")
     raw_headers = r.mapping((*path, "headers"), raw.get("headers"))
@@ -437,4 +449,4 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
     items = r.jq((*path, "items"), raw.get("items", "."))
     if url is None or items is None:
         return None
-    return FetchSpec(url=url, headers=headers, allowed_hosts=hosts, items=items)
+    return FetchSpec(url=url, headers=headers, allowed_hosts=hosts, items=items, base_url=base_url)

@@ -120,3 +120,19 @@ def escape_text(text: str) -> str:
 def dumps(document: Any) -> str:
     """The JSON form of every machine-readable output: stable key order, two-space indent."""
     return json.dumps(document, indent=2, ensure_ascii=False, default=str)
+
+
+def counts_table(title: str, counts: Mapping[str, int]) -> Any:
+    """A small rich table of named counts (replay's processed / skipped / failed)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    for name in counts:
+        table.add_column(name, justify="right")
+    table.add_row(*[str(v) for v in counts.values()])
+    return table
+
+
+def print_outcome_header(console: Console, file: str, status: str, detail: str) -> None:
+    style = {"processed": "green", "sent": "green", "skipped": "dim", "failed": "red"}.get(status, "")
+    console.print(f"[bold {style}]{escape(status):>9}[/] {escape(file)}  {escape(detail)}", highlight=False)

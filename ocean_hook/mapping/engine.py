@@ -14,6 +14,7 @@ its fields into one jq program, run once per chunk of items; each field keeps it
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,9 +82,47 @@ def _rebuild(tree: Any, values: Iterator[Any]) -> Any:
     return next(values)
 
 
-def _slot(expr: str) -> str:
+#: Builtins that may generate without end (or a great many outputs): Ocean stops at the first.
+_GENERATORS = re.compile(
+    r"\b(?:repeat|range|recurse|recurse_down|while|until|def|limit|combinations|paths|leaf_paths"
+    r"|tostream|splits|inputs?)\b|\.\."
+)
+#: Builtins that stop the whole jq program: such an expression never shares one with others.
+_HALTS = re.compile(r"\bhalt(?:_error)?\b")
+
+COLLECT, FIRST, ALONE = "collect", "first", "alone"
+
+
+def _mode(expr: str) -> str:
+    """How an expression joins the combined program (false positives only cost speed).
+
+    `collect` (`[EXPR] | .[:1]`) is the cheapest form and equals Ocean's first output unless the
+    expression errors after yielding, so its errors are re-checked alone. `first` stops at the
+    first output, for generators that may never end. `alone` runs outside the combined program.
+    """
+    if _HALTS.search(expr):
+        return ALONE
+    return FIRST if _GENERATORS.search(expr) else COLLECT
+
+
+def _slot(expr: str, mode: str) -> str:
     # own lines, so a trailing `# comment` in the user's expression cannot swallow the rest
-    return f'(try [limit(1;\n{normalize_quotes(expr)}\n)] catch {{"error": .}})'
+    body = normalize_quotes(expr)
+    if mode == ALONE:
+        return "null"
+    if mode == FIRST:
+        return f'(try [first(\n{body}\n)] catch {{"error": .}})'
+    return f'(try ([\n{body}\n] | .[:1]) catch {{"error": .}})'
+
+
+def _first_slot(query: JqQuery, item: Any) -> Any:
+    """One expression run alone, as Ocean runs it: `[first output]`, `[]` or `{"error": ...}`."""
+    try:
+        for value in query.outputs(item):
+            return [value]
+        return []
+    except ValueError as exc:
+        return {"error": str(exc)}
 
 
 class ResourceMapper:
@@ -97,10 +136,16 @@ class ResourceMapper:
         self.kind = resource.kind
         self._leaves = list(_leaves(resource.mappings))
         self._check_compiles(allow_env)
-        self._fields = [JqQuery(expr, allow_env=allow_env) for _, expr in self._leaves]
-        self._selector = JqQuery(resource.selector_query, allow_env=allow_env)
-        slots = ",\n".join(_slot(e) for e in [resource.selector_query, *(e for _, e in self._leaves)])
-        self._program = compile_jq(f".[] | [\n{slots}\n]", allow_env=allow_env)
+        exprs = [resource.selector_query, *(e for _, e in self._leaves)]
+        self._queries = [JqQuery(expr, allow_env=allow_env) for expr in exprs]  # selector first
+        modes = [_mode(expr) for expr in exprs]
+        #: slots whose combined result is re-checked alone when it is not a plain output
+        self._recheck = [mode != FIRST for mode in modes]
+        slots = ",\n".join(_slot(e, mode) for e, mode in zip(exprs, modes, strict=True))
+        try:
+            self._program: Any = compile_jq(f".[] | [\n{slots}\n]", allow_env=allow_env)
+        except JqCompileError:  # each expression compiles alone (checked above): run them alone
+            self._program = None
         itp = resource.items_to_parse
         self._items = None if itp is None else JqQuery(itp, allow_env=allow_env)
         self._strip = None if itp is None else compile_jq(f"del({normalize_quotes(itp)})")
@@ -161,19 +206,24 @@ class ResourceMapper:
         return [{**base, name: element} for element in elements]
 
     def _rows(self, items: Sequence[Any]) -> list[list[Any]]:
-        try:
-            return self._program.input_text(json.dumps(items)).all()
-        except ValueError:  # never expected: every slot catches its own errors
-            return [self._row_separately(item) for item in items]
+        """Per item, one slot per expression: `[first output]`, `[]` or `{"error": ...}`."""
+        rows = self._combined_rows(items)
+        if rows is None:
+            return [[_first_slot(query, item) for query in self._queries] for item in items]
+        for item, row in zip(items, rows, strict=True):
+            for i, slot in enumerate(row):
+                if type(slot) is not list and self._recheck[i]:
+                    row[i] = _first_slot(self._queries[i], item)
+        return rows
 
-    def _row_separately(self, item: Any) -> list[Any]:
-        row = []
-        for query in [self._selector, *self._fields]:
-            try:
-                row.append(query.all(item)[:1])
-            except ValueError as exc:
-                row.append({"error": str(exc)})
-        return row
+    def _combined_rows(self, items: Sequence[Any]) -> list[list[Any]] | None:
+        if self._program is None:
+            return None
+        try:
+            rows = self._program.input_text(json.dumps(items)).all()
+        except ValueError:  # never expected: every slot catches its own errors
+            return None
+        return rows if len(rows) == len(items) else None
 
     def _map_chunk(self, chunk: list[tuple[int, Any]], parse_all: bool, result: MapResult) -> None:
         rows = self._rows([item for _, item in chunk])

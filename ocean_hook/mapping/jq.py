@@ -7,6 +7,7 @@ escapes and `\\(...)` interpolations are left alone (cases the regex gets wrong)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import jq as _jq
@@ -129,7 +130,7 @@ def compile_jq(expr: str, *, allow_env: bool = False) -> Any:
 
 def _first_line(message: str) -> str:
     lines = message.strip().splitlines()
-    return lines[0].removeprefix("jq: error: ") if lines else "does not compile"
+    return lines[0].removeprefix("jq: error: ").rstrip(":") if lines else "does not compile"
 
 
 class JqQuery:
@@ -144,6 +145,10 @@ class JqQuery:
         for result in self._program.input_value(value):
             return result
         return None
+
+    def outputs(self, value: Any) -> Iterator[Any]:
+        """The outputs, lazily: taking one never runs the expression further (Ocean's `first`)."""
+        return iter(self._program.input_value(value))
 
     def all(self, value: Any) -> list[Any]:
         return list(self._program.input_value(value))

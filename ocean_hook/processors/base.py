@@ -23,7 +23,6 @@ from ocean_hook.events import WebhookEvent
 
 if TYPE_CHECKING:
     from ocean_hook.fetch import Fetcher
-
     from ocean_hook.mapping.models import ResourceConfig
 
 

@@ -42,6 +42,7 @@ class FetchSpec:
     headers: dict[str, str]
     allowed_hosts: list[str]
     items: JqQuery
+    base_url: str | None = None
 
 
 @dataclass
@@ -152,7 +153,9 @@ class DeclarativeProcessor(WebhookProcessor):
         results = RawResults()
         urls = [u for u in _values(spec.url, payload) if isinstance(u, str) and u]
         for url in urls:
-            fetched = await fetcher.get_json(url, headers=spec.headers, allowed_hosts=spec.allowed_hosts)
+            fetched = await fetcher.get_json(
+                url, headers=spec.headers, allowed_hosts=spec.allowed_hosts, base_url=spec.base_url
+            )
             if fetched.gone:
                 results.deleted += items
                 continue

@@ -47,6 +47,9 @@ unless a worker stalls for longer than claim_idle_seconds: then its claim is re-
 and the stalled worker's own late writes for that delivery may still land after the re-run and
 the deliveries after it (at-least-once). Choose claim_idle_seconds well above the longest stall.
 
+Durability: the delivery is in Redis when `put` returns; whether it survives a Redis restart is
+Redis' persistence setting (`appendonly yes`, `appendfsync everysec` or `always`), not ours.
+
 `recover()` at start-up re-queues this consumer's own PEL entries (a restart under the same
 consumer name) and idle entries of other consumers. Consumer names must be unique among running
 instances. Needs Redis >= 6.2 (XAUTOCLAIM), one node: the scripts touch keys derived from data.
@@ -476,12 +479,21 @@ class RedisQueue(Queue):
         claimed = []
         for _, entries in answer or []:
             for entry_id, fields in entries:
-                if not fields:
+                try:
+                    delivery = to_delivery(fields, DeliveryState.IN_PROGRESS, in_progress=True)
+                except (KeyError, ValueError, TypeError) as exc:
+                    await self._drop_foreign(entry_id, exc)
                     continue
-                delivery = to_delivery(fields, DeliveryState.IN_PROGRESS, in_progress=True)
                 self._claims[delivery.id] = entry_id.decode()
                 claimed.append(delivery)
         return claimed
+
+    async def _drop_foreign(self, entry_id: bytes, exc: Exception) -> None:
+        """An entry ocean-hook did not write (it always writes every field): never a delivery."""
+        log.error("dropping stream entry %s of %s: not an ocean-hook delivery (%r)", entry_id, self.stream, exc)
+        async with self._available():
+            await self._redis.xack(self.stream, self.group, entry_id)
+            await self._redis.xdel(self.stream, entry_id)
 
     async def _read_new(self, limit: int) -> Any:
         return await self._redis.xreadgroup(
@@ -551,7 +563,7 @@ class RedisQueue(Queue):
                 continue
             try:
                 await self._run("heartbeat", self.consumer, *self._claims.values())
-            except QueueUnavailable as exc:
+            except Exception as exc:  # the heartbeat must outlive a Redis outage
                 log.warning("cannot refresh claims: %s", exc)
 
     # ------------------------------------------------------------------ inspection and repair

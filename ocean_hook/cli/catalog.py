@@ -1,0 +1,97 @@
+"""`ocean-hook catalog`: look into, export and import the embedded local catalog."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from ocean_hook import render
+from ocean_hook.cli.common import fail, run, stdout, user_errors
+from ocean_hook.config import load_config
+from ocean_hook.datafiles import iter_items
+from ocean_hook.targets.local import LocalCatalog
+
+app = typer.Typer(help="The embedded local catalog (the default target).", no_args_is_help=True)
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    jsonl = "jsonl"
+
+
+def _catalog(config: Path, db: Path | None) -> LocalCatalog:
+    if db is not None:
+        return LocalCatalog(db)
+    loaded = load_config(config, inspection=True)
+    spec = loaded.target
+    if spec.get("type", "local") != "local" and spec.get("read_from") != "local":
+        raise fail(f"{config}: the target is '{spec.get('type')}', not the local catalog (use --db PATH)")
+    return LocalCatalog(Path(spec.get("path") or loaded.state_dir / "catalog.db"))
+
+
+CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
+DB = typer.Option(None, "--db", help="The catalog file itself, instead of the config's.")
+
+
+async def _with(catalog: LocalCatalog, fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn(catalog)
+    finally:
+        await catalog.close()
+
+
+@app.command("list")
+@user_errors
+def list_(
+    blueprint: str | None = typer.Option(None, "--blueprint", "-b", help="Only this blueprint."),
+    config: Path = CONFIG,
+    db: Path | None = DB,
+) -> None:
+    """List entities (blueprint, identifier, title)."""
+    entities = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
+    from rich.table import Table
+
+    table = Table("blueprint", "identifier", "title")
+    for e in entities:
+        table.add_row(str(e.get("blueprint")), str(e.get("identifier")), str(e.get("title") or ""))
+    stdout().print(table)
+    stdout().print(f"{len(entities)} entities")
+
+
+@app.command("get")
+@user_errors
+def get(blueprint: str, identifier: str, config: Path = CONFIG, db: Path | None = DB) -> None:
+    """Print one entity as JSON."""
+    found = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
+    entity = next((e for e in found if e.get("identifier") == identifier), None)
+    if entity is None:
+        raise fail(f"no entity {blueprint}/{identifier} in the catalog", 1)
+    stdout().print(render.dumps(entity), markup=False, highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export(
+    output: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="json (a list) or jsonl."),
+    config: Path = CONFIG,
+    db: Path | None = DB,
+) -> None:
+    """Print every entity: a JSON list usable as `test-mapping --state`, or JSON Lines."""
+    entities = run(_with(_catalog(config, db), lambda c: c.export()))
+    if output is ExportFormat.jsonl:
+        for entity in entities:
+            print(json.dumps(entity, ensure_ascii=False))
+    else:
+        print(render.dumps(entities))
+
+
+@app.command("import")
+@user_errors
+def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
+    """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""
+    entities = list(iter_items(file))
+    count = run(_with(_catalog(config, db), lambda c: c.import_entities(entities)))
+    stdout().print(f"imported {count} entities")

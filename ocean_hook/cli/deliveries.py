@@ -1,0 +1,110 @@
+"""`ocean-hook deliveries`: inspect, retry and purge journaled deliveries (SQLite or Redis)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from ocean_hook import render
+from ocean_hook.cli.common import fail, run, stdout, user_errors
+from ocean_hook.config import load_config, parse_duration
+from ocean_hook.queue.base import DeliveryState, Queue
+from ocean_hook.runtime import open_queue, queue_spec_from_option
+
+T = TypeVar("T")
+app = typer.Typer(help="Journaled deliveries: list, show, retry, purge.", no_args_is_help=True)
+
+CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
+QUEUE = typer.Option(None, "--queue", help="sqlite (default) or redis://host:6379/0.")
+
+
+def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
+    loaded = load_config(config, inspection=True)
+
+    async def go() -> T:
+        q = await open_queue(queue_spec_from_option(queue, loaded.queue), loaded.state_dir,
+                             dedup_window_seconds=loaded.server.dedup_window_seconds)
+        try:
+            return await work(q)
+        finally:
+            await q.close()
+
+    return run(go())
+
+
+def _when(ts: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+
+
+@app.command("list")
+@user_errors
+def list_(
+    state: DeliveryState | None = typer.Option(None, "--state", "-s", help="Only this state."),
+    limit: int = typer.Option(50, "--limit", "-n", help="How many, newest first."),
+    config: Path = CONFIG,
+    queue: str | None = QUEUE,
+) -> None:
+    """List deliveries, newest first, with their state, attempts and last error."""
+    async def work(q: Queue) -> tuple[list[Any], dict[str, int]]:
+        return await q.list(state, limit), await q.depth()
+
+    deliveries, depth = _on_queue(config, queue, work)
+    table = Table("id", "delivery id", "state", "attempts", "received", "next attempt", "last error")
+    for d in deliveries:
+        table.add_row(d.id, d.delivery_id, str(d.state), str(d.attempts), _when(d.received_at),
+                      _when(d.next_attempt_at), (d.last_error or "")[:80])
+    out = stdout()
+    out.print(table)
+    out.print(", ".join(f"{count} {name}" for name, count in depth.items()))
+
+
+@app.command("show")
+@user_errors
+def show(delivery: str = typer.Argument(..., help="Queue id or delivery id."), config: Path = CONFIG,
+         queue: str | None = QUEUE) -> None:
+    """One delivery's record as JSON (secret-bearing headers redacted, body size only)."""
+    found = _on_queue(config, queue, lambda q: q.get(delivery))
+    if found is None:
+        raise fail(f"no delivery {delivery!r} in the journal", 1)
+    stdout().print(render.dumps(found.summary()), markup=False, highlight=False)
+
+
+@app.command("retry")
+@user_errors
+def retry(
+    delivery: str | None = typer.Argument(None, help="Queue id or delivery id."),
+    all_dead: bool = typer.Option(False, "--all-dead", help="Every dead-lettered delivery."),
+    config: Path = CONFIG,
+    queue: str | None = QUEUE,
+) -> None:
+    """Make dead (or failed) deliveries pending again, attempts reset; a running serve picks them up."""
+    if all_dead == (delivery is not None):
+        raise fail("give a delivery id or --all-dead (one of them)")
+    if all_dead:
+        count = _on_queue(config, queue, lambda q: q.requeue_dead())
+        stdout().print(f"{count} dead deliveries are pending again")
+        return
+    assert delivery is not None
+    if not _on_queue(config, queue, lambda q: q.requeue(delivery)):
+        raise fail(f"no dead or failed delivery {delivery!r} in the journal", 1)
+    stdout().print(f"delivery {delivery} is pending again")
+
+
+@app.command("purge")
+@user_errors
+def purge(
+    older_than: str = typer.Option(..., "--older-than", help="Age like 30d, 12h (done and dead only)."),
+    config: Path = CONFIG,
+    queue: str | None = QUEUE,
+) -> None:
+    """Forget done and dead deliveries older than this; pending work is never purged."""
+    seconds = parse_duration(older_than)
+    if seconds is None:
+        raise fail(f"--older-than must be a duration like 30d, 12h or 90m, got {older_than!r}")
+    count = _on_queue(config, queue, lambda q: q.purge(seconds))
+    stdout().print(f"purged {count} deliveries")

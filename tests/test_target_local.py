@@ -1,0 +1,245 @@
+"""The local SQLite catalog, on real files in tmp_path."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ocean_hook.errors import InputError
+from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.targets import DryRunTarget, LocalCatalog, PortTarget, build_target
+from ocean_hook.targets.local import SEARCH_QUERY_ERROR
+
+MERGE = MappingFlags(enable_merge_entity=True, delete_dependent_entities=True)
+REPLACE = MappingFlags(enable_merge_entity=False, delete_dependent_entities=False)
+
+
+def svc(ident: str, **props) -> dict:
+    return {"identifier": ident, "blueprint": "service", "title": ident.upper(), "properties": props}
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path):
+    cat = LocalCatalog(tmp_path / "state" / "catalog.db")
+    yield cat
+    await cat.close()
+
+
+def updated_at(path: Path, blueprint: str, identifier: str) -> str | None:
+    with sqlite3.connect(path) as db:
+        row = db.execute(
+            "SELECT updated_at FROM entities WHERE blueprint = ? AND identifier = ?",
+            (blueprint, identifier),
+        ).fetchone()
+    return row and row[0]
+
+
+async def test_create_then_read_back(catalog: LocalCatalog):
+    outcomes = await catalog.upsert([svc("api", lang="py"), svc("web", lang="ts")], MERGE)
+    assert [(o.key, o.ok) for o in outcomes] == [(("service", "api"), True), (("service", "web"), True)]
+    found = await catalog.get_entities([("service", "api"), ("service", "nope"), ("team", "api")])
+    assert found == {("service", "api"): svc("api", lang="py")}
+    with sqlite3.connect(catalog.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_merge_keeps_other_properties_and_relations(catalog: LocalCatalog):
+    first = {**svc("api", lang="py", tier=1), "relations": {"team": "core", "deps": ["db"]}}
+    await catalog.upsert([first], MERGE)
+    await catalog.upsert(
+        [
+            {
+                "identifier": "api",
+                "blueprint": "service",
+                "properties": {"tier": 2},
+                "relations": {"deps": ["db", "cache"]},
+            }
+        ],
+        MERGE,
+    )
+    got = (await catalog.get_entities([("service", "api")]))[("service", "api")]
+    assert got == {
+        "identifier": "api",
+        "blueprint": "service",
+        "title": "API",
+        "properties": {"lang": "py", "tier": 2},
+        "relations": {"team": "core", "deps": ["db", "cache"]},
+    }
+
+
+async def test_replace_drops_what_the_new_entity_lacks(catalog: LocalCatalog):
+    await catalog.upsert([{**svc("api", lang="py", tier=1), "relations": {"team": "core"}}], REPLACE)
+    new = {"identifier": "api", "blueprint": "service", "properties": {"tier": 2}}
+    await catalog.upsert([new], REPLACE)
+    assert (await catalog.get_entities([("service", "api")]))[("service", "api")] == new
+
+
+async def test_unchanged_upsert_writes_nothing(catalog: LocalCatalog):
+    await catalog.upsert([svc("api", lang="py")], MERGE)
+    stamp, writes = updated_at(catalog.path, "service", "api"), catalog.writes
+    assert writes == 1
+    await catalog.upsert([svc("api", lang="py")], MERGE)
+    await catalog.upsert([{"identifier": "api", "blueprint": "service", "properties": {}}], MERGE)
+    assert catalog.writes == writes
+    assert updated_at(catalog.path, "service", "api") == stamp
+    await catalog.upsert([svc("api", lang="go")], MERGE)
+    assert catalog.writes == writes + 1
+    assert updated_at(catalog.path, "service", "api") > stamp
+
+
+async def test_search_query_identifier_is_refused_alone(catalog: LocalCatalog):
+    query = {"combinator": "and", "rules": [{"property": "x", "operator": "=", "value": 1}]}
+    outcomes = await catalog.upsert([{"identifier": query, "blueprint": "service"}, svc("api")], MERGE)
+    assert not outcomes[0].ok and outcomes[0].error == SEARCH_QUERY_ERROR
+    assert not outcomes[0].retryable
+    assert outcomes[1].ok
+    assert [e["identifier"] for e in catalog.list_entities()] == ["api"]
+
+
+def _graph() -> list[dict]:
+    """db ← api ← web (and `docs` relates to nothing); `job` depends on db through a list."""
+    return [
+        {"identifier": "db", "blueprint": "database"},
+        {"identifier": "api", "blueprint": "service", "relations": {"database": "db"}},
+        {"identifier": "web", "blueprint": "frontend", "relations": {"backend": "api"}},
+        {"identifier": "job", "blueprint": "cron", "relations": {"uses": ["x", "db"]}},
+        {"identifier": "docs", "blueprint": "site", "relations": {"about": None}},
+    ]
+
+
+async def test_delete_with_dependents_is_recursive(catalog: LocalCatalog):
+    await catalog.upsert(_graph(), MERGE)
+    outcomes = await catalog.delete([("database", "db"), ("database", "gone")], MERGE)
+    assert [(o.key, o.ok) for o in outcomes] == [(("database", "db"), True), (("database", "gone"), True)]
+    assert [e["identifier"] for e in catalog.list_entities()] == ["docs"]
+
+
+async def test_delete_without_dependents_deletes_only_the_entity(catalog: LocalCatalog):
+    await catalog.upsert(_graph(), MERGE)
+    await catalog.delete([("database", "db")], REPLACE)
+    assert sorted(e["identifier"] for e in catalog.list_entities()) == ["api", "docs", "job", "web"]
+    # the relation index follows updates: api no longer points at db, so deleting db later
+    # with dependents leaves api alone
+    await catalog.upsert([{"identifier": "api", "blueprint": "service", "relations": {}}], REPLACE)
+    await catalog.upsert([{"identifier": "db", "blueprint": "database"}], REPLACE)
+    await catalog.delete([("database", "db")], MERGE)
+    assert sorted(e["identifier"] for e in catalog.list_entities()) == ["api", "docs", "web"]
+
+
+async def test_list_filter_and_export_import_round_trip(tmp_path: Path, catalog: LocalCatalog):
+    await catalog.upsert(_graph(), MERGE)
+    assert [e["identifier"] for e in catalog.list_entities("service")] == ["api"]
+    exported = catalog.export()
+    assert [(e["blueprint"], e["identifier"]) for e in exported] == [
+        ("cron", "job"),
+        ("database", "db"),
+        ("frontend", "web"),
+        ("service", "api"),
+        ("site", "docs"),
+    ]
+    other = LocalCatalog(tmp_path / "other.db")
+    try:
+        await other.upsert([{**svc("api", stale=True), "relations": {"x": "y"}}], MERGE)
+        assert other.import_entities(exported) == 5
+        assert other.export() == exported  # replace semantics: the stale property is gone
+        with pytest.raises(InputError, match="entity #1 needs a string 'identifier'"):
+            other.import_entities([svc("ok"), {"blueprint": "service"}])
+        assert other.export() == exported  # all or nothing
+    finally:
+        await other.close()
+
+
+async def test_another_process_reads_while_a_write_is_open(catalog: LocalCatalog):
+    await catalog.upsert([svc("api", lang="py")], MERGE)
+    writer = sqlite3.connect(catalog.path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # e.g. `serve` in the middle of a write
+    writer.execute("DELETE FROM entities")
+    code = (
+        "import sys; from ocean_hook.targets.local import LocalCatalog;"
+        "print(len(LocalCatalog(sys.argv[1]).list_entities('service')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(catalog.path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"  # WAL: the reader sees the last commit, not blocked
+    writer.execute("ROLLBACK")
+    writer.close()
+    await catalog.upsert([svc("web")], MERGE)  # still writable afterwards
+    assert len(catalog.list_entities()) == 2
+
+
+async def test_a_failed_write_rolls_back_the_whole_call(catalog: LocalCatalog):
+    await catalog.upsert([svc("api", lang="py")], MERGE)
+    with pytest.raises(TypeError):
+        await catalog.upsert([svc("api", lang="go"), svc("bad", blob=object())], MERGE)
+    assert catalog.list_entities() == [svc("api", lang="py")]
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "catalog.db"
+    bad.write_text("this is not sqlite " * 100)
+    with pytest.raises(InputError, match=r"catalog\.db: cannot open the local catalog"):
+        LocalCatalog(bad)
+
+
+# -- build_target and dry-run ----------------------------------------------------------------
+
+ENV = {"PORT_CLIENT_ID": "id", "PORT_CLIENT_SECRET": "secret"}
+
+
+async def test_build_target_kinds(tmp_path: Path):
+    local = build_target({"type": "local"}, tmp_path, env={})
+    assert isinstance(local, LocalCatalog) and local.path == tmp_path / "catalog.db"
+    await local.close()
+    port = build_target({"type": "port", "region": "us", "integration_name": "hook"}, tmp_path, env=ENV)
+    assert isinstance(port, PortTarget)
+    assert port.base_url == "https://api.us.getport.io"
+    assert port.user_agent.startswith("ocean-hook/") and port.user_agent.endswith("/hook")
+    eu = build_target({"type": "port"}, tmp_path, env=ENV)
+    assert isinstance(eu, PortTarget) and eu.base_url == "https://api.getport.io"
+    dry = build_target({"type": "dry-run", "read_from": "none"}, tmp_path, env={})
+    assert isinstance(dry, DryRunTarget) and dry.reader is None
+    dry_port = build_target({"type": "dry-run", "read_from": "port", "region": "us"}, tmp_path, env=ENV)
+    assert isinstance(dry_port, DryRunTarget) and isinstance(dry_port.reader, PortTarget)
+    assert dry_port.reader.base_url == "https://api.us.getport.io"
+    dry_local = build_target({"type": "dry-run", "path": str(tmp_path / "x.db")}, tmp_path, env={})
+    assert isinstance(dry_local, DryRunTarget) and isinstance(dry_local.reader, LocalCatalog)
+    await dry_local.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "env", "message"),
+    [
+        ({"type": "ftp"}, {}, "target.type must be local, port or dry-run, got 'ftp'"),
+        ({"type": "local", "url": "x"}, {}, "unknown key(s) 'url' for type local"),
+        ({"type": "port"}, {"PORT_CLIENT_SECRET": "s"}, "environment variable PORT_CLIENT_ID is not set"),
+        (
+            {"type": "port", "client_secret_env": "MY_SECRET"},
+            {"PORT_CLIENT_ID": "i"},
+            "environment variable MY_SECRET is not set",
+        ),
+        ({"type": "port", "region": "asia"}, ENV, "target.region must be 'eu' or 'us'"),
+        ({"type": "port", "max_in_flight": 0}, ENV, "target.max_in_flight must be a positive number"),
+        ({"type": "dry-run", "read_from": "s3"}, {}, "target.read_from must be one of local, port, none"),
+        ({"type": "dry-run", "read_from": "none", "path": "x"}, {}, "unknown key(s) 'path'"),
+        ("local", {}, "target must be a mapping"),
+    ],
+)
+def test_build_target_rejects_bad_specs(tmp_path: Path, spec, env, message):
+    with pytest.raises(ValueError) as info:
+        build_target(spec, tmp_path, env=env)
+    assert message in str(info.value)
+
+
+async def test_dry_run_reads_through_and_writes_nothing(catalog: LocalCatalog):
+    await catalog.upsert([svc("api", lang="py")], MERGE)
+    dry = DryRunTarget(catalog)
+    assert await dry.get_entities([("service", "api")]) == {("service", "api"): svc("api", lang="py")}
+    outcomes = await dry.upsert([svc("api", lang="go"), svc("web")], MERGE)
+    outcomes += await dry.delete([("service", "api")], MERGE)
+    assert all(o.ok for o in outcomes)
+    assert dry.recorded == [("upsert", svc("api", lang="go")), ("upsert", svc("web")), ("delete", ("service", "api"))]
+    assert catalog.list_entities() == [svc("api", lang="py")]
+    assert await DryRunTarget(None).get_entities([("service", "api")]) == {}

@@ -1,0 +1,345 @@
+"""PortTarget against the fake Port API (tests/port_server.py), over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import time
+from email.utils import formatdate
+
+import pytest
+from port_server import FakePort
+
+from ocean_hook import __version__
+from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.targets import PortTarget, TargetError
+from ocean_hook.targets.port import retry_after_seconds
+
+UA = f"ocean-hook/{__version__}/hook"
+BULK = "/v1/blueprints/service/entities/bulk"
+FLAGS = MappingFlags(enable_merge_entity=False, delete_dependent_entities=True, create_missing_related_entities=False)
+MERGE = MappingFlags()
+
+
+def make_target(port: FakePort, **overrides) -> PortTarget:
+    options = {
+        "client_id": port.client_id,
+        "client_secret": port.client_secret,
+        "integration_name": "hook",
+        "retry_attempts": 4,
+        "retry_min_wait": 0.01,
+        "retry_max_wait": 0.05,
+    }
+    return PortTarget(port.url, **(options | overrides))
+
+
+@pytest.fixture
+async def port():
+    async with FakePort() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def target(port: FakePort):
+    t = make_target(port)
+    yield t
+    await t.close()
+
+
+def svc(ident: str, **props) -> dict:
+    return {"identifier": ident, "blueprint": "service", "title": ident, "properties": props}
+
+
+# -- upsert ------------------------------------------------------------------------------------
+
+
+async def test_create_sends_one_token_and_one_bulk_request(port: FakePort, target: PortTarget):
+    entities = [svc("api", lang="py"), svc("web", lang="ts")]
+    outcomes = await target.upsert(entities, FLAGS)
+    assert [(o.key, o.ok) for o in outcomes] == [(("service", "api"), True), (("service", "web"), True)]
+    token, bulk = port.requests
+    assert (token.method, token.path) == ("POST", "/v1/auth/access_token")
+    assert token.json == {"clientId": port.client_id, "clientSecret": port.client_secret}
+    assert (bulk.method, bulk.path) == ("POST", BULK)
+    assert bulk.query == {
+        "upsert": "true",
+        "merge": "false",
+        "create_missing_related_entities": "false",
+        "validation_only": "false",
+    }
+    assert bulk.json == {"entities": entities}
+    assert bulk.headers["User-Agent"] == UA and token.headers["User-Agent"] == UA
+    assert bulk.headers["Authorization"].startswith("Bearer ")
+    assert port.entity("service", "api") == entities[0]
+    assert port.store[("service", "api")].datasource == UA
+
+
+async def test_merge_update_and_read_back_without_server_fields(port: FakePort, target: PortTarget):
+    await target.upsert([{**svc("api", lang="py", tier=1), "relations": {"team": "core"}}], MERGE)
+    partial = {"identifier": "api", "blueprint": "service", "properties": {"tier": 2}}
+    assert (await target.upsert([partial], MERGE))[0].ok
+    last = port.calls("POST", BULK)[-1]
+    assert last.query["merge"] == "true" and last.query["create_missing_related_entities"] == "true"
+    assert last.json == {"entities": [partial]}
+    expected = {**svc("api", lang="py", tier=2), "relations": {"team": "core"}}
+    assert port.entity("service", "api") == expected
+
+    found = await target.get_entities([("service", "api"), ("service", "nope")])
+    assert found == {("service", "api"): expected}  # no createdAt, updatedAt, $datasource, ...
+    search = port.calls("POST", "/v1/entities/search")[-1]
+    assert search.query == {"exclude_calculated_properties": "true"}
+    assert search.json == {
+        "combinator": "and",
+        "rules": [
+            {"property": "$identifier", "operator": "in", "value": ["api", "nope"]},
+            {"property": "$blueprint", "operator": "=", "value": "service"},
+        ],
+    }
+
+
+async def test_get_entities_searches_in_chunks_of_100(port: FakePort, target: PortTarget):
+    keys = [("service", f"s{n}") for n in range(150)] + [("team", "t1")]
+    port.put({"identifier": "s149", "blueprint": "service"})
+    port.put({"identifier": "t1", "blueprint": "team", "team": []})
+    found = await target.get_entities(keys)
+    assert found == {
+        ("service", "s149"): {"identifier": "s149", "blueprint": "service"},
+        ("team", "t1"): {"identifier": "t1", "blueprint": "team"},
+    }
+    sizes = sorted(len(r.json["rules"][0]["value"]) for r in port.calls("POST", "/v1/entities/search"))
+    assert sizes == [1, 50, 100]
+
+
+async def test_batches_hold_at_most_20_entities_and_1_mib(port: FakePort, target: PortTarget):
+    many = [svc(f"s{n}") for n in range(45)] + [{"identifier": f"t{n}", "blueprint": "team"} for n in range(3)]
+    assert all(o.ok for o in await target.upsert(many, MERGE))
+    sizes = sorted(len(r.json["entities"]) for r in port.calls("POST", "/v1/blueprints/"))
+    assert sizes == [3, 5, 20, 20]
+    assert len(port.store) == 48
+
+    port.requests.clear()
+    big = [svc(f"big{n}", blob="x" * 300_000) for n in range(7)]
+    assert all(o.ok for o in await target.upsert(big, MERGE))
+    assert sorted(len(r.json["entities"]) for r in port.calls("POST", BULK)) == [1, 3, 3]
+
+
+async def test_a_failed_entity_fails_only_itself(port: FakePort, target: PortTarget):
+    port.blueprint_schema["service"] = {"required": ["lang"]}
+    outcomes = await target.upsert([svc("a", lang="py"), svc("b"), svc("c", lang="go")], MERGE)
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].key == ("service", "b")
+    assert "must have required property 'lang'" in outcomes[1].error
+    assert not outcomes[1].retryable
+    assert len(port.calls("POST", BULK)) == 1
+
+
+async def test_422_is_surfaced_and_not_retried(port: FakePort, target: PortTarget):
+    body = {"ok": False, "error": "invalid_request", "message": 'Blueprint "service" says no'}
+    port.fail_next(BULK, 422, body=body)
+    outcomes = await target.upsert([svc("a"), svc("b")], MERGE)
+    assert all(not o.ok and not o.retryable for o in outcomes)
+    assert outcomes[0].error == 'Port answered 422: Blueprint "service" says no'
+    assert len(port.calls("POST", BULK)) == 1
+    assert port.store == {}
+
+
+async def test_413_falls_back_to_single_upserts(port: FakePort, target: PortTarget):
+    port.fail_next(BULK, 413)
+    outcomes = await target.upsert([svc("a"), svc("b")], FLAGS)
+    assert all(o.ok for o in outcomes)
+    singles = port.calls("POST", "/v1/blueprints/service/entities")
+    singles = [r for r in singles if r.path == "/v1/blueprints/service/entities"]
+    assert sorted(r.json["identifier"] for r in singles) == ["a", "b"]
+    assert all(r.query == port.calls("POST", BULK)[0].query for r in singles)
+    assert set(port.store) == {("service", "a"), ("service", "b")}
+
+
+async def test_requests_in_flight_are_bounded(port: FakePort):
+    port.latency = 0.05
+    target = make_target(port, max_in_flight=2)
+    try:
+        entities = [{"identifier": f"e{n}", "blueprint": f"bp{n % 6}"} for n in range(60)]
+        assert all(o.ok for o in await target.upsert(entities, MERGE))
+    finally:
+        await target.close()
+    assert len(port.calls("POST", "/v1/blueprints/")) == 6
+    assert port.max_concurrent == 2
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+async def test_429_waits_as_long_as_retry_after_says(port: FakePort):
+    target = make_target(port, retry_max_wait=5)
+    try:
+        await target.check_ready()
+        port.fail_next(BULK, 429, headers={"Retry-After": "1"})
+        started = time.monotonic()
+        outcomes = await target.upsert([svc("a")], MERGE)
+        elapsed = time.monotonic() - started
+    finally:
+        await target.close()
+    assert outcomes[0].ok
+    assert list(target.retry_waits) == [1.0]
+    assert 1.0 <= elapsed < 3.0
+    assert len(port.calls("POST", BULK)) == 2
+
+
+async def test_server_asked_waits_are_capped(port: FakePort, target: PortTarget):
+    port.fail_next(BULK, 429, headers={"Retry-After": "3600"})
+    port.fail_next(BULK, 503, headers={"x-ratelimit-reset": "2"})
+    assert (await target.upsert([svc("a")], MERGE))[0].ok
+    assert list(target.retry_waits) == [0.05, 0.05]
+
+
+def test_retry_after_parsing():
+    now = 1_700_000_000.0
+    assert retry_after_seconds({"Retry-After": "7"}, now) == 7.0
+    assert retry_after_seconds({"retry-after": formatdate(now + 30, usegmt=True)}, now) == 30.0
+    assert retry_after_seconds({"Retry-After": formatdate(now - 30, usegmt=True)}, now) == 0.0
+    assert retry_after_seconds({"X-RateLimit-Reset": "12"}, now) == 12.0
+    assert retry_after_seconds({"x-ratelimit-reset": str(now + 4)}, now) == 4.0
+    assert retry_after_seconds({"Retry-After": "soon"}, now) is None
+    assert retry_after_seconds({}, now) is None
+
+
+async def test_503_storm_ends_in_retryable_outcomes(port: FakePort, target: PortTarget):
+    port.fail_next(BULK, 503, times=100)
+    outcomes = await target.upsert([svc("a"), svc("b")], MERGE)
+    assert all(not o.ok and o.retryable for o in outcomes)
+    assert outcomes[0].error.startswith("Port answered 503")
+    assert len(port.calls("POST", BULK)) == 4  # retry_attempts
+    assert len(target.retry_waits) == 3
+    assert all(0.01 <= w <= 0.05 for w in target.retry_waits)
+
+
+async def test_dropped_connection_is_retried(port: FakePort, target: PortTarget):
+    port.fail_next(BULK, drop=True)
+    assert (await target.upsert([svc("a")], MERGE))[0].ok
+    assert len(port.calls("POST", BULK)) == 2
+    assert port.entity("service", "a") == svc("a")
+
+
+async def test_unreachable_port_raises_a_retryable_target_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    target = PortTarget(
+        url, client_id="i", client_secret="s", retry_attempts=2, retry_min_wait=0.01, retry_max_wait=0.02
+    )
+    try:
+        with pytest.raises(TargetError) as info:
+            await target.upsert([svc("a")], MERGE)
+    finally:
+        await target.close()
+    assert info.value.retryable
+    assert "cannot obtain a Port access token" in str(info.value)
+
+
+# -- token -------------------------------------------------------------------------------------
+
+
+async def test_token_is_cached_then_renewed_before_expiry(port: FakePort, target: PortTarget):
+    port.expires_in = 1  # the client renews at half-life when expiresIn is this short
+    await target.upsert([svc("a")], MERGE)
+    await target.upsert([svc("b")], MERGE)
+    assert port.tokens_issued == 1
+    time.sleep(0.6)
+    await target.upsert([svc("c")], MERGE)
+    assert port.tokens_issued == 2
+    assert len(port.calls("POST", BULK)) == 3  # no request was refused with 401
+
+
+async def test_401_renews_the_token_once_and_retries(port: FakePort, target: PortTarget):
+    await target.upsert([svc("a")], MERGE)
+    port.revoke_tokens()
+    assert (await target.upsert([svc("b")], MERGE))[0].ok
+    assert port.tokens_issued == 2
+    _, refused, retried = port.calls("POST", BULK)
+    assert refused.headers["Authorization"] != retried.headers["Authorization"]
+
+
+async def test_bad_credentials_fail_readiness_without_leaking_the_secret(port: FakePort):
+    target = make_target(port, client_secret="wrong-secret-value")
+    try:
+        with pytest.raises(TargetError) as info:
+            await target.check_ready()
+    finally:
+        await target.close()
+    assert not info.value.retryable
+    assert "invalid client credentials" in str(info.value)
+    assert "wrong-secret-value" not in str(info.value)
+    assert len(port.requests) == 1
+
+
+# -- delete and ownership ----------------------------------------------------------------------
+
+
+async def _db_and_dependent(target: PortTarget) -> None:
+    await target.upsert([{"identifier": "db", "blueprint": "database"}], MERGE)
+    await target.upsert([{"identifier": "api", "blueprint": "service", "relations": {"database": "db"}}], MERGE)
+
+
+async def test_delete_with_dependents(port: FakePort, target: PortTarget):
+    await _db_and_dependent(target)
+    port.requests.clear()
+    outcomes = await target.delete([("database", "db")], MERGE)
+    assert [(o.key, o.ok) for o in outcomes] == [(("database", "db"), True)]
+    exists, ours, delete = port.calls()
+    assert exists.path == ours.path == "/v1/entities/search"
+    assert ours.json["rules"][2:] == [
+        {"property": "$datasource", "operator": "contains", "value": "ocean-hook/"},
+        {"property": "$datasource", "operator": "contains", "value": "/hook"},
+    ]
+    assert (delete.method, delete.path) == ("POST", "/v1/blueprints/database/bulk/entities/delete")
+    assert delete.query == {"delete_dependents": "true"}
+    assert delete.json == {"entities": ["db"]}
+    assert port.store == {}
+
+
+async def test_delete_without_dependents(port: FakePort, target: PortTarget):
+    await _db_and_dependent(target)
+    await target.delete(
+        [("database", "db"), ("database", "never-existed")], MappingFlags(delete_dependent_entities=False)
+    )
+    delete = port.calls("POST", "/v1/blueprints/database/bulk")[-1]
+    assert delete.query == {"delete_dependents": "false"}
+    assert delete.json == {"entities": ["db"]}  # the missing one is ok without a request
+    assert set(port.store) == {("service", "api")}
+
+
+async def test_entities_of_other_writers_are_left_alone(port: FakePort, target: PortTarget):
+    await target.upsert([svc("mine")], MERGE)
+    port.put(svc("theirs"), datasource="port-ocean/github/gh/0.1.9/exporter")
+    port.put(svc("sibling"), datasource=f"ocean-hook/{__version__}/hook-2")
+    port.put(svc("older"), datasource="ocean-hook/0.0.1/hook")
+    keys = [("service", k) for k in ("theirs", "mine", "sibling", "gone", "older")]
+    outcomes = await target.delete(keys, MERGE)
+    assert [o.key for o in outcomes] == keys
+    assert [o.ok for o in outcomes] == [False, True, False, True, True]
+    assert outcomes[0].error == (
+        "not created by ocean-hook (datasource port-ocean/github/gh/0.1.9/exporter): left alone"
+    )
+    assert not outcomes[0].retryable and not outcomes[2].retryable
+    assert set(port.store) == {("service", "theirs"), ("service", "sibling")}
+    assert port.calls("POST", "/v1/blueprints/service/bulk")[0].json == {"entities": ["mine", "older"]}
+
+
+async def test_paths_are_url_encoded_and_old_api_falls_back_to_single_delete(port: FakePort):
+    port.bulk_delete_supported = False
+    target = make_target(port)
+    weird = {"identifier": "team a/b c", "blueprint": "my bp"}
+    try:
+        port.fail_next("/v1/blueprints/my bp/entities/bulk", 413)
+        assert (await target.upsert([weird], MERGE))[0].ok
+        assert (await target.delete([("my bp", "team a/b c")], MERGE))[0].ok
+    finally:
+        await target.close()
+    raw = [(r.method, r.raw_path) for r in port.calls() if r.path.startswith("/v1/blueprints")]
+    assert raw == [
+        ("POST", "/v1/blueprints/my%20bp/entities/bulk"),
+        ("POST", "/v1/blueprints/my%20bp/entities"),
+        ("POST", "/v1/blueprints/my%20bp/bulk/entities/delete"),
+        ("DELETE", "/v1/blueprints/my%20bp/entities/team%20a%2Fb%20c"),
+    ]
+    assert port.calls("DELETE")[0].query == {"delete_dependents": "true"}
+    assert port.store == {}
