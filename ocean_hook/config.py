@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,7 +285,7 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
         options=r.expand((*path, "options"), r.mapping((*path, "options"), raw.get("options"))),
     )
     if "class" in raw:
-        return _python_processor(r, (*path, "class"), raw["class"], settings)
+        return _python_processor(r, (*path, "class"), raw["class"], settings, base)
     return DeclarativeProcessor(settings, _spec(r, path, raw, preset))
 
 
@@ -361,15 +362,20 @@ def _retry(r: _Reader, path: KeyPath, raw: dict[str, Any]) -> RetryPolicy:
     return RetryPolicy(**values)
 
 
-def _python_processor(r: _Reader, path: KeyPath, ref: Any, settings: ProcessorSettings) -> WebhookProcessor | None:
+def _python_processor(
+    r: _Reader, path: KeyPath, ref: Any, settings: ProcessorSettings, base: Path
+) -> WebhookProcessor | None:
     if not isinstance(ref, str) or ":" not in ref:
         r.problem(path, f"must be 'package.module:ClassName', got {ref!r}")
         return None
     module_name, _, class_name = ref.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(_import_beside(module_name, base), class_name)
     except (ImportError, AttributeError) as exc:
-        r.problem(path, f"cannot import {ref}: {exc}")
+        r.problem(path, f"cannot import {ref}: {exc} (modules are looked up in {base} first, then sys.path)")
+        return None
+    except Exception as exc:  # a user's module failing at import: report, don't crash
+        r.problem(path, f"importing {module_name} failed: {type(exc).__name__}: {exc}")
         return None
     if not (isinstance(cls, type) and issubclass(cls, WebhookProcessor)):
         r.problem(path, f"{ref} is not a subclass of ocean_hook.processors.base.WebhookProcessor")
@@ -379,6 +385,24 @@ def _python_processor(r: _Reader, path: KeyPath, ref: Any, settings: ProcessorSe
     except Exception as exc:  # a user's constructor: report, don't crash
         r.problem(path, f"{ref}({settings.name!r}) failed: {exc}")
         return None
+
+
+def _import_beside(module_name: str, folder: Path) -> Any:
+    """Import `module_name` with the config file's folder first on sys.path, for this import only.
+
+    A processor class lives next to the ocean-hook.yaml that names it (`class: my_processor:X`
+    finds `my_processor.py` beside the config) without installing a package. The folder is put
+    back off sys.path afterwards, and not added twice when it is already there.
+    """
+    entry = str(folder.resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
 
 
 def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> DeclarativeSpec:

@@ -10,7 +10,7 @@ The JSON document built here is the stable machine format (documented in the REA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -24,7 +24,15 @@ from ocean_hook.processors.base import RawResults
 
 BATCH = 1000
 
-StateLookup = Callable[[list[EntityKey]], Mapping[EntityKey, Entity]]
+#: current entities for keys: from a --state file, or read-only from the configured target
+StateLookup = Callable[[list[EntityKey]], Awaitable[Mapping[EntityKey, Entity]]]
+
+
+def state_lookup(state: Mapping[EntityKey, Entity]) -> StateLookup:
+    async def lookup(keys: list[EntityKey]) -> Mapping[EntityKey, Entity]:
+        return {k: state[k] for k in keys if k in state}
+
+    return lookup
 
 
 @dataclass
@@ -51,7 +59,7 @@ def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def build_report(
+async def build_report(
     mappers: list[ResourceMapper],
     items: Iterable[Any],
     lookup: StateLookup,
@@ -77,7 +85,7 @@ def build_report(
             batch = map_raw(mapper, RawResults(updated=chunk), start=start)
             keys = batch.keys()
             fresh = [k for k in keys if k not in overlay]
-            current: dict[EntityKey, Entity] = dict(lookup(fresh)) if fresh else {}
+            current: dict[EntityKey, Entity] = dict(await lookup(fresh)) if fresh else {}
             current.update({k: v for k, v in overlay.items() if k in keys and v is not None})
             for k in keys:
                 if overlay.get(k, 0) is None:

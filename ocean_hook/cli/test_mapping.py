@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -12,11 +13,13 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ocean_hook import render
-from ocean_hook.cli.common import fail, stderr, stdout, user_errors
+from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
+from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items, load_json, load_state
 from ocean_hook.diff import Change
-from ocean_hook.mapping.engine import MappedEntity, Mapping
-from ocean_hook.report import MappingReport, build_report
+from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
+from ocean_hook.report import MappingReport, build_report, state_lookup
+from ocean_hook.runtime import make_target
 
 
 class Format(StrEnum):
@@ -92,13 +95,17 @@ def command(
         False, "--allow-env", help="Let jq read the environment (env, $ENV). Off: secrets stay out."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Diff against the live state of this config's target (read-only)."
+    ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
     compiled = Mapping.load(mapping, allow_env=allow_env)
     mappers = compiled.for_kind(kind)
     if not mappers:
         raise fail(f"{mapping}: no resource of kind '{kind}' (kinds: {', '.join(compiled.kinds)})")
-    current = load_state(state) if state else {}
+    if state is not None and config is not None:
+        raise fail("give --state or --config, not both")
     if expect is not None and not update_expected and not expect.exists():
         raise fail(f"{expect}: file not found (use --update-expected to create it)")
 
@@ -114,10 +121,7 @@ def command(
             render.print_problems(err, _problems(entities), [])
 
     try:
-        report = build_report(
-            mappers, iter_items(data), lambda keys: {k: current[k] for k in keys if k in current},
-            compiled.flags, on_batch=on_batch, keep=not streaming,
-        )
+        report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
     finally:
         progress.stop()
     exit_code = _exit_code(report, strict)
@@ -125,6 +129,29 @@ def command(
         exit_code = max(exit_code, _check_expectation(report, expect, update_expected))
     _print(report, output, streaming=streaming, quiet=quiet)
     raise typer.Exit(exit_code)
+
+
+async def _report(
+    compiled: Mapping,
+    mappers: list[ResourceMapper],
+    data: Path,
+    state: Path | None,
+    config: Path | None,
+    on_batch: Callable[[int, list[Change], list[MappedEntity]], None],
+    *,
+    keep: bool,
+) -> MappingReport:
+    """Map and diff against a --state file, or read-only against the configured target."""
+    if config is None:
+        lookup = state_lookup(load_state(state) if state else {})
+        return await build_report(mappers, iter_items(data), lookup, compiled.flags, on_batch=on_batch, keep=keep)
+    target = make_target(load_config(config, inspection=True), "dry-run")  # dry-run: reads, never writes
+    try:
+        return await build_report(
+            mappers, iter_items(data), target.get_entities, compiled.flags, on_batch=on_batch, keep=keep
+        )
+    finally:
+        await target.close()
 
 
 def _exit_code(report: MappingReport, strict: bool) -> int:

@@ -5,6 +5,7 @@ A delivery is `put` (de-duplicated by delivery id) before the sender gets its 2x
 `dead_letter`. `recover` returns claims of crashed workers to the pending state.
 
 Ordering: deliveries with the same `order_key` are claimed one at a time, in arrival order.
+An empty `order_key` means unordered: such deliveries are claimed independently of each other.
 """
 
 from __future__ import annotations

@@ -248,11 +248,11 @@ release(seq, field(fields, 'order_key') or '')
 return 1
 """
 
-# ARGV: P, G, consumer, mode (own|idle), min_idle_ms, count, ids this object still works on...
+# ARGV: P, G, consumer, mode (own|idle), min_idle_ms, count, forget_ms, ids this object works on...
 LUA_RECOVER = r"""
-local consumer, mode, min_idle, count = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local consumer, mode, min_idle, count, forget_ms = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local busy = {}
-for i = 7, #ARGV do busy[ARGV[i]] = true end
+for i = 8, #ARGV do busy[ARGV[i]] = true end
 local n = 0
 if mode == 'own' then
   for _, p in ipairs(redis.call('XPENDING', P, G, '-', '+', count, consumer)) do
@@ -267,6 +267,15 @@ end
 local claimed = redis.call('XAUTOCLAIM', P, G, consumer, min_idle, '0-0', 'COUNT', count)
 for _, e in ipairs(claimed[2]) do
   if e and not busy[e[1]] then readd(e[1], e[2]) n = n + 1 end
+end
+-- Every restart under a fresh name leaves a consumer behind; forget long-silent empty ones.
+-- Checked and deleted in one script, so a consumer that just read an entry is never dropped.
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', P, G)) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info.name ~= consumer and info.pending == 0 and info.idle > forget_ms then
+    redis.call('XGROUP', 'DELCONSUMER', P, G, info.name)
+  end
 end
 return n
 """
@@ -361,6 +370,9 @@ def redact_url(url: str) -> str:
 class RedisQueue(Queue):
     """Use `await RedisQueue.open(url)`; see the module docstring for the data layout."""
 
+    #: Consumers with no pending entries, silent this long, are removed from the group.
+    forget_consumers_after_seconds: float = 3600
+
     def __init__(
         self,
         url: str,
@@ -371,6 +383,7 @@ class RedisQueue(Queue):
         dedup_window_seconds: float = 7 * 86400,
         claim_idle_seconds: float = 30,
         maxlen: int = 100_000,
+        max_connections: int = 50,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
@@ -381,14 +394,12 @@ class RedisQueue(Queue):
         self.claim_idle_seconds = claim_idle_seconds
         self.maxlen = maxlen
         self.clock = clock
-        self._redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            protocol=2,  # the reply shapes parsed below
-            socket_connect_timeout=5,
-            socket_timeout=10,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        )
+        # A blocking pool: a burst of webhooks waits for a connection instead of failing with 503.
+        try:
+            pool = self._pool(url, max_connections)
+        except ValueError as exc:
+            raise QueueUnavailable(f"redis {redact_url(url)}: {exc}") from None
+        self._redis = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: self._redis.register_script(LUA_PRELUDE + body)
             for name, body in {
@@ -404,6 +415,19 @@ class RedisQueue(Queue):
         self._claims: dict[str, str] = {}  # seq -> main entry id, for claims this object holds
         self._last_autoclaim = float("-inf")
         self._heartbeat: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _pool(url: str, max_connections: int) -> aioredis.BlockingConnectionPool:
+        return aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=10,
+            decode_responses=False,
+            protocol=2,  # the reply shapes parsed below
+            socket_connect_timeout=5,
+            socket_timeout=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> RedisQueue:
@@ -538,19 +562,17 @@ class RedisQueue(Queue):
 
     async def recover(self) -> int:
         """Re-queue our own stale claims (restart under the same name), then crashed consumers'."""
-        own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, *self._claims.values())
+        own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0, *self._claims.values())
         return int(own) + await self._autoclaim()
 
     async def _autoclaim(self) -> int:
         self._last_autoclaim = time.monotonic()
         min_idle = max(1, int(self.claim_idle_seconds * 1000))
+        forget = int(self.forget_consumers_after_seconds * 1000)
         total = 0
         while True:
-            moved = int(
-                await self._run(
-                    "recover", self.consumer, "idle", min_idle, PAGE, *self._claims.values()
-                )
-            )
+            busy = self._claims.values()
+            moved = int(await self._run("recover", self.consumer, "idle", min_idle, PAGE, forget, *busy))
             total += moved
             if moved < PAGE:
                 return total

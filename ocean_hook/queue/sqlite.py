@@ -2,9 +2,10 @@
 
 The promise is that a 2xx means the delivery is on disk, so the file runs in WAL mode with
 `synchronous=FULL` and `put` returns only after its transaction committed. An fsync per request
-would cap the listener at the disk's fsync rate, hence *group commit*: concurrent `put` calls queue
-up while the previous transaction is being written, and the single writer then stores all of them
-in one transaction (one fsync) before resolving every caller's future.
+would cap the listener (and the workers' acks) at the disk's fsync rate, hence *group commit*:
+every write (put, claim, ack, retry, ...) queues up while the previous transaction is being
+written, and the single writer then runs all of them in one transaction (one fsync) before
+resolving each caller's future. `commits` counts those transactions.
 
 All SQLite work runs on one dedicated thread that owns the only connection, so the event loop is
 never blocked by an fsync and no connection is ever shared between threads.
@@ -63,20 +64,27 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_delivery_id ON deliveries (delivery_id, received_at);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (order_key, state, id);
+CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (order_key, id, state)
+    WHERE state IN ('pending', 'in_progress', 'failed');
 CREATE INDEX IF NOT EXISTS deliveries_updated ON deliveries (state, updated_at);
 """
 
-UNFINISHED = "('pending', 'in_progress', 'failed')"
-
-CLAIMABLE = f"""
-SELECT id FROM deliveries AS d
-WHERE (d.state = 'pending' OR (d.state = 'failed' AND d.next_attempt_at <= :now))
-  AND (d.order_key = '' OR (
-        NOT EXISTS (SELECT 1 FROM deliveries AS e
-                    WHERE e.order_key = d.order_key AND e.state IN {UNFINISHED} AND e.id < d.id)
-    AND NOT EXISTS (SELECT 1 FROM deliveries AS e
-                    WHERE e.order_key = d.order_key AND e.state = 'in_progress')))
-ORDER BY d.id
+# The head of a key is its oldest unfinished delivery; it may run only if no delivery of that
+# key is in progress (a requeued dead letter can be older than one in progress).
+CLAIMABLE = """
+SELECT id FROM (
+    SELECT d.id FROM (
+        SELECT MIN(id) AS id FROM deliveries INDEXED BY deliveries_unfinished
+        WHERE state IN ('pending', 'in_progress', 'failed') AND order_key != ''
+        GROUP BY order_key HAVING SUM(state = 'in_progress') = 0) AS head
+    JOIN deliveries AS d ON d.id = head.id
+    WHERE d.state = 'pending' OR (d.state = 'failed' AND d.next_attempt_at <= :now))
+UNION ALL
+SELECT id FROM (
+    SELECT id FROM deliveries WHERE order_key = '' AND state = 'pending' ORDER BY id LIMIT :limit)
+UNION ALL
+SELECT id FROM deliveries WHERE order_key = '' AND state = 'failed' AND next_attempt_at <= :now
+ORDER BY 1
 LIMIT :limit
 """
 
@@ -86,7 +94,7 @@ COLUMNS = (
 )
 
 Row = tuple[Any, ...]
-PendingPut = tuple[Row, "asyncio.Future[PutResult]"]
+Work = Callable[[sqlite3.Connection, float], T]
 
 
 class SqliteJournal(Queue):
@@ -105,7 +113,7 @@ class SqliteJournal(Queue):
         self.commits = 0
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
-        self._pending: list[PendingPut] = []
+        self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
 
@@ -161,24 +169,22 @@ class SqliteJournal(Queue):
             raise
         self._conn = conn
 
-    def _transaction(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
-        """Run `work(conn, now)` in one IMMEDIATE transaction; the commit is the fsync."""
+    def _commit_batch(self, works: list[Work[Any]]) -> list[Any]:
+        """Run every queued write in one IMMEDIATE transaction: one commit, one fsync."""
         conn = self._conn
         if conn is None:
             raise sqlite3.ProgrammingError("journal is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = work(conn, self.clock())
+            now = self.clock()
+            results = [work(conn, now) for work in works]
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
         self.commits += 1
-        return result
-
-    async def _write(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
-        return await self._call(self._transaction, work)
+        return results
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         def query() -> list[Row]:
@@ -187,21 +193,14 @@ class SqliteJournal(Queue):
 
         return await self._call(query)
 
-    # ------------------------------------------------------------------ put (group commit)
+    # ------------------------------------------------------------------ group commit
 
-    async def put(self, delivery: Delivery) -> PutResult:
-        row = (
-            delivery.delivery_id,
-            delivery.method,
-            delivery.path,
-            encode_headers(delivery.headers),
-            bytes(delivery.body),
-            encode_processors(delivery.processors),
-            delivery.order_key,
-            delivery.received_at,
-        )
-        future: asyncio.Future[PutResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((row, future))
+    async def _write(self, work: Work[T]) -> T:
+        """Queue `work(conn, now)` for the writer; return once its transaction has committed."""
+        if self._executor is None:
+            raise QueueUnavailable(f"journal {self.path} is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         return await future
@@ -211,7 +210,7 @@ class SqliteJournal(Queue):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await self._write(partial(self._insert_batch, [row for row, _ in batch]))
+                results = await self._call(self._commit_batch, [work for work, _ in batch])
             except BaseException as exc:
                 error = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable(str(exc))
                 for _, future in batch:
@@ -224,27 +223,39 @@ class SqliteJournal(Queue):
                 if not future.done():
                     future.set_result(result)
 
-    def _insert_batch(self, rows: list[Row], conn: sqlite3.Connection, now: float) -> list[PutResult]:
-        since = now - self.dedup_window_seconds
-        results = []
-        for row in rows:
-            delivery_id = row[0]
-            existing = delivery_id and conn.execute(
+    # ------------------------------------------------------------------ put
+
+    async def put(self, delivery: Delivery) -> PutResult:
+        row = (
+            delivery.delivery_id,
+            delivery.method,
+            delivery.path,
+            encode_headers(delivery.headers),
+            bytes(delivery.body),
+            encode_processors(delivery.processors),
+            delivery.order_key,
+            delivery.received_at,
+        )
+        return await self._write(partial(self._insert, row))
+
+    def _insert(self, row: Row, conn: sqlite3.Connection, now: float) -> PutResult:
+        """Dedup sees earlier rows of the same batch: they are in the same transaction."""
+        delivery_id = row[0]
+        if delivery_id:
+            existing = conn.execute(
                 "SELECT id FROM deliveries WHERE delivery_id = ? AND received_at >= ?"
                 " ORDER BY id DESC LIMIT 1",
-                (delivery_id, since),
+                (delivery_id, now - self.dedup_window_seconds),
             ).fetchone()
             if existing:
-                results.append(PutResult(accepted=False, id=str(existing[0])))
-                continue
-            cursor = conn.execute(
-                "INSERT INTO deliveries (delivery_id, method, path, headers, body, processors,"
-                " order_key, received_at, state, attempts, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-                (*row, now, now),
-            )
-            results.append(PutResult(accepted=True, id=str(cursor.lastrowid)))
-        return results
+                return PutResult(accepted=False, id=str(existing[0]))
+        cursor = conn.execute(
+            "INSERT INTO deliveries (delivery_id, method, path, headers, body, processors,"
+            " order_key, received_at, state, attempts, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+            (*row, now, now),
+        )
+        return PutResult(accepted=True, id=str(cursor.lastrowid))
 
     # ------------------------------------------------------------------ workers
 
@@ -290,13 +301,13 @@ class SqliteJournal(Queue):
                 conn.execute(
                     "UPDATE deliveries SET state = 'done', updated_at = ?"
                     " WHERE id = ? AND state = 'in_progress'",
-                    (now, delivery.id),
+                    (now, int(delivery.id)),
                 )
             else:
                 conn.execute(
                     "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?,"
                     " updated_at = ? WHERE id = ? AND state = 'in_progress'",
-                    (str(state), clip_error(error or ""), due, now, delivery.id),
+                    (str(state), clip_error(error or ""), due, now, int(delivery.id)),
                 )
             return now
 

@@ -1,0 +1,635 @@
+"""One contract for both queues: the SQLite journal (a file in tmp_path) and Redis Streams (a real
+redis-server). Time is a controllable clock; only Redis' own timers (key TTL, PEL idle time) need
+short real sleeps, in the Redis-specific tests at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis_server import redis_server
+
+from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailable
+from ocean_hook.queue.redis import RedisQueue
+from ocean_hook.queue.sqlite import SqliteJournal
+
+
+PENDING, IN_PROGRESS, DONE, FAILED, DEAD = (
+    DeliveryState.PENDING,
+    DeliveryState.IN_PROGRESS,
+    DeliveryState.DONE,
+    DeliveryState.FAILED,
+    DeliveryState.DEAD,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    """Opens queue objects on one store; several objects = several instances (or a restart)."""
+
+    name: str
+    clock: Clock
+    target: Any  # the sqlite path or the redis URL
+    opened: list[Queue] = field(default_factory=list)
+
+    async def open(self, instance: str = "one", **options: Any) -> Queue:
+        if self.name == "sqlite":
+            queue: Queue = await SqliteJournal.open(self.target, clock=self.clock, **options)
+        else:
+            options.setdefault("consumer", f"consumer-{instance}")
+            queue = await RedisQueue.open(self.target, clock=self.clock, **options)
+        self.opened.append(queue)
+        return queue
+
+    async def let_time_pass(self, seconds: float) -> None:
+        """The clock for both; Redis key expiry runs on the server's own clock."""
+        self.clock.advance(seconds)
+        if self.name == "redis":
+            await asyncio.sleep(seconds)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        target: Any = tmp_path / "state" / "journal.db"
+    else:
+        target = request.getfixturevalue("redis_url")
+    backend = Backend(request.param, Clock(), target)
+    yield backend
+    for queue in backend.opened:
+        await queue.close()
+
+
+@pytest.fixture
+async def queue(backend: Backend) -> Queue:
+    return await backend.open()
+
+
+def delivery(n: int, clock: Clock, *, key: str = "", delivery_id: str | None = None) -> Delivery:
+    return Delivery(
+        delivery_id=f"gh-{n}" if delivery_id is None else delivery_id,
+        method="POST",
+        path="/hooks/github",
+        headers=[("Content-Type", "application/json"), ("X-Sig", "a"), ("x-sig", "b")],
+        body=b'{"n": %d, "raw": "\xff\x00"}' % n,
+        received_at=clock(),
+        processors=["github", "audit"],
+        order_key=key,
+    )
+
+
+async def put_all(queue: Queue, *deliveries: Delivery) -> list[str]:
+    ids = []
+    for d in deliveries:
+        result = await queue.put(d)
+        assert result.accepted
+        ids.append(result.id)
+    return ids
+
+
+def ids_of(deliveries: list[Delivery]) -> list[str]:
+    return [d.id for d in deliveries]
+
+
+# ----------------------------------------------------------------------------- put and dedup
+
+
+async def test_put_keeps_the_delivery_byte_for_byte(queue: Queue, backend: Backend) -> None:
+    sent = delivery(1, backend.clock, key="repo/1")
+    result = await queue.put(sent)
+    assert result.accepted and result.id
+
+    for lookup in (result.id, "gh-1"):
+        got = await queue.get(lookup)
+        assert got is not None
+        assert (got.id, got.delivery_id, got.method, got.path) == (result.id, "gh-1", "POST", sent.path)
+        assert got.headers == sent.headers  # duplicates and case kept
+        assert got.body == sent.body
+        assert (got.processors, got.order_key, got.received_at) == (["github", "audit"], "repo/1", sent.received_at)
+        assert (got.state, got.attempts, got.last_error, got.next_attempt_at) == (PENDING, 0, None, None)
+    assert got.to_event().headers.getall("x-sig") == ["a", "b"]
+
+
+async def test_duplicate_put_later_returns_the_first_id(queue: Queue, backend: Backend) -> None:
+    first = await queue.put(delivery(1, backend.clock))
+    backend.clock.advance(3600)
+    again = await queue.put(delivery(1, backend.clock))
+    assert not again.accepted and again.id == first.id
+    assert (await queue.depth())["pending"] == 1
+
+
+async def test_duplicates_in_one_batch_store_one_delivery(queue: Queue, backend: Backend) -> None:
+    results = await asyncio.gather(
+        queue.put(delivery(1, backend.clock)),
+        queue.put(delivery(2, backend.clock)),
+        queue.put(delivery(1, backend.clock)),
+    )
+    assert [r.accepted for r in results] == [True, True, False]
+    assert results[2].id == results[0].id != results[1].id
+    assert (await queue.depth())["pending"] == 2
+
+
+async def test_dedup_ends_with_the_window(backend: Backend) -> None:
+    queue = await backend.open(dedup_window_seconds=0.3)
+    first = await queue.put(delivery(1, backend.clock))
+    await backend.let_time_pass(0.5)
+    later = await queue.put(delivery(1, backend.clock))
+    assert later.accepted and later.id != first.id
+
+
+async def test_empty_delivery_id_is_never_deduplicated(queue: Queue, backend: Backend) -> None:
+    a = await queue.put(delivery(1, backend.clock, delivery_id=""))
+    b = await queue.put(delivery(2, backend.clock, delivery_id=""))
+    assert a.accepted and b.accepted and a.id != b.id
+
+
+# ----------------------------------------------------------------------------- claim and finish
+
+
+async def test_claim_marks_in_progress_and_counts_the_attempt(queue: Queue, backend: Backend) -> None:
+    [id1] = await put_all(queue, delivery(1, backend.clock))
+    claimed = await queue.claim(10)
+    assert ids_of(claimed) == [id1]
+    assert (claimed[0].state, claimed[0].attempts) == (IN_PROGRESS, 1)
+    assert claimed[0].body == delivery(1, backend.clock).body
+    stored = await queue.get(id1)
+    assert stored is not None and (stored.state, stored.attempts) == (IN_PROGRESS, 1)
+    assert await queue.claim(10) == []
+
+
+async def test_claim_takes_arrival_order_and_honours_limit(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(5)))
+    assert ids_of(await queue.claim(2)) == ids[:2]
+    assert ids_of(await queue.claim(10)) == ids[2:]
+    assert await queue.claim(0) == []
+
+
+async def test_ack_finishes_the_delivery(queue: Queue, backend: Backend) -> None:
+    await put_all(queue, delivery(1, backend.clock))
+    [d] = await queue.claim(1)
+    await queue.ack(d)
+    stored = await queue.get(d.id)
+    assert stored is not None and stored.state == DONE and stored.attempts == 1
+    assert await queue.claim(10) == []
+
+
+async def test_retry_waits_until_due_even_across_reopen(backend: Backend) -> None:
+    queue = await backend.open()
+    await put_all(queue, delivery(1, backend.clock))
+    [d] = await queue.claim(1)
+    await queue.retry_later(d, "Port answered 503", 60)
+
+    stored = await queue.get(d.id)
+    assert stored is not None
+    assert (stored.state, stored.last_error, stored.attempts) == (FAILED, "Port answered 503", 1)
+    assert stored.next_attempt_at == pytest.approx(backend.clock() + 60)
+    assert await queue.claim(10) == []
+    backend.clock.advance(59)
+    assert await queue.claim(10) == []
+
+    await queue.close()
+    reopened = await backend.open()
+    assert await reopened.claim(10) == []
+    backend.clock.advance(2)
+    [again] = await reopened.claim(10)
+    assert (again.id, again.attempts, again.last_error) == (d.id, 2, "Port answered 503")
+    await reopened.ack(again)
+    assert (await reopened.depth())["done"] == 1
+
+
+async def test_dead_letter_list_and_requeue(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, delivery(1, backend.clock), delivery(2, backend.clock))
+    first, _ = await queue.claim(2)
+    await queue.dead_letter(first, "mapping failed: .foo is null")
+
+    [dead] = await queue.list(DEAD)
+    assert (dead.id, dead.state, dead.attempts, dead.last_error) == (ids[0], DEAD, 1, "mapping failed: .foo is null")
+    assert dead.body == delivery(1, backend.clock).body
+    assert not await queue.requeue(ids[1])  # in progress: not requeueable
+
+    assert await queue.requeue("gh-1")
+    assert await queue.list(DEAD) == []
+    [back] = await queue.claim(10)
+    assert (back.id, back.attempts) == (ids[0], 1)
+    assert not await queue.requeue("no-such-delivery")
+
+
+async def test_requeue_dead_takes_every_dead_letter_and_nothing_else(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(4)))
+    a, b, c, _ = await queue.claim(4)
+    await queue.dead_letter(a, "x")
+    await queue.dead_letter(b, "y")
+    await queue.retry_later(c, "z", 600)
+    assert await queue.requeue_dead() == 2
+    assert await queue.requeue_dead() == 0
+    assert sorted(ids_of(await queue.claim(10)), key=int) == ids[:2]
+    failed = await queue.get(ids[2])
+    assert failed is not None and failed.state == FAILED
+
+
+async def test_requeue_makes_a_failed_delivery_due_now(queue: Queue, backend: Backend) -> None:
+    [id1] = await put_all(queue, delivery(1, backend.clock))
+    [d] = await queue.claim(1)
+    await queue.retry_later(d, "timeout", 3600)
+    assert await queue.requeue(id1)
+    [again] = await queue.claim(1)
+    assert (again.id, again.attempts) == (id1, 1)
+
+
+async def test_recover_after_crash(backend: Backend) -> None:
+    crashed = await backend.open()
+    ids = await put_all(crashed, delivery(1, backend.clock), delivery(2, backend.clock))
+    assert len(await crashed.claim(1)) == 1
+    await crashed.close()  # no ack: the process died mid-work
+
+    restarted = await backend.open()
+    assert await restarted.recover() == 1
+    claimed = sorted(await restarted.claim(10), key=lambda d: int(d.id))
+    assert ids_of(claimed) == ids  # order only holds within an order key: Redis re-adds at the tail
+    assert [d.attempts for d in claimed] == [2, 1]
+    assert await restarted.recover() == 0  # its own live claims are not "crashed"
+
+
+# ----------------------------------------------------------------------------- ordering
+
+
+async def test_same_key_waits_while_in_progress_or_retrying(queue: Queue, backend: Backend) -> None:
+    a1, a2, b1 = await put_all(
+        queue,
+        delivery(1, backend.clock, key="repo/a"),
+        delivery(2, backend.clock, key="repo/a"),
+        delivery(3, backend.clock, key="repo/b"),
+    )
+    first = await queue.claim(10)
+    assert ids_of(first) == [a1, b1]  # different keys run side by side
+    assert await queue.claim(10) == []
+
+    await queue.retry_later(first[0], "boom", 30)
+    assert await queue.claim(10) == []  # a2 waits for a1's retry
+    backend.clock.advance(31)
+    [retried] = await queue.claim(10)
+    assert retried.id == a1
+    await queue.ack(retried)
+    assert ids_of(await queue.claim(10)) == [a2]
+
+
+async def test_dead_letter_does_not_block_its_key(queue: Queue, backend: Backend) -> None:
+    _, a2 = await put_all(queue, delivery(1, backend.clock, key="k"), delivery(2, backend.clock, key="k"))
+    [first] = await queue.claim(10)
+    await queue.dead_letter(first, "gave up")
+    assert ids_of(await queue.claim(10)) == [a2]
+
+
+async def test_requeued_dead_letter_runs_before_later_ones_of_its_key(queue: Queue, backend: Backend) -> None:
+    [a1] = await put_all(queue, delivery(1, backend.clock, key="k"))
+    [d1] = await queue.claim(1)
+    await queue.dead_letter(d1, "gave up")
+    a2, a3 = await put_all(queue, delivery(2, backend.clock, key="k"), delivery(3, backend.clock, key="k"))
+    [d2] = await queue.claim(10)
+    assert d2.id == a2
+
+    assert await queue.requeue(a1)
+    assert await queue.claim(10) == []  # a2 still in progress
+    await queue.ack(d2)
+    [again] = await queue.claim(10)
+    assert again.id == a1
+    await queue.ack(again)
+    assert ids_of(await queue.claim(10)) == [a3]
+
+
+async def test_order_holds_across_two_instances(backend: Backend) -> None:
+    one = await backend.open("one")
+    two = await backend.open("two")
+    a1, a2 = await put_all(one, delivery(1, backend.clock, key="k"), delivery(2, backend.clock, key="k"))
+    [b1] = await put_all(two, delivery(3, backend.clock, key="other"))
+
+    [d1] = await one.claim(1)
+    assert d1.id == a1
+    assert ids_of(await two.claim(10)) == [b1]
+    assert await two.claim(10) == []
+    seen_by_two = await two.get(a1)
+    assert seen_by_two is not None and seen_by_two.state == IN_PROGRESS
+    await one.ack(d1)
+    assert ids_of(await two.claim(10)) == [a2]
+
+
+async def test_busy_instances_keep_per_key_order(backend: Backend) -> None:
+    """Three instances, two workers each, random pauses and first-attempt failures."""
+    rng = random.Random(7)
+    instances = [await backend.open(f"i{n}") for n in range(3)]
+    keys = ["a", "b", "c", "d"]
+    sent = [delivery(n, backend.clock, key=keys[n % 4]) for n in range(40)]
+    arrival = await put_all(instances[0], *sent)
+    running: dict[str, str] = {}
+    finished: dict[str, list[str]] = {key: [] for key in keys}
+
+    async def worker(queue: Queue) -> None:
+        while sum(map(len, finished.values())) < len(sent):
+            claimed = await queue.claim(2)
+            for d in claimed:
+                assert d.order_key not in running, f"{d.id} runs beside {running[d.order_key]}"
+                running[d.order_key] = d.id
+            for d in claimed:
+                await asyncio.sleep(rng.random() / 500)
+                del running[d.order_key]
+                if d.attempts == 1 and rng.random() < 0.3:
+                    await queue.retry_later(d, "flaky", 0)
+                else:
+                    finished[d.order_key].append(d.id)
+                    await queue.ack(d)
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(asyncio.gather(*(worker(q) for q in instances for _ in range(2))), 10)
+    for key in keys:
+        assert finished[key] == [i for i, d in zip(arrival, sent, strict=True) if d.order_key == key]
+
+
+async def test_unkeyed_deliveries_are_not_serialised(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(3)))
+    assert ids_of(await queue.claim(10)) == ids
+
+
+# ----------------------------------------------------------------------------- inspection
+
+
+async def test_list_is_newest_first_and_filters_by_state(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(4)))
+    [d0] = await queue.claim(1)
+    await queue.ack(d0)
+    assert ids_of(await queue.list()) == ids[::-1]
+    assert ids_of(await queue.list(limit=2)) == ids[:1:-1]
+    assert ids_of(await queue.list(PENDING)) == ids[:0:-1]
+    assert ids_of(await queue.list(DONE)) == ids[:1]
+    [d1] = await queue.claim(1)
+    assert ids_of(await queue.list(IN_PROGRESS)) == [d1.id]
+    assert [d.state for d in await queue.list()] == [PENDING, PENDING, IN_PROGRESS, DONE]
+
+
+async def test_depth_counts_every_state(queue: Queue, backend: Backend) -> None:
+    assert await queue.depth() == {"pending": 0, "in_progress": 0, "done": 0, "failed": 0, "dead": 0}
+    await put_all(queue, *(delivery(n, backend.clock) for n in range(6)))
+    await put_all(queue, delivery(10, backend.clock, key="k"), delivery(11, backend.clock, key="k"))
+    a, b, c, _ = await queue.claim(4)
+    await queue.ack(a)
+    await queue.retry_later(b, "later", 60)
+    await queue.dead_letter(c, "never")
+    assert await queue.depth() == {"pending": 4, "in_progress": 1, "done": 1, "failed": 1, "dead": 1}
+
+
+async def test_purge_forgets_only_old_done_and_dead(queue: Queue, backend: Backend) -> None:
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(5)))
+    done, dead, failed, _ = await queue.claim(4)
+    await queue.ack(done)
+    await queue.dead_letter(dead, "never")
+    await queue.retry_later(failed, "later", 10)
+    backend.clock.advance(100)
+    [recent] = await put_all(queue, delivery(9, backend.clock))
+    [late] = [d for d in await queue.claim(10) if d.id == recent]
+    await queue.ack(late)
+
+    assert await queue.purge(50) == 2
+    assert await queue.get(ids[0]) is None and await queue.get(ids[1]) is None
+    assert {d.id for d in await queue.list()} == {ids[2], ids[3], ids[4], recent}
+    assert await queue.purge(50) == 0
+
+
+async def test_unknown_ids(queue: Queue) -> None:
+    assert await queue.get("12345") is None
+    assert await queue.get("nope") is None
+    assert not await queue.requeue("12345")
+
+
+# ----------------------------------------------------------------------------- SQLite only
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+async def test_sqlite_group_commit_batches_concurrent_puts(tmp_path: Path, clock: Clock) -> None:
+    async with await SqliteJournal.open(tmp_path / "j.db", clock=clock) as journal:
+        before = journal.commits
+        results = await asyncio.gather(*(journal.put(delivery(n, clock)) for n in range(200)))
+        assert all(r.accepted for r in results)
+        assert len({r.id for r in results}) == 200
+        assert journal.commits - before <= 5
+        assert (await journal.depth())["pending"] == 200
+
+
+async def test_sqlite_put_is_on_disk_when_it_returns(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "j.db"
+    journal = await SqliteJournal.open(path, clock=clock)
+    result = await journal.put(delivery(1, clock, key="k"))
+    with sqlite3.connect(path) as other:  # another connection, as another process would see it
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert await journal._call(lambda: journal._conn.execute("PRAGMA synchronous").fetchone()) == (2,)
+        row = other.execute("SELECT delivery_id, body, state FROM deliveries WHERE id = ?", (int(result.id),))
+        assert row.fetchone() == ("gh-1", delivery(1, clock).body, "pending")
+    await journal.close()
+    await journal.close()
+
+    async with await SqliteJournal.open(path, clock=clock) as reopened:
+        got = await reopened.get(result.id)
+        assert got is not None and got.body == delivery(1, clock).body and got.order_key == "k"
+        assert not (await reopened.put(delivery(1, clock))).accepted
+
+
+async def test_sqlite_closed_journal_is_unavailable(tmp_path: Path, clock: Clock) -> None:
+    journal = await SqliteJournal.open(tmp_path / "j.db", clock=clock)
+    await journal.close()
+    with pytest.raises(QueueUnavailable, match="closed"):
+        await journal.put(delivery(1, clock))
+
+
+async def test_sqlite_not_a_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    path.write_bytes(b"this is not a sqlite file" * 100)
+    with pytest.raises(QueueUnavailable, match=r"j\.db.*not a database"):
+        await SqliteJournal.open(path)
+
+
+async def test_sqlite_unwritable_location_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(QueueUnavailable, match=r"file/j\.db"):
+        await SqliteJournal.open(tmp_path / "file" / "j.db")
+
+
+async def test_sqlite_full_disk_fails_the_batch_not_the_journal(tmp_path: Path, clock: Clock) -> None:
+    async with await SqliteJournal.open(tmp_path / "j.db", clock=clock) as journal:
+        await journal.put(delivery(0, clock))
+
+        def fill_up() -> None:  # SQLite's own "disk full": no page may be added any more
+            assert journal._conn is not None
+            pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+            journal._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await journal._call(fill_up)
+        big = delivery(1, clock)
+        big.body = b"x" * 200_000
+        results = await asyncio.gather(journal.put(big), journal.put(delivery(2, clock)), return_exceptions=True)
+        assert all(isinstance(r, QueueUnavailable) for r in results)
+        assert "full" in str(results[0])
+        assert (await journal.depth())["pending"] == 1  # nothing half-written; reads still work
+
+
+# ----------------------------------------------------------------------------- Redis only
+
+
+async def test_redis_put_is_one_stream_entry_with_raw_fields(redis_url: str, clock: Clock) -> None:
+    async with await RedisQueue.open(redis_url, stream="hooks", clock=clock, dedup_window_seconds=600) as queue:
+        sent = delivery(1, clock, key="k")
+        first = await queue.put(sent)
+        assert not (await queue.put(sent)).accepted
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            [(_, fields)] = await raw.xrange("hooks")
+            assert fields[b"body"] == sent.body
+            assert fields[b"delivery_id"] == b"gh-1" and fields[b"seq"] == first.id.encode()
+            assert 590_000 < await raw.pttl("hooks:dedup:gh-1") <= 600_000
+            [group] = await raw.xinfo_groups("hooks")
+            assert group["name"] == b"ocean-hook"
+        finally:
+            await raw.aclose()
+
+
+async def test_redis_takes_over_a_silent_consumer(redis_url: str, clock: Clock) -> None:
+    crashed = await RedisQueue.open(redis_url, consumer="a", clock=clock)
+    [id1] = await put_all(crashed, delivery(1, clock, key="k"))
+    await crashed.claim(1)
+    await crashed.close()
+
+    async with await RedisQueue.open(redis_url, consumer="b", clock=clock, claim_idle_seconds=0.1) as survivor:
+        assert await survivor.claim(10) == []  # not idle long enough: maybe just slow
+        await asyncio.sleep(0.15)
+        [taken] = await survivor.claim(10)
+        assert (taken.id, taken.attempts) == (id1, 2)
+
+
+async def test_redis_stale_worker_cannot_end_a_taken_over_claim(redis_url: str, clock: Clock) -> None:
+    async with (
+        await RedisQueue.open(redis_url, consumer="slow", clock=clock) as slow,
+        await RedisQueue.open(redis_url, consumer="fast", clock=clock, claim_idle_seconds=0.1) as fast,
+    ):
+        a1, a2 = await put_all(slow, delivery(1, clock, key="k"), delivery(2, clock, key="k"))
+        [stale] = await slow.claim(1)
+        await asyncio.sleep(0.15)  # slow's heartbeat runs every 10 s: its claim looks abandoned
+        [taken] = await fast.claim(10)
+        assert taken.id == a1
+
+        await slow.ack(stale)  # ignored: the claim is fast's now
+        assert await fast.claim(10) == []
+        current = await fast.get(a1)
+        assert current is not None and current.state == IN_PROGRESS
+        await fast.ack(taken)
+        assert ids_of(await fast.claim(10)) == [a2]
+
+
+async def test_redis_heartbeat_keeps_a_live_claim(redis_url: str, clock: Clock) -> None:
+    async with (
+        await RedisQueue.open(redis_url, consumer="a", clock=clock, claim_idle_seconds=0.2) as worker,
+        await RedisQueue.open(redis_url, consumer="b", clock=clock, claim_idle_seconds=0.2) as other,
+    ):
+        [id1] = await put_all(worker, delivery(1, clock))
+        [d] = await worker.claim(1)
+        await asyncio.sleep(0.5)
+        assert await other.claim(10) == []
+        await worker.ack(d)
+        done = await other.get(id1)
+        assert done is not None and done.state == DONE
+
+
+async def test_redis_done_history_is_bounded(redis_url: str, clock: Clock) -> None:
+    async with await RedisQueue.open(redis_url, clock=clock, maxlen=3) as queue:
+        ids = await put_all(queue, *(delivery(n, clock) for n in range(5)))
+        for d in await queue.claim(10):
+            await queue.ack(d)
+        assert (await queue.depth())["done"] == 3
+        assert await queue.get(ids[0]) is None
+        assert ids_of(await queue.list(DONE)) == ids[:1:-1]
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            assert await raw.xlen("ocean-hook") == 0  # finished work leaves the main stream
+            assert await raw.hlen("ocean-hook:loc") == 3
+        finally:
+            await raw.aclose()
+
+
+async def test_redis_unreachable_is_queue_unavailable(redis_server_url: str, clock: Clock) -> None:
+    """A server of its own, stopped under the queue (redis_server_url: skip/fail without redis)."""
+    with redis_server() as url:
+        secret_url = url.replace("redis://", "redis://:s3cret@")
+        queue = await RedisQueue.open(url, clock=clock)
+    try:
+        with pytest.raises(QueueUnavailable, match=r"redis redis://127\.0\.0\.1"):
+            await queue.put(delivery(1, clock))
+        with pytest.raises(QueueUnavailable, match="redis"):
+            await queue.claim(1)
+    finally:
+        await queue.close()
+    with pytest.raises(QueueUnavailable) as raised:
+        await RedisQueue.open(secret_url, clock=clock)
+    assert "s3cret" not in str(raised.value) and ":***@" in str(raised.value)
+
+
+async def test_redis_drops_entries_it_did_not_write(redis_url: str, clock: Clock) -> None:
+    async with await RedisQueue.open(redis_url, clock=clock) as queue:
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            await raw.xadd("ocean-hook", {"hello": "world"})
+            [id1] = await put_all(queue, delivery(1, clock))
+            assert ids_of(await queue.claim(10)) == [id1]
+            assert await raw.xlen("ocean-hook") == 1
+        finally:
+            await raw.aclose()
+
+
+async def test_redis_burst_waits_for_a_connection(redis_url: str, clock: Clock) -> None:
+    async with await RedisQueue.open(redis_url, clock=clock, max_connections=2) as queue:
+        results = await asyncio.gather(*(queue.put(delivery(n, clock)) for n in range(50)))
+        assert all(r.accepted for r in results)
+        assert (await queue.depth())["pending"] == 50
+
+
+async def test_redis_forgets_long_silent_empty_consumers(redis_url: str, clock: Clock) -> None:
+    async with (
+        await RedisQueue.open(redis_url, consumer="gone", clock=clock) as gone,
+        await RedisQueue.open(redis_url, consumer="busy", clock=clock) as busy,
+        await RedisQueue.open(redis_url, consumer="me", clock=clock) as me,
+    ):
+        await put_all(gone, delivery(1, clock))
+        assert len(await busy.claim(10)) == 1  # holds the delivery: never forgotten, however silent
+        assert await gone.claim(10) == []  # now a consumer of the group, with nothing pending
+        me.forget_consumers_after_seconds = 0.05
+        await asyncio.sleep(0.1)
+        await me.recover()
+        raw = aioredis.Redis.from_url(redis_url)
+        try:
+            names = {c["name"] for c in await raw.xinfo_consumers("ocean-hook", "ocean-hook")}
+        finally:
+            await raw.aclose()
+        assert b"busy" in names and b"gone" not in names
+
+
+async def test_redis_bad_url_is_queue_unavailable() -> None:
+    with pytest.raises(QueueUnavailable, match="redis"):
+        await RedisQueue.open("http://127.0.0.1:1/0")
