@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from ocean_hook.apply import apply_changes
+from ocean_hook.apply import ApplyError, apply_changes
 from ocean_hook.diff import Change, plan_changes
 from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.events import WebhookEvent, new_delivery_id
@@ -25,7 +25,7 @@ from ocean_hook.fetch import Fetcher, FetchRefused
 from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.processors.base import RawResults, WebhookProcessor
-from ocean_hook.targets.base import Target
+from ocean_hook.targets.base import Target, TargetError
 
 # ------------------------------------------------------------------------------ map and diff
 
@@ -88,6 +88,8 @@ class Admission:
     reason: str
     event: WebhookEvent
     processors: list[WebhookProcessor] = field(default_factory=list)
+    #: the processor whose check gave a 401 or 422 (for replay's report; the sender is not told)
+    rejected_by: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -159,28 +161,38 @@ def admit(
     if not processors:
         return Admission(404, f"no processor listens on {event.path}", event)
     candidates = [p for p in processors if p.could_process(event)]
-    if not candidates:
-        return Admission(202, "no processor matches this event", event)
     if verify:
-        verdicts = [(p, p.authenticate(event, now=now)) for p in candidates]
-        candidates = [p for p, v in verdicts if v.ok]
-        if not candidates:
-            return Admission(401, next(v.reason for _, v in verdicts if not v.ok), event)
+        # Unmatched events are authenticated too (against any processor on the path): a forged
+        # request gets a 401, never a 202, whatever event it claims to be.
+        checked = candidates or list(processors)
+        verdicts = [(p, p.authenticate(event, now=now)) for p in checked]
+        passed = [p for p, v in verdicts if v.ok]
+        if not passed:
+            failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
+            return Admission(401, verdict.reason, event, rejected_by=failed.name)
+        candidates = [p for p in candidates if p in passed]
+    if not candidates:
+        return Admission(202, _ignored_reason(event), event)
     try:
         event = event.with_payload(parse_payload(event))
     except PayloadError as exc:
         return Admission(400, str(exc), event)
     matched = [p for p in candidates if p.should_process_event(event)]
     if not matched:
-        return Admission(202, "no processor matches this event", event)
+        return Admission(202, _ignored_reason(event), event)
     verdicts = [(p, p.validate_payload(event.payload)) for p in matched]
     valid = [p for p, v in verdicts if v.ok]
     if not valid:
-        return Admission(422, next(v.reason for _, v in verdicts if not v.ok), event)
+        failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
+        return Admission(422, verdict.reason, event, rejected_by=failed.name)
     if event.delivery_id is None:
         found = next((d for p in valid if (d := p.delivery_id(event))), None)
         event = event.with_delivery_id(found or new_delivery_id())
     return Admission(202, "accepted", event, valid)
+
+
+def _ignored_reason(event: WebhookEvent) -> str:
+    return f"no processor on {event.path} matches this event"
 
 
 def order_key(admission: Admission) -> str:
@@ -263,7 +275,12 @@ async def process(
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
     if not dry_run:
         for kind_result in result.results:
-            result.written += (await apply_changes(kind_result.changes, target, mapping.flags)).written
+            try:
+                applied = await apply_changes(kind_result.changes, target, mapping.flags)
+            except (ApplyError, TargetError) as exc:
+                # Port's 4xx (schema) is final; an outage or a 429/5xx is worth another attempt
+                raise PipelineError(str(exc), retryable=exc.retryable) from exc
+            result.written += applied.written
     return result
 
 

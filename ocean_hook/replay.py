@@ -1,7 +1,12 @@
-"""`replay`'s core: captured (or hand-made) deliveries through the same pipeline as the listener."""
+"""`replay`'s core: captured (or hand-made) deliveries through the same pipeline as the listener.
+
+Every file gives one `ReplayOutcome`, even a file that cannot be read: a directory of captures
+is replayed to the end and the bad ones are reported as failed, each with its reason.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +16,13 @@ import aiohttp
 
 from ocean_hook.config import Config
 from ocean_hook.datafiles import load_json
-from ocean_hook.errors import InputError
-from ocean_hook.events import WebhookEvent, event_from_capture, is_capture, make_headers
+from ocean_hook.diff import summarize
+from ocean_hook.errors import InputError, OceanHookError
+from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_capture, make_headers
 from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, process
-from ocean_hook.runtime import Runtime
+from ocean_hook.runtime import Runtime, make_fetcher, make_target
+from ocean_hook.targets import DryRunTarget
+from ocean_hook.targets.base import Target
 
 
 @dataclass
@@ -26,35 +34,69 @@ class ReplayOutcome:
     error: str | None = None
     verified: bool = False
     sent_status: int | None = None
+    #: the delivery as read from the file (None when the file could not be read)
+    event: WebhookEvent | None = None
+    #: `--to`: the listener's JSON answer
+    sent_answer: Any = None
+
+    @property
+    def delivery_id(self) -> str | None:
+        event = self.admission.event if self.admission else self.event
+        return event.delivery_id if event else None
+
+    def kinds(self) -> list[str]:
+        a = self.admission
+        return sorted({k for p in a.processors for k in p.get_matching_kinds(a.event)}) if a else []
+
+    def detail(self) -> str:
+        """One line saying what happened, for the text output."""
+        a = self.admission
+        if self.sent_status is not None:
+            answer = self.sent_answer if isinstance(self.sent_answer, dict) else {}
+            reason = answer.get("reason") or answer.get("status") or self.error
+            return f"listener answered {self.sent_status}" + (f": {reason}" if reason else "")
+        if a is None:
+            return self.error or ""
+        if a.ignored:
+            return f"ignored: {a.reason}"
+        if not a.accepted:
+            by = f" (processor {a.rejected_by})" if a.rejected_by else ""
+            return f"{a.status} {a.label}: {a.reason}{by}"
+        if self.error:
+            return self.error
+        routes = ", ".join(f"{p.name} → {', '.join(p.get_matching_kinds(a.event))}" for p in a.processors)
+        return f"delivery {a.event.delivery_id}: {routes}"
 
     def to_json(self) -> dict[str, Any]:
         a = self.admission
+        event = a.event if a else self.event
         doc: dict[str, Any] = {
             "file": self.file,
             "status": self.status,
-            "delivery_id": a.event.delivery_id if a else None,
-            "path": a.event.path if a else None,
-            "answer": {"status": a.status, "reason": a.reason} if a else None,
+            "delivery_id": self.delivery_id,
+            "path": event.path if event else None,
+            "answer": {"status": a.status, "label": a.label, "reason": a.reason} if a else None,
             "processors": [p.name for p in a.processors] if a else [],
-            "kinds": sorted({k for p in a.processors for k in p.get_matching_kinds(a.event)}) if a else [],
+            "kinds": self.kinds(),
+            "rejected_by": a.rejected_by if a else None,
             "auth": _auth_result(a, self.verified),
             "validation": _validation_result(a),
             "changes": [c.to_json() for c in self.result.changes] if self.result else [],
+            "summary": summarize(self.result.changes) if self.result else None,
             "errors": ([self.error] if self.error else []) + (self.result.errors if self.result else []),
         }
         if self.sent_status is not None:
             doc["sent_status"] = self.sent_status
+            doc["listener_answer"] = self.sent_answer
         return doc
 
 
 def _auth_result(a: Admission | None, verified: bool) -> str:
-    if a is None:
+    if a is None or a.status == 404:
         return "not checked"
     if a.status == 401:
         return f"failed: {a.reason}"
-    if not verified:
-        return "skipped (use --verify)"
-    return "not checked" if a.status == 404 or a.ignored else "passed"
+    return "passed" if verified else "skipped (use --verify)"
 
 
 def _validation_result(a: Admission | None) -> str:
@@ -64,7 +106,11 @@ def _validation_result(a: Admission | None) -> str:
 
 
 def expand_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; directories contribute their *.json files in name order."""
+    """Files as given; directories contribute their *.json files in name order.
+
+    The listener names captures `<received ms>-<delivery id>.json`, so name order is arrival
+    order and a directory replays in the order the deliveries came in.
+    """
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -77,47 +123,105 @@ def expand_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_event(file: Path, *, path: str | None, headers: Sequence[str]) -> WebhookEvent:
-    """A capture file, or a bare JSON payload sent to `path` with the given headers."""
+    """A capture file, or (with `path`) a bare JSON payload sent to `path` with `headers`.
+
+    Giving `path` says the files are bare payloads: the raw bytes of the file are the body, so
+    a signature computed over the file verifies.
+    """
     raw = file.read_bytes()
     doc = load_json(file, raw)
-    if is_capture(doc) and path is None:
-        return event_from_capture(doc, where=str(file))
     if path is None:
-        raise InputError("a bare payload needs --path (the listener path it was sent to)", where=str(file))
+        if is_capture(doc):
+            return event_from_capture(doc, where=str(file))
+        raise InputError("not a capture: a bare payload needs --path (the listener path it was sent to)",
+                         where=str(file))
+    if not path.startswith("/"):
+        raise InputError(f"--path must start with '/', got {path!r}")
+    return WebhookEvent("POST", path, make_headers(_header_pairs(headers)), raw)
+
+
+def _header_pairs(headers: Sequence[str]) -> list[tuple[str, str]]:
     pairs = [("Content-Type", "application/json")]
     for header in headers:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             raise InputError(f"--header must look like 'Name: value', got {header!r}")
         pairs = [(k, v) for k, v in pairs if k.lower() != name.strip().lower()] + [(name.strip(), value.strip())]
-    return WebhookEvent("POST", path, make_headers(pairs), raw)
+    return pairs
+
+
+def load_outcome_or_event(file: Path, *, path: str | None, headers: Sequence[str]) -> WebhookEvent | ReplayOutcome:
+    """The event, or a failed outcome naming the file when it cannot be read."""
+    try:
+        return load_event(file, path=path, headers=headers)
+    except OceanHookError as exc:
+        return ReplayOutcome(str(file), "failed", error=str(exc))
+    except OSError as exc:
+        return ReplayOutcome(str(file), "failed", error=f"{file}: cannot read: {exc.strerror}")
+
+
+def replay_target(config: Config, *, dry_run: bool) -> Target:
+    """The configured target, or for `--dry-run` one that writes nothing at all.
+
+    A dry run reads the current state to diff against; when the local catalog does not exist
+    yet there is nothing to read, and opening it would create it, so nothing is opened.
+    """
+    if not dry_run:
+        return make_target(config)
+    local = config.target.get("type", "local") == "local"
+    catalog = Path(config.target.get("path") or config.state_dir / "catalog.db")
+    if local and not catalog.expanduser().exists():
+        return DryRunTarget(None)
+    return make_target(config, "dry-run")
+
+
+def replay_runtime(config: Config, *, dry_run: bool) -> Runtime:
+    return Runtime(config, config.load_mapping(), replay_target(config, dry_run=dry_run), make_fetcher(config))
 
 
 async def replay_event(
     file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool, dry_run: bool
 ) -> ReplayOutcome:
+    """admit then process, as the listener and a worker would (timestamps are not checked)."""
     admission = admit(event, config.processors_for_path(event.path), now=None, verify=verify)
+    outcome = ReplayOutcome(file, "processed", admission, verified=verify, event=event)
     if not admission.accepted:
-        status = "skipped" if admission.ignored else "failed"
-        return ReplayOutcome(file, status, admission, error=None if admission.ignored else admission.reason,
-                             verified=verify)
+        outcome.status = "skipped" if admission.ignored else "failed"
+        outcome.error = None if admission.ignored else admission.reason
+        return outcome
     try:
-        result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,
-                               runtime.fetcher, dry_run=dry_run)
+        outcome.result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,
+                                       runtime.fetcher, dry_run=dry_run)
     except PipelineError as exc:
-        return ReplayOutcome(file, "failed", admission, error=str(exc), verified=verify)
-    return ReplayOutcome(file, "processed", admission, result, verified=verify)
+        outcome.status = "failed"
+        outcome.error = f"{exc} ({'retryable' if exc.retryable else 'not retryable'})"
+    return outcome
 
 
 async def send_event(file: str, event: WebhookEvent, url: str, session: aiohttp.ClientSession) -> ReplayOutcome:
-    """`--to URL`: the request as captured, to a running listener."""
+    """`--to URL`: the request as captured, byte for byte, to a running listener."""
     headers = [(k, v) for k, v in event.headers.items() if k.lower() not in ("host", "content-length")]
     target = url.rstrip("/") + event.path
+    outcome = ReplayOutcome(file, "sent", event=event)
     try:
         async with session.request(event.method, target, data=event.body, headers=headers) as response:
             text = await response.text()
     except aiohttp.ClientError as exc:
-        return ReplayOutcome(file, "failed", error=f"cannot send to {target}: {exc}")
-    ok = 200 <= response.status < 300
-    return ReplayOutcome(file, "sent" if ok else "failed", sent_status=response.status,
-                         error=None if ok else f"{response.status}: {text[:200]}")
+        outcome.status, outcome.error = "failed", f"cannot send to {target}: {exc}"
+        return outcome
+    outcome.sent_status = response.status
+    try:
+        outcome.sent_answer = json.loads(text)
+    except ValueError:
+        outcome.sent_answer = text[:200]
+    if not 200 <= response.status < 300:
+        outcome.status = "failed"
+        outcome.error = f"{response.status}: {text[:200]}" + _redaction_hint(event, response.status)
+    return outcome
+
+
+def _redaction_hint(event: WebhookEvent, status: int) -> str:
+    redacted = [k for k, v in event.headers.items() if v == REDACTED]
+    if status != 401 or not redacted:
+        return ""
+    return f" (header {', '.join(redacted)} was redacted in the capture)"

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from ocean_hook.config import Config
 from ocean_hook.events import WebhookEvent, make_headers, write_capture
@@ -34,6 +35,46 @@ def answer(status: int, state: str, **extra: object) -> web.Response:
     return web.json_response({"status": state, **extra}, status=status)
 
 
+async def read_at_most(content: StreamReader, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it grows past `limit` (a chunked body has no length
+    to check up front, and one `read(n)` returns only what has arrived so far)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class JournalHealth:
+    """What the door saw of the journal lately, for /readyz.
+
+    A failed `put` makes the instance not ready; a later successful one makes it ready again,
+    and so does time (`memory_seconds`): an instance taken out of rotation gets no deliveries
+    with which to prove the journal works again.
+    """
+
+    def __init__(self, memory_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory_seconds = memory_seconds
+        self.clock = clock
+        self._error: str | None = None
+        self._failed_at = 0.0
+
+    def failed(self, error: str) -> None:
+        self._error, self._failed_at = error, self.clock()
+
+    def succeeded(self) -> None:
+        self._error = None
+
+    @property
+    def problem(self) -> str | None:
+        if self._error is not None and self.clock() - self._failed_at < self.memory_seconds:
+            return f"the journal refused the last delivery: {self._error}"
+        return None
+
+
 class WebhookDoor:
     """The webhook routes. `notify` wakes the workers once a delivery is journaled."""
 
@@ -43,14 +84,16 @@ class WebhookDoor:
         queue: Queue,
         metrics: Metrics,
         *,
-        notify: object = None,
+        notify: Callable[[], None] | None = None,
         capture_dir: Path | None = None,
+        health: JournalHealth | None = None,
     ) -> None:
         self.config = config
         self.queue = queue
         self.metrics = metrics
         self.notify = notify
         self.capture_dir = capture_dir
+        self.health = health or JournalHealth()
         self.accepting = True
         self.max_body = config.server.max_body_bytes
 
@@ -87,10 +130,10 @@ class WebhookDoor:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
         try:
-            body = await asyncio.wait_for(request.content.read(self.max_body + 1), BODY_TIMEOUT_SECONDS)
+            body = await asyncio.wait_for(read_at_most(request.content, self.max_body), BODY_TIMEOUT_SECONDS)
         except TimeoutError:
             return self._reject(408, "timeout", "body not received in time")
-        if len(body) > self.max_body:
+        if body is None:
             return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
         return body
 
@@ -106,25 +149,40 @@ class WebhookDoor:
         try:
             put = await self.queue.put(delivery)
         except QueueUnavailable as exc:
+            self.health.failed(str(exc))
             dlog.error("cannot journal delivery: %s", exc)
             return answer(503, "unavailable", reason="cannot store the delivery now; send again later")
+        self.health.succeeded()
         if not put.accepted:
             self.metrics.duplicates.labels(event.path).inc()
             dlog.info("duplicate delivery, already journaled as %s", put.id)
             return answer(200, "duplicate", delivery_id=event.delivery_id)
-        if self.capture_dir is not None:
-            await asyncio.to_thread(write_capture, self.capture_dir, event)
-        if callable(self.notify):
+        if self.notify is not None:
             self.notify()
+        if self.capture_dir is not None:
+            await self._capture(event, dlog)
         dlog.info("accepted for %s", ", ".join(delivery.processors))
         return answer(202, "accepted", delivery_id=event.delivery_id)
 
 
+    async def _capture(self, event: WebhookEvent, dlog: logging.LoggerAdapter) -> None:
+        """A capture is a copy for replay; the delivery is already journaled, so failing to
+        write the copy is logged, not answered as an error the sender would retry."""
+        try:
+            await asyncio.to_thread(write_capture, self.capture_dir, event)  # type: ignore[arg-type]
+        except OSError as exc:
+            dlog.warning("cannot write the capture file in %s: %s", self.capture_dir, exc)
+
+    async def unknown_path(self, request: web.Request) -> web.Response:
+        return self._reject(404, "unknown_path", f"no processor listens on {request.path}")
+
+
 class Operations:
-    def __init__(self, queue: Queue, target: Target, metrics: Metrics) -> None:
+    def __init__(self, queue: Queue, target: Target, metrics: Metrics, health: JournalHealth | None = None) -> None:
         self.queue = queue
         self.target = target
         self.metrics = metrics
+        self.health = health or JournalHealth()
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -135,6 +193,8 @@ class Operations:
             await self.queue.depth()
         except Exception as exc:
             problems.append(f"queue: {exc}")
+        if self.health.problem:
+            problems.append(f"queue: {self.health.problem}")
         try:
             await self.target.check_ready()
         except (TargetError, OSError) as exc:
@@ -152,10 +212,6 @@ class Operations:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
 
-async def not_found(request: web.Request) -> web.Response:
-    return answer(404, "rejected", reason=f"no processor listens on {request.path}")
-
-
 def create_app(door: WebhookDoor, ops: Operations) -> web.Application:
     # the body is read by the door with its own limit, answered 413; aiohttp's cap sits above it
     app = web.Application(client_max_size=door.max_body + 1)
@@ -164,5 +220,5 @@ def create_app(door: WebhookDoor, ops: Operations) -> web.Application:
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics_text)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    app.router.add_route("*", "/{tail:.*}", door.unknown_path)
     return app

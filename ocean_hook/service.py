@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from aiohttp import web
 from ocean_hook.config import Config
 from ocean_hook.metrics import Metrics
 from ocean_hook.runtime import Runtime, open_queue, queue_spec_from_option
-from ocean_hook.server import Operations, WebhookDoor, create_app
+from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
@@ -38,49 +38,81 @@ class ServeOptions:
 
 
 async def serve(
-    config: Config, options: ServeOptions, *, on_ready: Callable[[str], None] | None = None
+    config: Config,
+    options: ServeOptions,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Run until SIGTERM/SIGINT, or until `stop` is set when the caller passes one.
+
+    A caller that passes `stop` (tests, an embedding program) owns shutdown: no signal handlers
+    are installed, so the process's own handling of Ctrl-C is left alone.
+    """
     for warning in config.warnings:
         log.warning(warning)
-    runtime = Runtime.build(config, target=options.target)
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    queue = await open_queue(
-        queue_spec_from_option(options.queue, config.queue), config.state_dir,
-        dedup_window_seconds=config.server.dedup_window_seconds,
-    )
-    recovered = await queue.recover()
-    if recovered:
-        log.info("recovered %d delivery(ies) left in progress by an earlier run", recovered)
-    metrics = Metrics()
-    pool = WorkerPool(
-        queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
-        concurrency=options.workers or config.server.workers, metrics=metrics,
-        log_plans=runtime.target.name == "dry-run",
-    )
-    door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir)
-    runner = web.AppRunner(create_app(door, Operations(queue, runtime.target, metrics)), access_log=None)
-    await runner.setup()
-    try:
+    async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
+        runtime = Runtime.build(config, target=options.target)
+        resources.push_async_callback(runtime.close)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        queue = await open_queue(
+            queue_spec_from_option(options.queue, config.queue), config.state_dir,
+            dedup_window_seconds=config.server.dedup_window_seconds,
+        )
+        resources.push_async_callback(queue.close)
+        recovered = await queue.recover()
+        if recovered:
+            log.info("recovered %d delivery(ies) left in progress by an earlier run", recovered)
+        metrics = Metrics()
+        pool = WorkerPool(
+            queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
+            concurrency=options.workers or config.server.workers, metrics=metrics,
+            log_plans=runtime.target.name == "dry-run",
+        )
+        health = JournalHealth()
+        door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health)
+        ops = Operations(queue, runtime.target, metrics, health)
+        runner = web.AppRunner(create_app(door, ops), access_log=None)
+        await runner.setup()
+        resources.push_async_callback(runner.cleanup)
+        # signals are handled before anyone is told the URL, and through draining (a second
+        # SIGTERM is ignored rather than killing the process mid-drain)
+        stopping = resources.enter_context(_stop_signals(stop))
         site = web.TCPSite(runner, options.host, options.port)
         await site.start()
         url = _url(site, options.host)
         log.info("listening on %s (paths: %s)", url, ", ".join(config.paths))
         if on_ready is not None:
             on_ready(url)
-        stop = _stop_event()
-        workers = asyncio.create_task(pool.run())
-        await stop.wait()
-        log.info("stopping: no new deliveries accepted, finishing in-flight work")
-        door.accepting = False
+        await _run_until_stopped(door, pool, stopping, config.server.shutdown_timeout_seconds)
+
+
+async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.Event, timeout: float) -> None:
+    """Work until asked to stop, then answer 503 to new deliveries while in-flight work finishes.
+
+    A worker pool that died is a reason to stop too (its error is raised below), rather than a
+    listener accepting work that nobody does.
+    """
+    workers = asyncio.create_task(pool.run())
+    waiting = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({waiting, workers}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # cancelled from outside: nothing may outlive the journal
         pool.stop()
-        await workers
-        cancelled = await pool.drain(config.server.shutdown_timeout_seconds)
-        if cancelled:
-            log.warning("%d delivery(ies) did not finish in time; they stay pending", cancelled)
+        workers.cancel()
+        await pool.drain(0)
+        raise
     finally:
-        await runner.cleanup()
-        await queue.close()
-        await runtime.close()
+        waiting.cancel()
+    if workers.done() and not stop.is_set():
+        log.error("the workers stopped unexpectedly; shutting down")
+    log.info("stopping: no new deliveries accepted, finishing in-flight work")
+    door.accepting = False
+    pool.stop()
+    await workers
+    cancelled = await pool.drain(timeout)
+    if cancelled:
+        log.warning("%d delivery(ies) did not finish in time; they stay pending", cancelled)
 
 
 def _url(site: web.TCPSite, host: str) -> str:
@@ -89,10 +121,21 @@ def _url(site: web.TCPSite, host: str) -> str:
     return f"http://{host}:{port}"
 
 
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
+@contextlib.contextmanager
+def _stop_signals(stop: asyncio.Event | None) -> Iterator[asyncio.Event]:
+    """The caller's stop event, or one set by SIGTERM/SIGINT (handlers removed on the way out)."""
+    if stop is not None:
+        yield stop
+        return
+    event = asyncio.Event()
     loop = asyncio.get_running_loop()
+    installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
+            loop.add_signal_handler(sig, event.set)
+            installed.append(sig)
+    try:
+        yield event
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
@@ -22,7 +22,7 @@ from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.metrics import Metrics
 from ocean_hook.pipeline import PayloadError, PipelineError, ProcessResult, parse_payload, process
 from ocean_hook.processors.base import RetryPolicy, WebhookProcessor
-from ocean_hook.queue.base import Delivery, Queue
+from ocean_hook.queue.base import Delivery, Queue, QueueUnavailable
 from ocean_hook.render import change_lines, summary_line
 from ocean_hook.targets.base import Target
 
@@ -59,6 +59,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._claim_failing = False
 
     def notify(self) -> None:
         self._wake.set()
@@ -70,16 +71,32 @@ class WorkerPool:
     async def run(self) -> None:
         """Claim and dispatch until `stop()`; then return without waiting for in-flight work."""
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._in_flight)
-            claimed = await self.queue.claim(free) if free > 0 else []
+            self._wake.clear()  # before claiming: a delivery journaled during the claim wakes us
+            claimed = await self._claim()
             for delivery in claimed:
                 task = asyncio.create_task(self.handle(delivery))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
             if not claimed:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _claim(self) -> list[Delivery]:
+        """A journal that cannot be read now is asked again at the next poll, not fatal."""
+        free = self.concurrency - len(self._in_flight)
+        if free <= 0:
+            return []
+        try:
+            claimed = await self.queue.claim(free)
+        except QueueUnavailable as exc:
+            if not self._claim_failing:
+                log.error("cannot claim deliveries, will keep trying: %s", exc)
+            self._claim_failing = True
+            return []
+        if self._claim_failing:
+            log.info("claiming deliveries again")
+            self._claim_failing = False
+        return claimed
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -107,7 +124,7 @@ class WorkerPool:
         except PipelineError as exc:
             await self._settle_failure(delivery, exc, dlog)
             return
-        await self.queue.ack(delivery)
+        await self._record(dlog, lambda: self.queue.ack(delivery))
         self.metrics.processed.inc()
         self.metrics.end_to_end_latency.observe(max(self.clock() - delivery.received_at, 0.0))
         for change in result.changes:
@@ -141,13 +158,26 @@ class WorkerPool:
         policy = self._policy(delivery)
         if exc.retryable and delivery.attempts <= policy.max_retries:
             delay = policy.delay(delivery.attempts)
-            await self.queue.retry_later(delivery, str(exc), delay)
+            await self._record(dlog, lambda: self.queue.retry_later(delivery, str(exc), delay))
             self.metrics.retried.inc()
             dlog.warning("attempt %d failed, retrying in %.1fs: %s", delivery.attempts, delay, exc)
         else:
-            await self.queue.dead_letter(delivery, str(exc))
+            await self._record(dlog, lambda: self.queue.dead_letter(delivery, str(exc)))
             self.metrics.dead.inc()
             dlog.error("dead-lettered after %d attempt(s): %s", delivery.attempts, exc)
+
+    async def _record(self, dlog: logging.LoggerAdapter, outcome: Callable[[], Awaitable[None]]) -> None:
+        """Write a delivery's outcome, asking again while the journal cannot take it: an outcome
+        that never lands leaves the delivery in progress, blocking its order key until restart."""
+        delay = 0.05
+        while True:
+            try:
+                await outcome()
+                return
+            except QueueUnavailable as exc:
+                dlog.warning("cannot record the outcome in the journal, retrying in %.2fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _policy(self, delivery: Delivery) -> RetryPolicy:
         for name in delivery.processors:

@@ -21,7 +21,6 @@ from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailab
 from ocean_hook.queue.redis import RedisQueue
 from ocean_hook.queue.sqlite import SqliteJournal
 
-
 PENDING, IN_PROGRESS, DONE, FAILED, DEAD = (
     DeliveryState.PENDING,
     DeliveryState.IN_PROGRESS,

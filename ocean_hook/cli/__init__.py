@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ocean_hook import __version__
-from ocean_hook.cli import catalog, deliveries, replay, serve, test_mapping
+from ocean_hook.cli import catalog, check, deliveries, init, replay, serve, test_mapping
 
 app = typer.Typer(
     name="ocean-hook",
@@ -35,6 +35,8 @@ def root(
 app.command("test-mapping", epilog=test_mapping.EPILOG)(test_mapping.command)
 app.command("serve", epilog=serve.EPILOG)(serve.command)
 app.command("replay", epilog=replay.EPILOG)(replay.command)
+app.command("init", epilog=init.EPILOG)(init.command)
+app.command("check", epilog=check.EPILOG)(check.command)
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(deliveries.app, name="deliveries")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from pathlib import Path
 
@@ -11,10 +12,17 @@ from rich.progress import Progress
 
 from ocean_hook import render
 from ocean_hook.cli.common import run, stderr, stdout, user_errors
-from ocean_hook.config import load_config
+from ocean_hook.config import Config, load_config
 from ocean_hook.diff import summarize
-from ocean_hook.replay import ReplayOutcome, expand_files, load_event, replay_event, send_event
-from ocean_hook.runtime import Runtime
+from ocean_hook.events import WebhookEvent
+from ocean_hook.replay import (
+    ReplayOutcome,
+    expand_files,
+    load_outcome_or_event,
+    replay_event,
+    replay_runtime,
+    send_event,
+)
 
 
 class Format(StrEnum):
@@ -33,7 +41,14 @@ Examples:
 
   ocean-hook replay captures/ --to http://127.0.0.1:8000   # send them to a running listener
 
-Exit code 1 when any delivery failed.
+  ocean-hook replay captures/ --verify --format json       # per delivery: processors, kinds,
+                                                           # auth, validation, changes
+
+A directory replays its *.json files in name order (the listener names captures by arrival
+time). Captures redact secret headers (X-Gitlab-Token, Authorization): sent with --to, or
+checked with --verify, such deliveries fail authentication.
+
+Exit code 1 when any delivery failed (rejected, unreadable, or failed to process).
 """
 
 
@@ -42,38 +57,46 @@ def command(
     files: list[Path] = typer.Argument(..., help="Capture files, bare JSON payloads, or directories of them."),
     config: Path = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan of changes, write nothing."),
-    output: Format = typer.Option(Format.text, "--format", "-f", help="text or json."),
+    output: Format = typer.Option(Format.text, "--format", "-f", help="text, or json (one object per delivery)."),
     verify: bool = typer.Option(False, "--verify", help="Re-check signatures (timestamp age ignored)."),
     to: str | None = typer.Option(None, "--to", help="Send the captured requests to this listener URL instead."),
-    path: str | None = typer.Option(None, "--path", help="For bare payloads: the listener path."),
+    path: str | None = typer.Option(
+        None, "--path", help="The files are bare payloads sent to this listener path (not captures)."
+    ),
     header: list[str] = typer.Option([], "--header", "-H", help="For bare payloads: 'Name: value' (repeatable)."),
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
     loaded = load_config(config)
-    paths = expand_files(files)
-    outcomes = run(_replay_all(paths, loaded, dry_run=dry_run, verify=verify, to=to, path=path, headers=header))
+    loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
+    outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to))
     _print(outcomes, output, dry_run=dry_run)
     raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
 
 
-async def _replay_all(paths: list[Path], config, *, dry_run, verify, to, path, headers) -> list[ReplayOutcome]:  # type: ignore[no-untyped-def]
-    events = [(str(p), load_event(p, path=path, headers=headers)) for p in paths]
+Loaded = list[tuple[str, WebhookEvent | ReplayOutcome]]
+
+
+async def _replay_all(
+    loaded: Loaded, config: Config, *, dry_run: bool, verify: bool, to: str | None
+) -> list[ReplayOutcome]:
+    """One outcome per file, in order; files that could not be read are already outcomes."""
     outcomes: list[ReplayOutcome] = []
-    with Progress(console=stderr(), transient=True, disable=len(events) < 2) as progress:
-        task = progress.add_task("replaying", total=len(events))
-        if to:
-            async with aiohttp.ClientSession() as session:
-                for name, event in events:
-                    outcomes.append(await send_event(name, event, to, session))
-                    progress.advance(task)
-            return outcomes
-        runtime = Runtime.build(config, target="dry-run" if dry_run else None)
-        try:
-            for name, event in events:
-                outcomes.append(await replay_event(name, event, config, runtime, verify=verify, dry_run=dry_run))
+    with Progress(console=stderr(), transient=True, disable=len(loaded) < 2) as progress:
+        task = progress.add_task("replaying", total=len(loaded))
+        async with contextlib.AsyncExitStack() as stack:
+            if to:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+            else:
+                runtime = replay_runtime(config, dry_run=dry_run)
+                stack.push_async_callback(runtime.close)
+            for name, item in loaded:
+                if isinstance(item, ReplayOutcome):
+                    outcomes.append(item)
+                elif to:
+                    outcomes.append(await send_event(name, item, to, session))
+                else:
+                    outcomes.append(await replay_event(name, item, config, runtime, verify=verify, dry_run=dry_run))
                 progress.advance(task)
-        finally:
-            await runtime.close()
     return outcomes
 
 
@@ -83,10 +106,7 @@ def _print(outcomes: list[ReplayOutcome], output: Format, *, dry_run: bool) -> N
         out.print(render.dumps([o.to_json() for o in outcomes]), markup=False, highlight=False)
         return
     for o in outcomes:
-        detail = o.error or (o.admission.reason if o.admission and o.status == "skipped" else "")
-        if o.sent_status is not None:
-            detail = f"answered {o.sent_status}" + (f": {o.error}" if o.error else "")
-        render.print_outcome_header(out, o.file, o.status, detail)
+        render.print_outcome_header(out, o.file, o.status, o.detail())
         if o.result is not None:
             for change in o.result.changes:
                 render.print_change(out, change)

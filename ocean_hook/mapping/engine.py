@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import count
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,18 @@ def _leaves(tree: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
         yield path, tree
 
 
-def _rebuild(tree: Any, values: Iterator[Any]) -> Any:
+def _assembler(tree: Any, counter: Iterator[int]) -> Callable[[Sequence[Any]], Any]:
+    """A function that rebuilds the mapping's shape from the leaf values, in `_leaves` order.
+
+    Built once per resource, so assembling an entity costs no walk of the mapping tree.
+    """
     if isinstance(tree, dict):
-        return {key: _rebuild(value, values) for key, value in tree.items()}
+        parts = [(key, _assembler(value, counter)) for key, value in tree.items()]
+        return lambda values: {key: part(values) for key, part in parts}
     if isinstance(tree, list):
-        return [_rebuild(value, values) for value in tree]
-    return next(values)
+        items = [_assembler(value, counter) for value in tree]
+        return lambda values: [part(values) for part in items]
+    return itemgetter(next(counter))
 
 
 #: Builtins that may generate without end (or a great many outputs): Ocean stops at the first.
@@ -96,7 +104,7 @@ COLLECT, FIRST, ALONE = "collect", "first", "alone"
 def _mode(expr: str) -> str:
     """How an expression joins the combined program (false positives only cost speed).
 
-    `collect` (`[EXPR] | .[:1]`) is the cheapest form and equals Ocean's first output unless the
+    `collect` (`[EXPR]`, all outputs) is the cheapest form; its first element is Ocean's unless the
     expression errors after yielding, so its errors are re-checked alone. `first` stops at the
     first output, for generators that may never end. `alone` runs outside the combined program.
     """
@@ -112,7 +120,7 @@ def _slot(expr: str, mode: str) -> str:
         return "null"
     if mode == FIRST:
         return f'(try [first(\n{body}\n)] catch {{"error": .}})'
-    return f'(try ([\n{body}\n] | .[:1]) catch {{"error": .}})'
+    return f'(try [\n{body}\n] catch {{"error": .}})'
 
 
 def _first_slot(query: JqQuery, item: Any) -> Any:
@@ -135,6 +143,8 @@ class ResourceMapper:
         self._doc = doc
         self.kind = resource.kind
         self._leaves = list(_leaves(resource.mappings))
+        self._misconfigured = [(dotted(path), expr) for path, expr in self._leaves]
+        self._assemble = _assembler(resource.mappings, count())
         self._check_compiles(allow_env)
         exprs = [resource.selector_query, *(e for _, e in self._leaves)]
         self._queries = [JqQuery(expr, allow_env=allow_env) for expr in exprs]  # selector first
@@ -241,22 +251,19 @@ class ResourceMapper:
         value = slot[0] if isinstance(slot, list) and slot else None
         if isinstance(value, bool):
             return value
-        detail = slot["error"] if isinstance(slot, dict) else _short(value)
-        result.errors.append(
-            f"kind '{self.kind}', item {index}: selector '{self.resource.selector_query}' "
-            f"must give a boolean, got {detail}"
-        )
+        where = f"kind '{self.kind}', item {index}: selector '{self.resource.selector_query}'"
+        if isinstance(slot, dict):
+            result.errors.append(f"{where} failed: {_short(slot['error'])}")
+        else:
+            result.errors.append(f"{where} must give a boolean, got {_short(value)}")
         return None
 
     def _build(self, index: int, slots: list[Any], passed: bool, result: MapResult) -> None:
-        values: list[Any] = []
-        misconfigurations: dict[str, str] = {}
-        for (path, expr), slot in zip(self._leaves, slots, strict=True):
-            value = slot[0] if isinstance(slot, list) and slot else None
-            if value is None:
-                misconfigurations[dotted(path)] = expr
-            values.append(value)
-        entity = _rebuild(self.resource.mappings, iter(values))
+        values = [slot[0] if type(slot) is list and slot else None for slot in slots]
+        misconfigurations = {
+            path: expr for (path, expr), value in zip(self._misconfigured, values, strict=True) if value is None
+        }
+        entity = self._assemble(values)
         if not entity.get("identifier") or not entity.get("blueprint"):
             result.skipped += 1
             return
