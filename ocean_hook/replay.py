@@ -19,7 +19,7 @@ from ocean_hook.datafiles import load_json
 from ocean_hook.diff import summarize
 from ocean_hook.errors import InputError, OceanHookError
 from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_capture, make_headers
-from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, process
+from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, check_media_type, process
 from ocean_hook.runtime import Runtime, make_fetcher, make_target
 from ocean_hook.targets import DryRunTarget
 from ocean_hook.targets.base import Target
@@ -41,8 +41,12 @@ class ReplayOutcome:
 
     @property
     def delivery_id(self) -> str | None:
+        """The id the pipeline (or, with `--to`, the listener) gave the delivery."""
         event = self.admission.event if self.admission else self.event
-        return event.delivery_id if event else None
+        if event is not None and event.delivery_id:
+            return event.delivery_id
+        answer = self.sent_answer if isinstance(self.sent_answer, dict) else {}
+        return answer.get("delivery_id")
 
     def kinds(self) -> list[str]:
         a = self.admission
@@ -92,7 +96,7 @@ class ReplayOutcome:
 
 
 def _auth_result(a: Admission | None, verified: bool) -> str:
-    if a is None or a.status == 404:
+    if a is None or a.status in (404, 415):
         return "not checked"
     if a.status == 401:
         return f"failed: {a.reason}"
@@ -100,7 +104,7 @@ def _auth_result(a: Admission | None, verified: bool) -> str:
 
 
 def _validation_result(a: Admission | None) -> str:
-    if a is None or a.status in (401, 404, 400) or a.ignored:
+    if a is None or a.status in (400, 401, 404, 415) or a.ignored:
         return "not checked"
     return f"failed: {a.reason}" if a.status == 422 else "passed"
 
@@ -182,8 +186,12 @@ def replay_runtime(config: Config, *, dry_run: bool) -> Runtime:
 async def replay_event(
     file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool, dry_run: bool
 ) -> ReplayOutcome:
-    """admit then process, as the listener and a worker would (timestamps are not checked)."""
-    admission = admit(event, config.processors_for_path(event.path), now=None, verify=verify)
+    """The listener's checks then a worker's processing (timestamps are not checked)."""
+    unsupported = check_media_type(event) if config.processors_for_path(event.path) else None
+    if unsupported:
+        admission = Admission(415, unsupported, event)
+    else:
+        admission = admit(event, config.processors_for_path(event.path), now=None, verify=verify)
     outcome = ReplayOutcome(file, "processed", admission, verified=verify, event=event)
     if not admission.accepted:
         outcome.status = "skipped" if admission.ignored else "failed"

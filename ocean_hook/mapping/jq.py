@@ -7,6 +7,7 @@ escapes and `\\(...)` interpolations are left alone (cases the regex gets wrong)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -114,8 +115,13 @@ def _scan_single(expr: str, i: int, out: list[str]) -> int:
     return n
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_jq(expr: str, *, allow_env: bool = False) -> Any:
-    """Compile once, to be reused for every item. Raises `JqCompileError` with jq's message."""
+    """Compile once, to be reused for every item. Raises `JqCompileError` with jq's message.
+
+    Cached: a compiled program is immutable and reusable, and compiling with the environment
+    guard costs milliseconds, so a mapping loaded again (each replay, each test) costs nothing.
+    """
     program = normalize_quotes(expr)
     try:
         return _jq.compile(program if allow_env else _NO_ENV_PRELUDE + program)

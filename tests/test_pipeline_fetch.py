@@ -1,0 +1,176 @@
+"""The fetch stage in the pipeline: a processor with `fetch:` gets the full, latest resource from
+the source API, here a local HTTP server started by the test standing in for Jira's REST API.
+
+The webhook carries a partial issue (id, key, self); what gets mapped is what the API returns.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from webhook_samples import MAPPINGS, capture, catalog, changes, sample_payload, secrets_env
+
+from ocean_hook.config import Config, load_config
+from ocean_hook.events import event_from_capture
+from ocean_hook.pipeline import PipelineError, admit, process
+from ocean_hook.replay import ReplayOutcome, replay_event, replay_runtime
+
+TOKEN = "jira-api-token-7c1e"
+ISSUE = ("jiraIssue", "PLAT-123")
+
+
+@dataclass
+class FakeJira:
+    """GET /rest/api/2/issue/<id>: the full issue, unless a scripted answer is queued first."""
+
+    url: str = ""
+    issue: dict[str, Any] = field(default_factory=dict)
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[tuple[str, str | None, float]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, request.headers.get("Authorization"), time.monotonic()))
+        if self.script:
+            status, headers = self.script.pop(0)
+            return web.json_response({"errorMessages": ["scripted"]}, status=status, headers=headers)
+        return web.json_response(self.issue)
+
+
+@pytest.fixture
+async def jira() -> AsyncIterator[FakeJira]:
+    fake = FakeJira()
+    full = sample_payload("jira", "issue_updated")["issue"]
+    full["fields"]["status"]["name"] = "In Review"  # newer than the webhook: the API wins
+    fake.issue = full
+    app = web.Application()
+    app.router.add_get("/rest/api/2/issue/{id}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+def write_config(tmp_path: Path, jira: FakeJira) -> Config:
+    shutil.copy(MAPPINGS / "jira" / "port-app-config.yml", tmp_path / "port-app-config.yml")
+    doc = {
+        "mapping": "port-app-config.yml",
+        "state_dir": "state",
+        "fetch": {"allow_loopback": True, "attempts": 3, "timeout_seconds": 5},
+        "processors": [{
+            "name": "jira-issue",
+            "preset": "jira",
+            "events": ["jira:issue_*"],
+            "kinds": ["issue"],
+            "auth": {"secret": "${JIRA_WEBHOOK_SECRET}"},
+            "items": ".issue",
+            "delete_when": '.webhookEvent == "jira:issue_deleted"',
+            "fetch": {
+                "url": ".issue.self",
+                "headers": {"Authorization": "Bearer ${JIRA_API_TOKEN}"},
+                "allowed_hosts": [jira.url.removeprefix("http://")],
+                "items": ".",
+            },
+        }],
+    }
+    (tmp_path / "ocean-hook.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_config(tmp_path / "ocean-hook.yaml", env={**secrets_env(), "JIRA_API_TOKEN": TOKEN})
+
+
+def partial_issue_delivery(self_url: str) -> dict[str, Any]:
+    """A jira:issue_updated capture whose issue is only a reference to the API resource."""
+    payload = sample_payload("jira", "issue_updated")
+    payload["issue"] = {"id": "20417", "key": "PLAT-123", "self": self_url}
+    return capture("jira", "issue_updated", payload=payload)
+
+
+async def run(config: Config, doc: dict[str, Any]) -> ReplayOutcome:
+    runtime = replay_runtime(config, dry_run=False)
+    try:
+        return await replay_event("test", event_from_capture(doc, where="test"), config, runtime,
+                                  verify=True, dry_run=False)
+    finally:
+        await runtime.close()
+
+
+async def test_full_resource_is_fetched_and_mapped(tmp_path: Path, jira: FakeJira) -> None:
+    config = write_config(tmp_path, jira)
+    outcome = await run(config, partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417"))
+    assert outcome.status == "processed", outcome.error
+    assert changes(outcome.to_json()) == [("create", *ISSUE)]
+    assert [(path, auth) for path, auth, _ in jira.requests] == [("/rest/api/2/issue/20417", f"Bearer {TOKEN}")]
+    entity = catalog(config)[ISSUE]
+    assert entity["title"] == "Retry idempotent charge requests on 5xx"
+    assert entity["properties"]["status"] == "In Review"
+    assert entity["properties"]["assignee"] == "Alice Chen"
+
+
+async def test_429_with_retry_after_then_success(tmp_path: Path, jira: FakeJira) -> None:
+    config = write_config(tmp_path, jira)
+    jira.script = [(429, {"Retry-After": "1"})]
+    outcome = await run(config, partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417"))
+    assert outcome.status == "processed", outcome.error
+    assert len(jira.requests) == 2
+    assert jira.requests[1][2] - jira.requests[0][2] >= 0.9  # waited as told, not the 0.5 s backoff
+    assert changes(outcome.to_json()) == [("create", *ISSUE)]
+    assert catalog(config)[ISSUE]["properties"]["status"] == "In Review"
+
+
+async def test_404_turns_the_item_into_a_delete_of_the_existing_entity(tmp_path: Path, jira: FakeJira) -> None:
+    config = write_config(tmp_path, jira)
+    delivery = partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417")
+    assert (await run(config, delivery)).status == "processed"
+    assert ISSUE in catalog(config)
+
+    jira.script = [(404, {})]
+    outcome = await run(config, delivery)
+    assert outcome.status == "processed", outcome.error
+    assert changes(outcome.to_json()) == [("delete", *ISSUE)]
+    assert len(jira.requests) == 2  # a 404 is an answer, not retried
+    assert catalog(config) == {}
+
+
+async def test_url_on_a_host_not_allowed_is_refused_and_never_fetched(tmp_path: Path, jira: FakeJira) -> None:
+    config = write_config(tmp_path, jira)
+    # the real webhook's `self`: a host the config does not list
+    delivery = partial_issue_delivery("https://acme.atlassian.net/rest/api/2/issue/20417")
+    outcome = await run(config, delivery)
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert "fetch refused" in outcome.error and "'acme.atlassian.net' is not in allowed_hosts" in outcome.error
+    assert outcome.error.endswith("(not retryable)")
+    assert outcome.to_json()["errors"] == [outcome.error]
+    assert jira.requests == []
+
+    admission = admit(event_from_capture(delivery, where="test"), config.processors, now=None)
+    runtime = replay_runtime(config, dry_run=False)
+    try:
+        with pytest.raises(PipelineError) as raised:
+            await process(admission.event, admission.processors, runtime.mapping, runtime.target, runtime.fetcher)
+    finally:
+        await runtime.close()
+    assert raised.value.retryable is False
+    assert jira.requests == [] and catalog(config) == {}
+
+
+async def test_server_errors_past_the_last_attempt_fail_retryably(tmp_path: Path, jira: FakeJira) -> None:
+    config = write_config(tmp_path, jira)
+    jira.script = [(503, {"Retry-After": "0"})] * 3
+    outcome = await run(config, partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417"))
+    assert outcome.status == "failed"
+    assert outcome.error is not None and "HTTP 503" in outcome.error and "gave up after 3 attempts" in outcome.error
+    assert outcome.error.endswith("(retryable)")
+    assert len(jira.requests) == 3
+    assert json.dumps(outcome.to_json())  # the JSON report serializes

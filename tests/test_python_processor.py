@@ -1,0 +1,123 @@
+"""A processor written in Python (mappings/custom/my_processor.py), named in the config as
+`class: my_processor:DeployBotProcessor` and found beside its ocean-hook.yaml."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webhook_samples import MAPPINGS, SECRETS, catalog, changes, replay_json, sample, secrets_env, sign, source_config
+
+from ocean_hook.config import ConfigProblems, load_config
+from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.pipeline import admit, process
+from ocean_hook.processors.base import WebhookProcessor
+from ocean_hook.replay import replay_runtime
+
+DEPLOYMENT = ("deployment", "dep_01HX7K2M9Q")
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(*SECRETS["custom"])
+
+
+def delivery(payload: Any = None, **headers: str) -> WebhookEvent:
+    body, sample_headers = sample("custom", "deployment.finished")
+    if payload is not None:
+        body = json.dumps(payload).encode()
+    signed = sign("custom", body, {**sample_headers, **headers})
+    return WebhookEvent("POST", "/webhooks/deploybot", make_headers(signed), body)
+
+
+def deployment(**changes: Any) -> dict[str, Any]:
+    payload = json.loads(sample("custom", "deployment.finished")[0])
+    payload["deployment"].update(changes)
+    return payload
+
+
+def test_config_loads_the_class_from_the_config_folder() -> None:
+    folder = str((MAPPINGS / "custom").resolve())
+    config = load_config(MAPPINGS / "custom" / "ocean-hook.yaml", env=secrets_env())
+    (processor,) = config.processors
+    assert type(processor).__name__ == "DeployBotProcessor"
+    assert isinstance(processor, WebhookProcessor)
+    assert type(processor).__module__ == "my_processor"
+    assert processor.settings.options == {"environments": ["production", "staging"]}
+    assert processor.settings.verifier.scheme == "hmac"
+    assert processor.retry.max_retries == 3
+    assert processor.path == "/webhooks/deploybot"
+    assert folder not in sys.path  # put on sys.path for the import only
+
+
+def test_replay_of_a_bare_payload_through_the_class(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "custom")
+    body, headers = sample("custom", "deployment.finished")
+    signature = sign("custom", body, {})["X-DeployBot-Signature"]
+    args = ["--config", config, "--verify", "--path", "/webhooks/deploybot", *[
+        f"--header={k}: {v}" for k, v in {**headers, "X-DeployBot-Signature": signature}.items()]]
+    (out,) = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", *args)
+    assert (out["status"], out["auth"], out["validation"]) == ("processed", "passed", "passed")
+    assert (out["processors"], out["kinds"]) == (["deploybot"], ["deployment"])
+    assert out["delivery_id"] == "6f1c2a9e-3b7d-4e85-a0c4-9d2e7f1b5a63"
+    assert changes(out) == [("create", *DEPLOYMENT)]
+    entity = catalog(config)[DEPLOYMENT]
+    assert entity["title"] == "payments-api v1.8.0 to production"
+    assert entity["properties"]["triggeredBy"] == "alice-chen"
+    assert entity["relations"] == {"service": "payments-api"}
+
+
+async def test_pipeline_runs_every_stage_of_the_class(tmp_path: Path) -> None:
+    config = load_config(source_config(tmp_path, "custom"), env=secrets_env())
+    processors = config.processors_for_path("/webhooks/deploybot")
+    runtime = replay_runtime(config, dry_run=False)
+    try:
+        admission = admit(delivery(), processors, now=None)
+        assert admission.accepted and admission.event.delivery_id == "6f1c2a9e-3b7d-4e85-a0c4-9d2e7f1b5a63"
+        result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,
+                               runtime.fetcher)
+        assert [(c.action, c.identifier) for c in result.changes] == [("create", "dep_01HX7K2M9Q")]
+
+        deleted = admit(delivery(deployment() | {"action": "deleted"}), processors, now=None)
+        result = await process(deleted.event, deleted.processors, runtime.mapping, runtime.target, runtime.fetcher)
+        assert [(c.action, c.identifier) for c in result.changes] == [("delete", "dep_01HX7K2M9Q")]
+        assert catalog(config) == {}
+    finally:
+        await runtime.close()
+
+
+def test_each_check_of_the_class_answers(tmp_path: Path) -> None:
+    processors = load_config(source_config(tmp_path, "custom"), env=secrets_env()).processors
+    dev = admit(delivery(deployment(environment="dev")), processors, now=None)
+    assert (dev.status, dev.ignored) == (202, True)  # not one of options.environments
+    other_event = admit(delivery(**{"X-DeployBot-Event": "ping"}), processors, now=None)
+    assert other_event.ignored
+    invalid = admit(delivery(deployment(status="exploded")), processors, now=None)
+    assert (invalid.status, invalid.rejected_by) == (422, "deploybot")
+    assert invalid.reason == "deployment.status must be one of canceled, failed, queued, running, succeeded"
+    body, headers = sample("custom", "deployment.finished")
+    forged = WebhookEvent("POST", "/webhooks/deploybot",
+                          make_headers(sign("custom", body, headers, secret="guess")), body)
+    assert admit(forged, processors, now=None).status == 401
+
+
+def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "custom")
+    text = config.read_text()
+    line = next(n for n, row in enumerate(text.splitlines(), start=1) if row.strip().startswith("class:"))
+    (tmp_path / "custom" / "not_a_processor.py").write_text("class Thing:\n    pass\n")
+    for ref, message in (
+        ("no_such_module:X", "cannot import no_such_module:X"),
+        ("my_processor:Missing", "cannot import my_processor:Missing"),
+        ("not_a_processor:Thing", "not a subclass of ocean_hook.processors.base.WebhookProcessor"),
+        ("my_processor", "must be 'package.module:ClassName'"),
+    ):
+        config.write_text(text.replace("my_processor:DeployBotProcessor", ref))
+        with pytest.raises(ConfigProblems) as raised:
+            load_config(config, env=secrets_env())
+        assert f"{config}:{line} (key processors[0].class)" in str(raised.value)
+        assert message in str(raised.value)
+    assert str((tmp_path / "custom").resolve()) not in sys.path

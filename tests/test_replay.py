@@ -1,0 +1,417 @@
+"""`ocean-hook replay` end to end: real-shaped sample deliveries of GitHub, GitLab, Jira,
+PagerDuty and Stripe, signed with each provider's scheme, through each source's ready
+ocean-hook.yaml (copied to tmp_path, so the local catalog lands there).
+
+Every test asserts the exact changes (action, blueprint, identifier) and what the catalog holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from serve_helpers import serve_in_process, wait_for_entity, wait_until_settled
+from webhook_samples import (
+    capture,
+    catalog,
+    catalog_path,
+    changes,
+    replay,
+    replay_json,
+    sample,
+    sample_payload,
+    secrets_env,
+    sign,
+    source_config,
+    write_captures,
+)
+
+from ocean_hook.events import WebhookEvent, make_headers, write_capture
+from ocean_hook.targets.local import LocalCatalog
+
+PR = ("githubPullRequest", "acme/payments-api/pull/42")
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in secrets_env().items():
+        monkeypatch.setenv(name, value)
+
+
+# ----------------------------------------------------------------------------- each source
+
+
+def test_github_samples_give_the_expected_changes(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "github")
+    deleted = sample_payload("github", "repository.created") | {"action": "deleted"}
+    write_captures(tmp_path / "caps", [
+        capture("github", "repository.created"),
+        capture("github", "pull_request.opened"),
+        capture("github", "pull_request.closed"),
+        capture("github", "issues.opened"),
+        capture("github", "release.published"),
+        capture("github", "workflow_run.completed"),
+        capture("github", "push.feature-branch"),
+        capture("github", "push"),
+        capture("github", "repository.created", payload=deleted),
+    ])
+    out = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    assert [d["status"] for d in out] == ["processed"] * 9
+    assert all(d["auth"] == "passed" and d["validation"] == "passed" for d in out)
+    assert [changes(d) for d in out] == [
+        [("create", "githubRepository", "acme/ledger-service")],
+        [("create", *PR)],
+        [("update", *PR)],
+        [("create", "githubIssue", "acme/payments-api/issues/57")],
+        [("create", "githubRelease", "acme/payments-api@v1.8.0")],
+        [("create", "githubWorkflowRun", "acme/payments-api/actions/runs/9012345678")],
+        # a push to a feature branch: the repository, no commit (the push selector filters it)
+        [("create", "githubRepository", "acme/payments-api")],
+        [("create", "githubCommit", "4b1e9d07c2f35a8e61d0b9c7a2e4f6d8c0b1a3e5"),
+         ("create", "githubCommit", "e8d1f0a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8")],
+        [("delete", "githubRepository", "acme/ledger-service")],
+    ]
+    assert out[1]["processors"] == ["github-pull-request"] and out[1]["kinds"] == ["pull-request"]
+    assert out[6]["processors"] == ["github-push-repository", "github-push"]
+    assert out[1]["delivery_id"] == "476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01"
+    merged = {f["path"]: (f["before"], f["after"]) for f in out[2]["changes"][0]["fields"]}
+    assert merged["properties.status"] == ("open", "merged")
+    entities = catalog(config)
+    assert entities[PR]["properties"]["status"] == "merged"
+    assert ("githubRepository", "acme/ledger-service") not in entities
+    assert len(entities) == 7
+
+
+def test_gitlab_samples_give_the_expected_changes(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "gitlab")
+    destroyed = sample_payload("gitlab", "project_create") | {"event_name": "project_destroy"}
+    write_captures(tmp_path / "caps", [
+        capture("gitlab", "project_create"),
+        capture("gitlab", "merge_request.open"),
+        capture("gitlab", "issue.open"),
+        capture("gitlab", "issue.confidential"),
+        capture("gitlab", "pipeline.success"),
+        capture("gitlab", "project_create", payload=destroyed),
+    ])
+    out = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    assert [d["status"] for d in out] == ["processed"] * 6
+    assert [changes(d) for d in out] == [
+        [("create", "gitlabProject", "acme/ledger-service")],
+        [("create", "gitlabProject", "acme/payments-api"),
+         ("create", "gitlabMergeRequest", "acme/payments-api/merge_requests/17")],
+        [("create", "gitlabIssue", "acme/payments-api/issues/23")],
+        [],  # a confidential issue stays out of the catalog
+        [("create", "gitlabPipeline", "acme/payments-api/pipelines/1288")],
+        [("delete", "gitlabProject", "acme/ledger-service")],
+    ]
+    assert out[3]["processors"] == ["gitlab-project", "gitlab-issue"]
+    assert out[0]["delivery_id"] == "9e1b3d5f-7a9c-4b30-a2e4-6c8e0a2b4d96"  # Idempotency-Key
+    assert sorted(catalog(config)) == [
+        ("gitlabIssue", "acme/payments-api/issues/23"),
+        ("gitlabMergeRequest", "acme/payments-api/merge_requests/17"),
+        ("gitlabPipeline", "acme/payments-api/pipelines/1288"),
+        ("gitlabProject", "acme/payments-api"),
+    ]
+
+
+def test_jira_issue_deleted_deletes_the_issue_created_before(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "jira")
+    created = sample_payload("jira", "issue_created")
+    deleted = sample_payload("jira", "issue_deleted") | {"issue": created["issue"]}
+    write_captures(tmp_path / "caps", [
+        capture("jira", "issue_created"),
+        capture("jira", "issue_updated"),
+        capture("jira", "project_created"),
+        capture("jira", "issue_deleted", payload=deleted),
+    ])
+    out = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    assert [changes(d) for d in out] == [
+        [("create", "jiraIssue", "PLAT-124")],
+        [("create", "jiraIssue", "PLAT-123")],
+        [("create", "jiraProject", "LEDG")],
+        [("delete", "jiraIssue", "PLAT-124")],
+    ]
+    assert out[3]["changes"][0]["before"]["title"] == "Add retry metrics to the charge client"
+    assert sorted(catalog(config)) == [("jiraIssue", "PLAT-123"), ("jiraProject", "LEDG")]
+
+
+def test_jira_deletion_of_an_item_the_selector_filters_still_deletes(tmp_path: Path) -> None:
+    """The sample deletes an epic, which the mapping's selector filters: it must still leave."""
+    config = source_config(tmp_path, "jira")
+    epic = {"identifier": "PLAT-87", "blueprint": "jiraIssue", "title": "Payments reliability", "properties": {}}
+    store = LocalCatalog(catalog_path(config))
+    store.import_entities([epic])
+    asyncio.run(store.close())
+    write_captures(tmp_path / "caps", [capture("jira", "issue_deleted")])
+    (delivery,) = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    assert changes(delivery) == [("delete", "jiraIssue", "PLAT-87")]
+    assert catalog(config) == {}
+
+
+def test_pagerduty_samples_give_the_expected_changes(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "pagerduty")
+    write_captures(tmp_path / "caps", [
+        capture("pagerduty", "incident.triggered"),
+        capture("pagerduty", "incident.triggered.low-urgency"),
+        capture("pagerduty", "incident.resolved"),
+        capture("pagerduty", "service.updated"),
+    ])
+    out = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    incident = ("pagerdutyIncident", "Q2NKD3V8H6TJ0L")
+    assert [changes(d) for d in out] == [
+        [("create", *incident)],
+        [],  # low urgency: filtered by the selector
+        [("update", *incident)],
+        [("create", "pagerdutyService", "PIJ90N7")],
+    ]
+    fields = {f["path"]: (f["before"], f["after"]) for f in out[2]["changes"][0]["fields"]}
+    assert fields == {"properties.status": ("triggered", "resolved"), "properties.assignees": (["Alice Chen"], [])}
+    assert out[0]["delivery_id"] == "5ac64822-4adc-4fda-ade0-410becf0de4f"  # X-Webhook-Id
+    assert catalog(config)[incident]["properties"]["status"] == "resolved"
+
+
+def test_stripe_customer_deleted_deletes_the_customer(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "stripe")
+    created = sample_payload("stripe", "customer.created")
+    deleted = sample_payload("stripe", "customer.deleted") | {"data": created["data"]}
+    write_captures(tmp_path / "caps", [
+        capture("stripe", "customer.created"),
+        capture("stripe", "customer.subscription.updated"),
+        capture("stripe", "customer.deleted"),  # an internal account never in the catalog: nothing
+        capture("stripe", "customer.deleted", payload=deleted),
+    ])
+    out = replay_json(tmp_path / "caps", "--config", config, "--verify")
+    assert [changes(d) for d in out] == [
+        [("create", "stripeCustomer", "cus_Q3kXz8VbN1rT5w")],
+        [("create", "stripeSubscription", "sub_1PCy7tHx2Kq7Ra3UQm5Zp0Ye")],
+        [],
+        [("delete", "stripeCustomer", "cus_Q3kXz8VbN1rT5w")],
+    ]
+    assert out[0]["delivery_id"] == created["id"]
+    # deleteDependentEntities: true in the mapping, so the customer's subscription goes with it
+    assert catalog(config) == {}
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_dry_run_writes_nothing(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "github")
+    state = tmp_path / "github" / ".ocean-hook"
+    files = write_captures(tmp_path / "caps", [capture("github", "pull_request.opened"),
+                                               capture("github", "pull_request.closed")])
+    result = replay(files[0], "--config", config, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "+ create githubPullRequest/acme/payments-api/pull/42" in result.stdout
+    assert "1 to create, 0 to update, 0 to delete, 0 unchanged" in result.stdout
+    assert not state.exists()  # not even an empty catalog
+
+    assert replay(files[0], "--config", config).exit_code == 0
+    before = catalog(config)
+    (delivery,) = replay_json(files[1], "--config", config, "--dry-run")
+    assert changes(delivery) == [("update", *PR)]  # planned against the catalog...
+    assert catalog(config) == before  # ...and not written
+    assert before[PR]["properties"]["status"] == "open"
+
+
+def test_verify_passes_good_signatures_and_fails_bad_ones(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "github")
+    good = capture("github", "issues.opened")
+    flipped_body = dict(good, body=good["body"].replace('"open"', '"opem"', 1))
+    wrong_secret = capture("github", "issues.opened", secret="not-the-secret")
+    files = write_captures(tmp_path / "caps", [good, flipped_body, wrong_secret])
+
+    out = replay_json(*files, "--config", config, "--verify", exit_code=1)
+    assert [(d["status"], d["auth"]) for d in out] == [
+        ("processed", "passed"),
+        ("failed", "failed: signature mismatch"),
+        ("failed", "failed: signature mismatch"),
+    ]
+    assert [d["answer"]["status"] for d in out] == [202, 401, 401]
+    assert out[1]["changes"] == [] and out[1]["errors"] == ["signature mismatch"]
+
+    # without --verify the signature is not looked at: the tampered body is processed
+    (unverified,) = replay_json(files[1], "--config", config)
+    assert unverified["auth"] == "skipped (use --verify)"
+    assert unverified["status"] == "processed"
+
+
+def test_stripe_verify_ignores_the_age_of_the_timestamp(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "stripe")
+    body, headers = sample("stripe", "customer.created")
+    old = sign("stripe", body, headers, now=1_000_000_000)  # 2001: far outside the 300 s window
+    event = WebhookEvent("POST", "/webhooks/stripe", make_headers(old), body)
+    file = write_capture(tmp_path / "caps", event)
+    (delivery,) = replay_json(file, "--config", config, "--verify")
+    assert (delivery["status"], delivery["auth"]) == ("processed", "passed")
+
+
+def test_capture_round_trip(tmp_path: Path) -> None:
+    """What the listener writes with --capture replays byte for byte: the signature still verifies."""
+    config = source_config(tmp_path, "github")
+    body, headers = sample("github", "release.published")
+    assert "—".encode() in body  # non-ASCII text survives the round trip
+    event = WebhookEvent("POST", "/webhooks/github", make_headers(sign("github", body, headers)), body,
+                         received_at=1714809820.5, delivery_id="476193052:7d3a5c90-09e4-11ef-8a77-5f2b1c9e4d08")
+    file = write_capture(tmp_path / "caps", event)
+    (delivery,) = replay_json(file, "--config", config, "--verify")
+    assert delivery["delivery_id"] == event.delivery_id
+    assert (delivery["status"], delivery["auth"]) == ("processed", "passed")
+    assert changes(delivery) == [("create", "githubRelease", "acme/payments-api@v1.8.0")]
+    assert catalog(config)[("githubRelease", "acme/payments-api@v1.8.0")]["title"] == "v1.8.0 — charge retries"
+
+
+def test_redacted_gitlab_token_fails_verify_and_says_so(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "gitlab")
+    file, = write_captures(tmp_path / "caps", [capture("gitlab", "issue.open", redact=True)])
+    assert json.loads(file.read_text())["headers"].count(["X-Gitlab-Token", "[redacted]"]) == 1
+    (delivery,) = replay_json(file, "--config", config, "--verify", exit_code=1)
+    assert delivery["auth"] == "failed: token mismatch in header X-Gitlab-Token"
+
+
+def test_bare_payload_with_path_and_headers(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "github")
+    payload_file = tmp_path / "issue.json"
+    body, _ = sample("github", "issues.opened")
+    payload_file.write_bytes(body)
+    signature = sign("github", body, {})["X-Hub-Signature-256"]
+    result = replay(payload_file, "--config", config, "--verify", "--path", "/webhooks/github",
+                    "--header", "X-GitHub-Event: issues", "-H", f"X-Hub-Signature-256: {signature}",
+                    "-H", "X-GitHub-Delivery: d-1", "-H", "X-GitHub-Hook-ID: 7")
+    assert result.exit_code == 0, result.output
+    assert "processed" in result.stdout and "delivery 7:d-1: github-issue → issue" in result.stdout
+    assert "+ create githubIssue/acme/payments-api/issues/57" in result.stdout
+    assert ("githubIssue", "acme/payments-api/issues/57") in catalog(config)
+
+    without_path = replay(payload_file, "--config", config)
+    assert without_path.exit_code == 1
+    assert "a bare payload needs --path" in without_path.stdout
+    bad_header = replay(payload_file, "--config", config, "--path", "/webhooks/github", "-H", "no colon")
+    assert bad_header.exit_code == 1
+    assert "--header must look like 'Name: value'" in bad_header.stdout
+
+
+def test_directory_of_captures_summary_and_exit_code(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "github")
+    folder = tmp_path / "caps"
+    write_captures(folder, [
+        capture("github", "pull_request.opened"),
+        capture("github", "issues.opened", headers={"X-GitHub-Event": "star"}),  # nobody listens: skipped
+        capture("github", "release.published", secret="wrong"),
+    ])
+    (folder / "04.json").write_text('{"path": "/webhooks/github", "body": ')  # unreadable
+    result = replay(folder, "--config", config, "--verify")
+    assert result.exit_code == 1
+    statuses = (["processed"], ["skipped"], ["failed"])
+    lines = [line for line in result.stdout.splitlines() if line.split()[:1] in statuses]
+    assert [line.split()[:2] for line in lines] == [
+        ["processed", str(folder / "01.json")], ["skipped", str(folder / "02.json")],
+        ["failed", str(folder / "03.json")], ["failed", str(folder / "04.json")],
+    ]
+    assert "ignored: no processor on /webhooks/github matches this event" in lines[1]
+    assert "401 unauthorized: signature mismatch (processor github-release)" in lines[2]
+    assert f"{folder / '04.json'}:1:" in lines[3] and "invalid JSON" in lines[3]
+    table = result.stdout[result.stdout.index("replay"):]
+    assert [line.split("│")[1:4] for line in table.splitlines() if line.startswith("│")] == [
+        [" 1 ".rjust(11), " 1 ".rjust(9), " 2 ".rjust(8)]
+    ]
+    assert "processed" in table and "skipped" in table and "failed" in table
+
+    clean = tmp_path / "clean"
+    write_captures(clean, [capture("github", "pull_request.opened"), capture("github", "push")])
+    assert replay(clean, "--config", config, "--verify").exit_code == 0
+
+
+async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> None:
+    """A real `ocean-hook replay --to` subprocess sends captures to the in-process listener."""
+    config = source_config(tmp_path, "github")
+    folder = tmp_path / "caps"
+    write_captures(folder, [
+        capture("github", "pull_request.opened"),
+        capture("github", "issues.opened"),
+        capture("github", "release.published", secret="wrong"),
+    ])
+    async with serve_in_process(config, env=secrets_env()) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ocean_hook", "replay", str(folder), "--to", server.url,
+            "--config", str(config), "--format", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **secrets_env()},
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 1, stderr.decode()
+        out = json.loads(stdout)
+        assert [(d["status"], d["sent_status"]) for d in out] == [("sent", 202), ("sent", 202), ("failed", 401)]
+        delivery_id = "476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01"
+        assert out[0]["listener_answer"] == {"status": "accepted", "delivery_id": delivery_id}
+        assert out[0]["delivery_id"] == delivery_id
+        assert out[2]["listener_answer"]["reason"] == "signature mismatch"
+        await wait_until_settled(server.state_dir, 2)
+        pr = await wait_for_entity(server.catalog_path, *PR)
+    assert pr["properties"]["status"] == "open"
+    assert ("githubIssue", "acme/payments-api/issues/57") in catalog(config)
+    assert ("githubRelease", "acme/payments-api@v1.8.0") not in catalog(config)
+
+
+# ----------------------------------------------------------------------------- rejections
+
+
+def _pr_without_number() -> dict:
+    payload = sample_payload("github", "pull_request.opened")
+    payload["pull_request"]["number"] = None
+    return payload
+
+
+REJECTIONS = {
+    "missing-signature": (
+        dict(signed=False), 1, 401, "401 unauthorized: missing header X-Hub-Signature-256 (processor github-issue)",
+        {"auth": "failed: missing header X-Hub-Signature-256", "rejected_by": "github-issue"},
+    ),
+    "invalid": (
+        dict(name="pull_request.opened", payload=_pr_without_number()), 1, 422,
+        "422 invalid: payload fails validation '.pull_request.number != null' (processor github-pull-request)",
+        {"auth": "passed", "validation": "failed: payload fails validation '.pull_request.number != null'",
+         "rejected_by": "github-pull-request"},
+    ),
+    "ignored": (
+        dict(headers={"X-GitHub-Event": "star"}), 0, 202,
+        "ignored: no processor on /webhooks/github matches this event",
+        {"status": "skipped", "auth": "passed", "validation": "not checked", "processors": []},
+    ),
+    "bad-json": (
+        dict(body=b'{"action": "opened",'), 1, 400,
+        "400 bad_json: malformed JSON at line 1 column 21",
+        {"auth": "passed", "validation": "not checked"},
+    ),
+    "unsupported-media-type": (
+        dict(headers={"Content-Type": "text/plain"}), 1, 415,
+        "415 unsupported_media_type: unsupported Content-Type text/plain: send application/json",
+        {"auth": "not checked", "validation": "not checked"},
+    ),
+    "unknown-path": (
+        dict(path="/webhooks/nowhere"), 1, 404, "404 unknown_path: no processor listens on /webhooks/nowhere",
+        {"auth": "not checked"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_each_rejection_reason_is_reported(tmp_path: Path, case: str) -> None:
+    options, exit_code, status, text, fields = REJECTIONS[case]
+    options = {"name": "issues.opened", **options}
+    config = source_config(tmp_path, "github")
+    file, = write_captures(tmp_path / "caps", [capture("github", options.pop("name"), **options)])
+
+    result = replay(file, "--config", config, "--verify")
+    assert result.exit_code == exit_code, result.output
+    assert text in result.stdout.splitlines()[0]
+
+    (delivery,) = replay_json(file, "--config", config, "--verify", exit_code=exit_code)
+    assert delivery["answer"]["status"] == status
+    assert text.split(": ", 1)[1].split(" (processor")[0] in delivery["answer"]["reason"]
+    assert {k: delivery[k] for k in fields} == fields
+    assert delivery["changes"] == []
+    assert catalog(config) == {}
