@@ -301,13 +301,14 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
     if scheme not in SCHEMES:
         r.problem((*path, "scheme"), f"unknown auth scheme {scheme!r} (known: {', '.join(SCHEMES)})")
         return build_none("none", [], {})
+    reported = len(r.problems)
     secrets = _secrets(r, path, raw, base)
     options = r.expand(path, {k: v for k, v in raw.items() if k not in {"scheme", "secret", "secrets", "secret_file"}})
     unknown = set(options) - options_for(scheme)
     for key in sorted(unknown):
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
-        if r.inspection:
+        if r.inspection or len(r.problems) > reported:  # the missing variable is already reported
             return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")

@@ -7,6 +7,7 @@ The one place that turns `Change`s into something a person or a machine reads, s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -82,6 +83,10 @@ def print_problems(
         console.print(f"[red]error: {escape(error)}[/]", highlight=False)
 
 
+#: GitHub refuses comments over 65,536 characters; leave room for what a workflow adds around it
+MARKDOWN_LIMIT = 60_000
+
+
 def plan_markdown(
     changes: Iterable[Change],
     summary: Mapping[str, int],
@@ -89,28 +94,63 @@ def plan_markdown(
     misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]] = (),
     errors: Iterable[str] = (),
     title: str = "ocean-hook plan",
+    limit: int = MARKDOWN_LIMIT,
 ) -> str:
-    """A pull-request comment: summary first, then a diff block (GitHub colors +/- lines)."""
-    changes = [c for c in changes if c.writes]
-    out = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
-    if changes:
-        out += ["```diff"]
-        for change in changes:
-            out += change_lines(change)
-        out += ["```", ""]
-    else:
-        out += ["No changes.", ""]
+    """A pull-request comment: summary first, then a diff block (GitHub colors +/- lines).
+
+    It stays under `limit` characters (a comment's size limit): long lists are cut at a whole
+    line with a note saying how much was left out. Payload text cannot break out of its code
+    block or inline code, whatever backticks it holds.
+    """
+    head = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
+    diff = [line for change in changes if change.writes for line in change_lines(change)]
     problems = [
-        f"- `{kind}` {title_}: `{path}` is null (jq: `{expr}`)"
+        f"- {_code(kind)} {_code(title_)}: {_code(path)} is null (jq: {_code(expr)})"
         for kind, title_, fields in misconfigurations
         for path, expr in fields.items()
     ]
+    errs = [f"- {_code(e)}" for e in errors]
+    # errors matter most, then misconfigurations (at most half of what is left), then the diff
+    budget = limit - sum(len(line) + 1 for line in head) - 400  # 400: fences, headings, notes
+    errs, budget = _fit(errs, budget)
+    problems, unused = _fit(problems, budget // 2)
+    diff, _ = _fit(diff, budget - budget // 2 + unused)
+    out = head
+    if diff:
+        fence = _fence(diff)
+        out += [f"{fence}diff", *diff, fence, ""]
+    else:
+        out += ["No changes.", ""]
     if problems:
         out += ["<details><summary>Misconfigured fields</summary>", "", *problems, "", "</details>", ""]
-    errs = list(errors)
     if errs:
-        out += ["**Errors**", "", *[f"- {e}" for e in errs], ""]
+        out += ["**Errors**", "", *errs, ""]
     return "\n".join(out)
+
+
+def _fit(lines: list[str], budget: int) -> tuple[list[str], int]:
+    """The lines that fit in `budget` characters, plus a note for the rest; and what is left."""
+    used = 0
+    for i, line in enumerate(lines):
+        if used + len(line) + 1 > budget:
+            rest = len(lines) - i
+            return [*lines[:i], f"... {rest} more line{'s' if rest != 1 else ''} not shown (too long for a comment)"], 0
+        used += len(line) + 1
+    return lines, budget - used
+
+
+def _fence(lines: list[str]) -> str:
+    """A code fence longer than any run of backticks inside the block."""
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _code(text: str) -> str:
+    """Inline code that holds any text: more backticks than inside it, and no line breaks."""
+    text = " ".join(str(text).split("\n"))
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def escape_text(text: str) -> str:

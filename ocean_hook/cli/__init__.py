@@ -14,6 +14,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    epilog="Examples:\n\n  ocean-hook init --source github\n\n  ocean-hook check\n\n  ocean-hook serve\n\n"
+    "  ocean-hook test-mapping --mapping port-app-config.yml --data items.json",
 )
 
 

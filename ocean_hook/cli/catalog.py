@@ -14,7 +14,12 @@ from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items
 from ocean_hook.targets.local import LocalCatalog
 
-app = typer.Typer(help="The embedded local catalog (the default target).", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded local catalog (the default target).",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  ocean-hook catalog list\n\n  ocean-hook catalog get githubRepository acme/api\n\n"
+    "  ocean-hook catalog export > state.json",
+)
 
 
 class ExportFormat(StrEnum):
@@ -43,7 +48,13 @@ async def _with(catalog: LocalCatalog, fn):  # type: ignore[no-untyped-def]
         await catalog.close()
 
 
-@app.command("list")
+@app.command("list", epilog="""
+Examples:
+
+  ocean-hook catalog list
+
+  ocean-hook catalog list --blueprint githubPullRequest --config hooks/ocean-hook.yaml
+""")
 @user_errors
 def list_(
     blueprint: str | None = typer.Option(None, "--blueprint", "-b", help="Only this blueprint."),
@@ -61,7 +72,15 @@ def list_(
     stdout().print(f"{len(entities)} entities")
 
 
-@app.command("get")
+@app.command("get", epilog="""
+Examples:
+
+  ocean-hook catalog get githubPullRequest acme/api/pull/42
+
+  ocean-hook catalog get githubRepository acme/api --db .ocean-hook/catalog.db
+
+Exit code 1 when the entity is not in the catalog.
+""")
 @user_errors
 def get(blueprint: str, identifier: str, config: Path = CONFIG, db: Path | None = DB) -> None:
     """Print one entity as JSON."""
@@ -72,7 +91,13 @@ def get(blueprint: str, identifier: str, config: Path = CONFIG, db: Path | None 
     stdout().print(render.dumps(entity), markup=False, highlight=False)
 
 
-@app.command("export")
+@app.command("export", epilog="""
+Examples:
+
+  ocean-hook catalog export > state.json            # then: test-mapping --state state.json
+
+  ocean-hook catalog export --format jsonl | jq -r .identifier
+""")
 @user_errors
 def export(
     output: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="json (a list) or jsonl."),
@@ -88,7 +113,13 @@ def export(
         print(render.dumps(entities))
 
 
-@app.command("import")
+@app.command("import", epilog="""
+Examples:
+
+  ocean-hook catalog import state.json
+
+  ocean-hook catalog import entities.jsonl --db /tmp/catalog.db
+""")
 @user_errors
 def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
     """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""

@@ -17,7 +17,11 @@ from ocean_hook.queue.base import DeliveryState, Queue
 from ocean_hook.runtime import open_queue, queue_spec_from_option
 
 T = TypeVar("T")
-app = typer.Typer(help="Journaled deliveries: list, show, retry, purge.", no_args_is_help=True)
+app = typer.Typer(
+    help="Journaled deliveries: list, show, retry, purge.",
+    no_args_is_help=True,
+    epilog="Examples:\n\n  ocean-hook deliveries list --state dead\n\n  ocean-hook deliveries retry --all-dead",
+)
 
 CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
 QUEUE = typer.Option(None, "--queue", help="sqlite (default) or redis://host:6379/0.")
@@ -41,7 +45,15 @@ def _when(ts: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
 
 
-@app.command("list")
+@app.command("list", epilog="""
+Examples:
+
+  ocean-hook deliveries list
+
+  ocean-hook deliveries list --state dead --limit 10
+
+  ocean-hook deliveries list --queue redis://127.0.0.1:6379/0
+""")
 @user_errors
 def list_(
     state: DeliveryState | None = typer.Option(None, "--state", "-s", help="Only this state."),
@@ -63,7 +75,13 @@ def list_(
     out.print(", ".join(f"{count} {name}" for name, count in depth.items()))
 
 
-@app.command("show")
+@app.command("show", epilog="""
+Examples:
+
+  ocean-hook deliveries show 476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01
+
+Exit code 1 when the delivery is not in the journal.
+""")
 @user_errors
 def show(delivery: str = typer.Argument(..., help="Queue id or delivery id."), config: Path = CONFIG,
          queue: str | None = QUEUE) -> None:
@@ -74,7 +92,13 @@ def show(delivery: str = typer.Argument(..., help="Queue id or delivery id."), c
     stdout().print(render.dumps(found.summary()), markup=False, highlight=False)
 
 
-@app.command("retry")
+@app.command("retry", epilog="""
+Examples:
+
+  ocean-hook deliveries retry 476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01
+
+  ocean-hook deliveries retry --all-dead
+""")
 @user_errors
 def retry(
     delivery: str | None = typer.Argument(None, help="Queue id or delivery id."),
@@ -95,7 +119,11 @@ def retry(
     stdout().print(f"delivery {delivery} is pending again")
 
 
-@app.command("purge")
+@app.command("purge", epilog="""
+Examples:
+
+  ocean-hook deliveries purge --older-than 30d
+""")
 @user_errors
 def purge(
     older_than: str = typer.Option(..., "--older-than", help="Age like 30d, 12h (done and dead only)."),

@@ -1,0 +1,168 @@
+"""`ocean-hook check`: every problem of a config and its mapping, found without starting anything.
+
+A user fixing a config wants the whole list in one run, so nothing here stops at the first
+problem: the config's own validation (which already collects everything, with file:line), the
+mapping's schema and jq, the processors' kinds against the mapping's, and the target's settings.
+The mapping and the processors' kinds are read from the YAML as written, so they are checked
+even when the config has problems of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocean_hook.config import Config, ConfigProblems, load_config
+from ocean_hook.errors import ConfigError
+from ocean_hook.mapping.problems import collect_problems, mapping_kinds
+from ocean_hook.targets import build_target
+from ocean_hook.yamlfile import YamlDocument, load_yaml
+
+
+@dataclass
+class CheckReport:
+    config: Path
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    processors: int = 0
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.problems:
+            return _count(len(self.problems), "problem")
+        return f"ok: {_count(self.processors, 'processor')}, {_count(len(self.kinds), 'kind')}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": str(self.config), "ok": self.ok, "problems": self.problems,
+            "warnings": self.warnings, "processors": self.processors, "kinds": self.kinds,
+        }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env: bool = True) -> CheckReport:
+    """Validate `path` and its mapping. `require_env=False` skips environment variables and
+    secrets (for CI, where the listener's secrets are deliberately absent). Synchronous, for
+    the command line: not to be called from a running event loop."""
+    env = os.environ if env is None else env
+    report = CheckReport(Path(path))
+    config = _load(report, env, require_env)
+    try:
+        raw = _RawConfig(load_yaml(report.config))
+    except ConfigError:  # unreadable or invalid YAML: already reported, nothing more to look at
+        return report
+    report.processors = len(config.processors) if config else len(raw.processors)
+    report.warnings += raw.unauthenticated()
+    mapping = config.mapping_path if config else raw.mapping_path()
+    if mapping is not None and mapping.is_file():
+        allow_env = config.allow_env_in_jq if config else raw.allow_env
+        report.problems += collect_problems(mapping, allow_env=allow_env)
+        report.kinds = mapping_kinds(mapping)
+        report.problems += raw.unfed_kinds(mapping, report.kinds)
+        report.warnings += raw.idle_kinds(mapping, report.kinds)
+    if config is not None:
+        report.problems += _target_problems(config, env, require_env)
+    return report
+
+
+def _load(report: CheckReport, env: Mapping[str, str], require_env: bool) -> Config | None:
+    """The config; when it has problems, read again without the environment (its target can
+    still be checked); None when even that fails. Every problem goes into the report."""
+    try:
+        return load_config(report.config, env=env, inspection=not require_env)
+    except ConfigProblems as exc:
+        report.problems += exc.problems
+    except ConfigError as exc:  # unreadable file or invalid YAML
+        report.problems.append(str(exc))
+        return None
+    try:
+        return load_config(report.config, env=env, inspection=True)
+    except ConfigError:
+        return None
+
+
+class _RawConfig:
+    """The config as written: enough to check the mapping and kinds even when it does not load."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+        items = self.data.get("processors")
+        items = items if isinstance(items, list) else []
+        #: (index in the file, the item) for every processor that is a mapping
+        self.processors = [(i, p) for i, p in enumerate(items) if isinstance(p, dict)]
+        jq = self.data.get("jq")
+        self.allow_env = isinstance(jq, dict) and jq.get("allow_env") is True
+
+    def mapping_path(self) -> Path | None:
+        value = self.data.get("mapping")
+        if not isinstance(value, str) or not value or "${" in value:
+            return None
+        return Path(self.doc.file).parent / value
+
+    @staticmethod
+    def name(item: dict[str, Any], index: int) -> str:
+        return str(item.get("name") or item.get("preset") or f"processor-{index}")
+
+    def unauthenticated(self) -> list[str]:
+        """From the YAML, not the built verifiers: a config read without secrets has placeholders."""
+        return [
+            f"{self.doc.where(('processors', i, 'auth'))}: processor '{self.name(p, i)}' accepts "
+            "unauthenticated deliveries (auth: none)"
+            for i, p in self.processors
+            if isinstance(p.get("auth"), dict) and p["auth"].get("scheme") == "none"
+        ]
+
+    def fed_kinds(self) -> list[tuple[int, dict[str, Any], str]]:
+        out = []
+        for i, p in self.processors:
+            kinds = p.get("kinds")
+            for kind in [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else []:
+                if isinstance(kind, str):
+                    out.append((i, p, kind))
+        return out
+
+    def unfed_kinds(self, mapping: Path, kinds: list[str]) -> list[str]:
+        """Processors that feed kinds the mapping does not have: their deliveries map nothing."""
+        return [
+            f"{self.doc.where(('processors', i, 'kinds'))}: processor '{self.name(p, i)}' feeds kind "
+            f"'{kind}', which the mapping {mapping.name} does not have (kinds: {', '.join(kinds) or 'none'})"
+            for i, p, kind in self.fed_kinds()
+            if kind not in kinds
+        ]
+
+    def idle_kinds(self, mapping: Path, kinds: list[str]) -> list[str]:
+        fed = {kind for _, _, kind in self.fed_kinds()}
+        return [f"{mapping}: kind '{kind}' has no processor feeding it" for kind in kinds if kind not in fed]
+
+
+def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) -> list[str]:
+    """Build the target once, as `serve` would, but never touch a catalog file or the network."""
+    spec = dict(config.target)
+    if spec.get("type") == "port":
+        spec.setdefault("integration_name", config.integration)
+    if not require_env:
+        env = {name: "set" for name in ("PORT_CLIENT_ID", "PORT_CLIENT_SECRET",
+                                        spec.get("client_id_env"), spec.get("client_secret_env"))
+               if isinstance(name, str)}
+    reads_local = spec.get("type", "local") == "local" or (
+        spec.get("type") == "dry-run" and spec.get("read_from", "local") == "local")
+    if reads_local:
+        spec["path"] = ":memory:"  # checks the settings without creating the catalog file
+    try:
+        target = build_target(spec, config.state_dir, env=env)
+    except ValueError as exc:
+        return [f"{config.file} (key target): {exc}"]
+    asyncio.run(target.close())
+    return []

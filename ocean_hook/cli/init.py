@@ -1,0 +1,51 @@
+"""`ocean-hook init`: write a starter config and mapping, then say what to do next."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from ocean_hook.cli.common import stdout, user_errors
+from ocean_hook.starter import STARTERS, new_secret, next_steps, write_starter
+
+Source = StrEnum("Source", {name: name for name in STARTERS})  # type: ignore[misc]
+
+EPILOG = """
+Examples:
+
+  ocean-hook init                                # GitHub, into the current directory
+
+  ocean-hook init --source stripe --dir hooks/
+
+  ocean-hook init --force                        # overwrite ocean-hook.yaml and port-app-config.yml
+
+  eval "$(ocean-hook init --quiet)"              # write the files, export the fresh secret
+
+Exit codes: 0 written; 1 a file already exists (nothing is written without --force).
+"""
+
+
+@user_errors
+def command(
+    source: Source = typer.Option(Source("github"), "--source", "-s", help="Where the webhooks come from."),  # type: ignore[valid-type]
+    directory: Path = typer.Option(Path("."), "--dir", "-d", help="Where to write the files.", file_okay=False),
+    force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the 'export SECRET=...' line."),
+) -> None:
+    """[bold]Start[/] here: write ocean-hook.yaml and a mapping for one source, print the next steps."""
+    starter = STARTERS[str(source)]
+    written = write_starter(starter.source, directory, force=force)
+    secret = new_secret() if starter.secret_from_sender is None else None
+    out = stdout()
+    if quiet:
+        if secret is not None:
+            print(f"export {starter.secret_env}={secret}")
+        return
+    for path in written:
+        out.print(f"[green]wrote[/] {escape(str(path))}")
+    out.print()
+    for line in next_steps(starter, directory, secret):
+        out.print(escape(line))

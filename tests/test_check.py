@@ -1,0 +1,194 @@
+"""`ocean-hook check`: every problem of a config and its mapping in one run, nothing started."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ocean_hook.check import check
+from ocean_hook.cli import app
+from ocean_hook.errors import ConfigError
+from ocean_hook.mapping.engine import Mapping, MappingCompileError
+from ocean_hook.mapping.problems import collect_problems
+
+GOOD_MAPPING = """\
+resources:
+  - kind: pull-request
+    selector:
+      query: 'true'
+    port:
+      entity:
+        mappings:
+          identifier: .number | tostring
+          blueprint: '"pr"'
+"""
+
+#: three bad expressions in two resources, a resource without mappings, a bad root flag
+BAD_MAPPING = """\
+enableMergeEntity: maybe
+resources:
+  - kind: pull-request
+    selector:
+      query: .draft ==
+    port:
+      entity:
+        mappings:
+          identifier: .number | tostring
+          blueprint: '"pr"'
+          properties:
+            title: .title |||
+  - kind: issue
+    port: {}
+  - kind: release
+    port:
+      itemsToParse: .assets[
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"release"'
+"""
+
+CONFIG = """\
+mapping: m.yml
+processors:
+  - name: gh-pr
+    preset: github
+    events: [pull_request]
+    kinds: [pull-request]
+    auth: {secret: '${GH_SECRET}'}
+    items: .pull_request
+"""
+
+
+def write(tmp_path: Path, config: str = CONFIG, mapping: str = GOOD_MAPPING) -> Path:
+    (tmp_path / "m.yml").write_text(mapping)
+    path = tmp_path / "ocean-hook.yaml"
+    path.write_text(textwrap.dedent(config))
+    return path
+
+
+def run_check(path: Path, *args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, ["check", "--config", str(path), *args], env=env or {})
+
+
+def test_clean_config_exits_0_with_counts(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    result = run_check(path, env={"GH_SECRET": "s"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines() == ["ok: 1 processor, 1 kind"]
+    assert not (tmp_path / ".ocean-hook").exists()  # nothing started, no state created
+
+
+def test_every_problem_of_config_and_mapping_listed_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, CONFIG.replace("items: .pull_request", "items: .pull_request |||") + """\
+  - name: gh-issue
+    preset: github
+    events: [issues]
+    kinds: [issues]
+    auth: {secret: '${GH_SECRET}'}
+""", BAD_MAPPING)
+    result = run_check(path, env={})
+    assert result.exit_code == 1
+    lines = result.stdout.strip().splitlines()
+    problems, summary = lines[:-1], lines[-1]
+    assert summary == f"{len(problems)} problems"
+    text = "\n".join(problems)
+    config, mapping = str(path), str(tmp_path / "m.yml")
+    # config: a missing variable (file:line and key), a processor jq error
+    assert f"{config}:7 (key processors[0].auth.secret): environment variable GH_SECRET is not set" in text
+    assert f"{config}:8 (key processors[0].items): jq does not compile" in text
+    # mapping: each bad expression with its resource kind and field path, the schema errors
+    assert f"{mapping}:5 (key resources[0].selector.query): resource kind 'pull-request', field selector.query" in text
+    assert "resource kind 'pull-request', field properties.title: jq does not compile" in text
+    assert "resource kind 'release', field port.itemsToParse: jq does not compile" in text
+    assert f"{mapping}:14 (key resources[1].port.entity): needs 'mappings'" in text
+    assert f"{mapping}:1 (key enableMergeEntity): must be true or false" in text
+    # a processor feeding a kind the mapping lacks (checked although the secret is missing)
+    assert (f"{config}:12 (key processors[1].kinds): processor 'gh-issue' feeds kind 'issues', which the "
+            "mapping m.yml does not have (kinds: pull-request, issue, release)") in text
+    assert all(line.startswith("error: ") for line in problems)
+
+
+def test_collect_problems_finds_more_than_the_loader(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(BAD_MAPPING)
+    problems = collect_problems(mapping)
+    assert len(problems) == 5
+    with pytest.raises(ConfigError) as first:
+        Mapping.load(mapping)
+    assert str(first.value) in problems  # the loader stops at one of them
+    # jq errors alone: the first is the engine's own message, word for word
+    mapping.write_text(BAD_MAPPING.replace("enableMergeEntity: maybe\n", "").replace("    port: {}\n", """\
+    port:
+      entity:
+        mappings: {identifier: .id, blueprint: '"issue"'}
+"""))
+    problems = collect_problems(mapping)
+    assert len(problems) == 3
+    with pytest.raises(MappingCompileError) as first:
+        Mapping.load(mapping)
+    assert str(first.value) == problems[0]
+    mapping.write_text(GOOD_MAPPING)
+    assert collect_problems(mapping) == []
+
+
+def test_missing_secret_and_no_env_for_ci(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    assert run_check(path).exit_code == 1
+    result = run_check(path, "--no-env", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc == {"config": str(path), "ok": True, "problems": [], "warnings": [], "processors": 1,
+                   "kinds": ["pull-request"]}
+
+
+def test_auth_none_is_a_warning_not_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, CONFIG.replace("auth: {secret: '${GH_SECRET}'}", "auth: {scheme: none}"))
+    for require_env in (True, False):
+        report = check(path, env={}, require_env=require_env)
+        assert report.ok, report.problems
+        assert report.warnings == [
+            f"{path}:7 (key processors[0].auth): processor 'gh-pr' accepts unauthenticated deliveries (auth: none)"
+        ]
+
+
+def test_yaml_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, CONFIG.replace("name: gh-pr", "name: gh-pr: x"))
+    result = run_check(path, "--format", "json", env={"GH_SECRET": "s"})
+    assert result.exit_code == 1
+    [problem] = json.loads(result.stdout)["problems"]
+    assert problem == f"{path}:3: invalid YAML: mapping values are not allowed here"
+
+
+def test_missing_config_file_is_a_problem(tmp_path: Path) -> None:
+    result = run_check(tmp_path / "nope.yaml")
+    assert result.exit_code == 1
+    assert "nope.yaml: file not found" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
+    path = write(tmp_path, CONFIG + "target: {type: port, region: mars}\n")
+    report = check(path, env={"GH_SECRET": "s"})
+    assert report.problems == [f"{path} (key target): target.region must be 'eu' or 'us', got 'mars'"]
+    path = write(tmp_path, CONFIG + "target: {type: port}\n")
+    [problem] = check(path, env={"GH_SECRET": "s"}).problems
+    assert "environment variable PORT_CLIENT_ID is not set" in problem
+    assert check(path, env={"GH_SECRET": "s", "PORT_CLIENT_ID": "i", "PORT_CLIENT_SECRET": "x"}).ok
+    assert check(path, env={}, require_env=False).ok
+    # a local catalog path is checked without creating the file
+    path = write(tmp_path, CONFIG + "target: {type: local, path: db/catalog.db}\n")
+    assert check(path, env={"GH_SECRET": "s"}).ok
+    assert not (tmp_path / "db").exists()
+
+
+def test_mapping_kind_without_processor_is_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, mapping=GOOD_MAPPING + GOOD_MAPPING.split("resources:\n")[1].replace("pull-request", "x"))
+    result = run_check(path, env={"GH_SECRET": "s"})
+    assert result.exit_code == 0
+    assert "kind 'x' has no processor feeding it" in result.stderr
+    assert run_check(path, "--quiet", env={"GH_SECRET": "s"}).output == ""

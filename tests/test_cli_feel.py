@@ -1,0 +1,106 @@
+"""How the CLI feels: help with examples everywhere, a version, no colors where they don't belong."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ocean_hook.cli import app
+
+ANSI = "\x1b["
+OCEAN_HOOK = str(Path(sys.executable).parent / "ocean-hook")
+
+
+def command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and group of the (Click) tree, as the words that reach it."""
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from command_paths(sub, (*path, name))
+
+
+def all_paths() -> list[tuple[str, ...]]:
+    return list(command_paths(typer.main.get_command(app)))
+
+
+def test_the_tree_has_every_command() -> None:
+    paths = {" ".join(p) for p in all_paths()}
+    assert {"", "init", "check", "serve", "replay", "test-mapping", "catalog", "catalog list",
+            "catalog get", "catalog export", "catalog import", "deliveries", "deliveries list",
+            "deliveries show", "deliveries retry", "deliveries purge"} <= paths
+
+
+@pytest.mark.parametrize("path", all_paths(), ids=lambda p: " ".join(p) or "ocean-hook")
+def test_help_has_examples(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(app, [*path, "--help"], prog_name="ocean-hook")
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output
+    assert f"ocean-hook {' '.join(path)}".strip() in result.output  # examples name the command
+    assert "Traceback" not in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"ocean-hook {version('ocean-hook')}\n"
+
+
+def on_terminal(args: list[str]) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal: its exit code and what it wrote."""
+    master, slave = pty.openpty()
+    with open(slave, "w", encoding="utf-8") as tty, redirect_stdout(tty), redirect_stderr(tty):
+        try:
+            app(args, prog_name="ocean-hook")
+        except SystemExit as done:
+            code = done.code
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return int(code or 0), b"".join(chunks).decode()
+
+
+@pytest.fixture
+def broken_config(tmp_path: Path) -> Path:
+    path = tmp_path / "ocean-hook.yaml"
+    path.write_text("mapping: missing.yml\nprocessors: []\n")
+    return path
+
+
+def test_no_ansi_escapes_when_not_a_terminal_or_with_no_color(
+    broken_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    args = ["check", "--config", str(broken_config)]
+    # on a terminal, problems are red: the escapes are there to be removed
+    code, colored = on_terminal(args)
+    assert code == 1 and ANSI in colored
+    # NO_COLOR on the same terminal: none
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, plain = on_terminal(args)
+    assert code == 1 and "error:" in plain and "problems" in plain
+    assert ANSI not in plain
+    # not a terminal (a pipe, as the real command writes to one): none either
+    monkeypatch.delenv("NO_COLOR")
+    piped = subprocess.run([OCEAN_HOOK, *args], capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 1
+    assert "error:" in piped.stdout
+    assert ANSI not in piped.stdout + piped.stderr

@@ -1,0 +1,130 @@
+"""`ocean-hook init`: starter files for each source that pass `check` and map real-shaped samples."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ocean_hook.check import check
+from ocean_hook.cli import app
+from ocean_hook.config import load_config
+from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.fetch import Fetcher
+from ocean_hook.mapping.models import load_port_app_config
+from ocean_hook.pipeline import admit, process
+from ocean_hook.processors.presets import PRESETS
+from ocean_hook.starter import STARTERS, template
+from ocean_hook.targets import DryRunTarget
+
+SAMPLES = Path(__file__).resolve().parent.parent / "mappings"
+EXPORT = re.compile(r"^\s*export ([A-Z_]+)=(.+)$", re.MULTILINE)
+
+
+def init(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, ["init", *args])
+
+
+def test_every_source_has_a_starter_and_a_preset() -> None:
+    assert set(STARTERS) == {"github", "gitlab", "jira", "pagerduty", "stripe"}
+    for source, starter in STARTERS.items():
+        assert PRESETS[source].path == starter.path
+        assert f"${{{starter.secret_env}}}" in template(source, "ocean-hook.yaml")
+
+
+@pytest.mark.parametrize("source", sorted(STARTERS))
+def test_init_writes_a_config_that_checks_clean(tmp_path: Path, source: str) -> None:
+    starter = STARTERS[source]
+    result = init("--source", source, "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ocean-hook.yaml").read_text() == template(source, "ocean-hook.yaml")
+    assert (tmp_path / "port-app-config.yml").read_text() == template(source, "port-app-config.yml")
+    [(name, value)] = EXPORT.findall(result.stdout)
+    assert name == starter.secret_env
+    if starter.secret_from_sender is None:
+        assert re.fullmatch(r"[0-9a-f]{64}", value)  # fresh for every init
+        again = init("--source", source, "--dir", str(tmp_path), "--force")
+        assert EXPORT.findall(again.stdout)[0][1] != value
+    else:  # Stripe and PagerDuty make the secret themselves: say where to copy it from
+        assert value.startswith("<")
+    config = tmp_path / "ocean-hook.yaml"
+    assert f"http://<host>:8000/webhooks/{source}" in result.stdout
+    assert f"ocean-hook serve --config {config} --port 8000" in result.stdout
+    assert f"ocean-hook check --config {config}" in result.stdout
+    report = check(config, env={name: "a-secret"})
+    assert report.ok, report.problems
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize("source", sorted(STARTERS))
+async def test_starter_maps_the_sources_sample_deliveries(tmp_path: Path, source: str) -> None:
+    """Each real-shaped sample is routed, and every kind of the starter gets entities from them."""
+    init("--source", source, "--dir", str(tmp_path))
+    config = load_config(tmp_path / "ocean-hook.yaml", env={STARTERS[source].secret_env: "s"})
+    mapping = config.load_mapping()
+    mapped: set[str] = set()
+    for body_file in sorted((SAMPLES / source / "samples").glob("*.json")):
+        if body_file.name.endswith(".headers.json"):
+            continue
+        headers = json.loads(body_file.with_name(body_file.stem + ".headers.json").read_text())
+        event = WebhookEvent("POST", STARTERS[source].path, make_headers(headers), body_file.read_bytes())
+        admission = admit(event, config.processors, now=None, verify=False)
+        assert admission.status == 202, f"{body_file.name}: {admission.reason}"
+        if admission.ignored:
+            continue
+        result = await process(admission.event, admission.processors, mapping, DryRunTarget(None),
+                               Fetcher(), dry_run=True)
+        assert result.errors == [], body_file.name
+        mapped |= {r.kind for r in result.results if r.batch.upserts}
+    assert mapped == set(mapping.kinds)
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    (tmp_path / "ocean-hook.yaml").write_text("mine\n")
+    result = init("--dir", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {tmp_path / 'ocean-hook.yaml'} already exists; "
+                                     "use --force to overwrite")
+    assert (tmp_path / "ocean-hook.yaml").read_text() == "mine\n"
+    assert not (tmp_path / "port-app-config.yml").exists()  # all or nothing
+    assert init("--dir", str(tmp_path), "--force").exit_code == 0
+    assert (tmp_path / "ocean-hook.yaml").read_text() == template("github", "ocean-hook.yaml")
+
+
+def test_in_the_current_directory_commands_need_no_config_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = init()
+    assert result.exit_code == 0
+    assert "ocean-hook serve --port 8000" in result.stdout
+    assert "--config" not in result.stdout
+    assert (tmp_path / "ocean-hook.yaml").is_file()
+
+
+def test_quiet_prints_only_the_export_line(tmp_path: Path) -> None:
+    result = init("--dir", str(tmp_path / "gh"), "--quiet")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"export GITHUB_WEBHOOK_SECRET=[0-9a-f]{64}\n", result.output)
+    assert init("--source", "stripe", "--dir", str(tmp_path / "st"), "-q").output == ""
+
+
+def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
+    result = init("--source", "bitbucket", "--dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "bitbucket" in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("source", sorted(STARTERS))
+def test_starter_writes_only_what_the_sources_blueprints_declare(tmp_path: Path, source: str) -> None:
+    """Port rejects unknown properties: the starter stays within mappings/<source>/blueprints.json."""
+    blueprints = {b["identifier"]: b for b in json.loads((SAMPLES / source / "blueprints.json").read_text())}
+    (tmp_path / "m.yml").write_text(template(source, "port-app-config.yml"))
+    for resource in load_port_app_config(tmp_path / "m.yml").resources:
+        blueprint = blueprints[json.loads(resource.mappings["blueprint"])]
+        assert set(resource.mappings.get("properties", {})) <= set(blueprint["schema"]["properties"])
+        assert set(resource.mappings.get("relations", {})) <= set(blueprint.get("relations", {}))
