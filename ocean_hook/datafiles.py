@@ -50,32 +50,47 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     try:
         yield from ijson.items(handle, "item", use_float=True)
     except ijson.JSONError as exc:
-        raise InputError(f"invalid JSON: {exc}", where=str(path)) from None
+        raise _located(path, str(exc)) from None
+
+
+def _located(path: Path, fallback: str) -> InputError:
+    """The streaming parser does not say where: read the file again (error path only) to find out."""
+    try:
+        json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        return InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}")
+    except (UnicodeDecodeError, OSError):
+        pass
+    return InputError(f"invalid JSON: {fallback.strip().splitlines()[0]}", where=str(path))
 
 
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
-    text_first = handle.readline()
     try:
-        first = json.loads(text_first)
+        first = json.loads(handle.readline())
     except (json.JSONDecodeError, UnicodeDecodeError):
         first = None
-    rest = handle.readline()
+    rest, line_no = handle.readline(), 2
     while rest and not rest.strip():
-        rest = handle.readline()
+        rest, line_no = handle.readline(), line_no + 1
     if first is None or not rest:  # a single (possibly pretty-printed) JSON document
         handle.seek(0)
         yield from _whole_document(handle, path)
         return
     yield first
-    line_no = 2
     while rest:
         if rest.strip():
-            try:
-                yield json.loads(rest)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InputError(f"invalid JSON Lines record: {exc}", where=f"{path}:{line_no}") from None
-        rest = handle.readline()
-        line_no += 1
+            yield _record(rest, path, line_no)
+        rest, line_no = handle.readline(), line_no + 1
+
+
+def _record(line: bytes, path: Path, line_no: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        column = min(exc.pos, len(line.rstrip(b"\r\n"))) + 1
+        raise InputError(f"invalid JSON Lines record: {exc.msg}", where=f"{path}:{line_no}:{column}") from None
+    except UnicodeDecodeError:
+        raise InputError("invalid JSON Lines record: not UTF-8 text", where=f"{path}:{line_no}") from None
 
 
 def _whole_document(handle: Any, path: Path) -> Iterator[Any]:

@@ -73,8 +73,12 @@ def resulting_entity(current: Entity | None, desired: Entity, *, merge: bool) ->
     return merge_entity(current, desired)
 
 
-def field_changes(before: Entity, after: Entity) -> list[FieldChange]:
-    """Field-level differences, `properties.status`-style paths, in Port's field order."""
+def field_changes(before: Entity, after: Entity, *, every: bool = False) -> list[FieldChange]:
+    """Field-level differences, `properties.status`-style paths, in Port's field order.
+
+    A missing field and a null one are the same to Port, so `null → null` is no change. With
+    `every`, all properties and relations of `after` are listed, nulls too (what a create writes).
+    """
     changes: list[FieldChange] = []
     keys = [k for k in ENTITY_FIELDS if k in before or k in after]
     keys += sorted(k for k in {*before, *after} if k not in ENTITY_FIELDS)
@@ -83,7 +87,7 @@ def field_changes(before: Entity, after: Entity) -> list[FieldChange]:
         if key in _NESTED and isinstance(old or {}, dict) and isinstance(new or {}, dict):
             old_map, new_map = old or {}, new or {}
             for name in sorted({*old_map, *new_map}):
-                if old_map.get(name) != new_map.get(name) or (name in old_map) != (name in new_map):
+                if old_map.get(name) != new_map.get(name) or (every and name in new_map):
                     changes.append(FieldChange(f"{key}.{name}", old_map.get(name), new_map.get(name)))
         elif old != new:
             changes.append(FieldChange(key, old, new))
@@ -97,7 +101,7 @@ def plan_upsert(desired: Entity, current: Entity | None, *, merge: bool, kind: s
         # Port resolves the identifier itself: pass the entity through, do not diff it.
         return Change("update", blueprint, identifier, None, desired, [], kind, desired)
     if current is None:
-        fields = field_changes({}, desired)
+        fields = field_changes({}, desired, every=True)
         return Change("create", blueprint, identifier, None, desired, fields, kind, desired)
     after = resulting_entity(current, desired, merge=merge)
     fields = field_changes(current, after)
@@ -143,11 +147,13 @@ def plan_changes(
         key = entity_key(entity)
         if key is None:
             continue
-        change = plan_delete(entity, state.get(key), kind=kind)
-        if change is not None:
-            planned.pop(key, None)
-            planned[key] = plan_delete(entity, current.get(key), kind=kind) or change
-            state[key] = None
+        if state.get(key) is None:
+            continue
+        planned.pop(key, None)  # created and deleted in one batch: no change at all
+        gone = plan_delete(entity, current.get(key), kind=kind)
+        if gone is not None:
+            planned[key] = gone
+        state[key] = None
     return list(planned.values())
 
 

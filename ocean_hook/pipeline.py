@@ -58,7 +58,10 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
     batch.result.errors += deleted.errors
     batch.result.skipped += deleted.skipped
     batch.upserts = updated.passed
-    batch.deletes = updated.failed + deleted.entities
+    # out of scope only if no later version of the item in this batch is back in scope
+    last_passed = {entity_key(m.entity): m.item_index for m in updated.passed}
+    out_of_scope = [m for m in updated.failed if m.item_index > last_passed.get(entity_key(m.entity), -1)]
+    batch.deletes = out_of_scope + deleted.entities
     return batch
 
 
@@ -131,12 +134,15 @@ def parse_payload(event: WebhookEvent) -> Any:
     """The JSON payload; GitHub's form-encoded deliveries carry it in the `payload` field."""
     body = event.body
     if media_type(event) == _FORM:
-        fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+        # latin-1 both ways, percent-escapes included: the field's exact bytes, checked as UTF-8 below
+        fields = parse_qs(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
         if "payload" not in fields:
             raise PayloadError("form-encoded body without a 'payload' field")
         body = fields["payload"][0].encode("latin-1")
     try:
-        return json.loads(body)
+        # strict UTF-8 (a BOM is tolerated): json.loads(bytes) would also take UTF-16/32 and,
+        # via surrogatepass, UTF-8-encoded lone surrogates, which jq then cannot read
+        return json.loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:

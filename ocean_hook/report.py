@@ -10,6 +10,8 @@ The JSON document built here is the stable machine format (documented in the REA
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,6 +25,8 @@ from ocean_hook.pipeline import map_raw, plan
 from ocean_hook.processors.base import RawResults
 
 BATCH = 1000
+#: errors kept when entities and changes are not (`keep=False`): all are counted
+MAX_ERRORS = 1000
 
 #: current entities for keys: from a --state file, or read-only from the configured target
 StateLookup = Callable[[list[EntityKey]], Awaitable[Mapping[EntityKey, Entity]]]
@@ -43,6 +47,8 @@ class MappingReport:
         (*ACTIONS, "filtered", "skipped", "misconfigured", "errors"), 0))
     errors: list[str] = field(default_factory=list)
     items: int = 0
+    #: (kind, field path, jq) -> [entities where it is null, first such identifier]
+    misconfigured_fields: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +57,62 @@ class MappingReport:
             "summary": dict(self.counts),
             "errors": list(self.errors),
         }
+
+    def tally(self, entities: Iterable[MappedEntity]) -> None:
+        for m in entities:
+            if not m.misconfigurations:
+                continue
+            self.counts["misconfigured"] += 1
+            for path, expr in m.misconfigurations.items():
+                example = str(m.entity.get("identifier"))
+                self.misconfigured_fields.setdefault((m.kind, path, expr), [0, example])[0] += 1
+
+    def misconfigured_rows(self) -> list[tuple[str, str, str, int, str]]:
+        return [(*key, n, example) for key, (n, example) in self.misconfigured_fields.items()]
+
+
+class Overlay:
+    """What this run has already changed (None: deleted), so a later item diffs against it.
+
+    The newest `memory` entities stay in a dict; older ones move to a private temporary SQLite
+    file, so a run over any number of items holds a bounded number of entities in memory.
+    """
+
+    def __init__(self, memory: int = 5000) -> None:
+        self.memory = memory
+        self._recent: dict[EntityKey, Entity | None] = {}
+        self._db: sqlite3.Connection | None = None
+
+    def get(self, key: EntityKey) -> tuple[bool, Entity | None]:
+        """(known, entity): known is False for an entity this run has not touched."""
+        if key in self._recent:
+            return True, self._recent[key]
+        if self._db is None:
+            return False, None
+        row = self._db.execute("SELECT entity FROM overlay WHERE key = ?", (json.dumps(key),)).fetchone()
+        return (False, None) if row is None else (True, None if row[0] is None else json.loads(row[0]))
+
+    def set(self, key: EntityKey, entity: Entity | None) -> None:
+        self._recent.pop(key, None)
+        self._recent[key] = entity
+        if len(self._recent) > 2 * self.memory:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect("")  # "": a private temporary file, removed on close
+            self._db.execute("CREATE TABLE overlay (key TEXT PRIMARY KEY, entity TEXT)")
+        old = list(self._recent.items())[: -self.memory]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO overlay VALUES (?, ?)",
+            [(json.dumps(k), None if v is None else json.dumps(v)) for k, v in old],
+        )
+        for key, _ in old:
+            del self._recent[key]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -75,37 +137,49 @@ async def build_report(
     `keep=False`, entities and changes are handed to `on_batch` and not kept (bounded memory).
     """
     report = MappingReport()
-    overlay: dict[EntityKey, Entity | None] = {}
-    for chunk in _batches(items, BATCH):
-        start = report.items
-        report.items += len(chunk)
-        batch_changes: list[Change] = []
-        batch_entities: list[MappedEntity] = []
-        for mapper in mappers:
-            batch = map_raw(mapper, RawResults(updated=chunk), start=start)
-            keys = batch.keys()
-            fresh = [k for k in keys if k not in overlay]
-            current: dict[EntityKey, Entity] = dict(await lookup(fresh)) if fresh else {}
-            current.update({k: v for k, v in overlay.items() if k in keys and v is not None})
-            for k in keys:
-                if overlay.get(k, 0) is None:
-                    current.pop(k, None)
-            changes = plan(batch, current, flags)
-            for change in changes:
-                if change.writes and isinstance(change.identifier, str):
-                    overlay[(change.blueprint, change.identifier)] = change.after
-            report.counts["filtered"] += batch.result.filtered
-            report.counts["skipped"] += batch.result.skipped
-            report.errors += batch.result.errors
-            batch_entities += batch.result.passed
-            report.counts["misconfigured"] += sum(1 for m in batch.result.passed if m.misconfigurations)
-            batch_changes += changes
-        for change in batch_changes:
-            report.counts[change.action] += 1
-        if keep:
-            report.entities += batch_entities
-            report.changes += batch_changes
-        if on_batch is not None:
-            on_batch(report.items, batch_changes, batch_entities)
-    report.counts["errors"] = len(report.errors)
+    overlay = Overlay()
+    try:
+        for chunk in _batches(items, BATCH):
+            start = report.items
+            report.items += len(chunk)
+            batch_changes: list[Change] = []
+            batch_entities: list[MappedEntity] = []
+            for mapper in mappers:
+                batch = map_raw(mapper, RawResults(updated=chunk), start=start)
+                changes = plan(batch, await _current(batch.keys(), overlay, lookup), flags)
+                for change in changes:
+                    if change.writes and isinstance(change.identifier, str):
+                        overlay.set((change.blueprint, change.identifier), change.after)
+                report.counts["filtered"] += batch.result.filtered
+                report.counts["skipped"] += batch.result.skipped
+                errors = batch.result.errors
+                report.counts["errors"] += len(errors)
+                report.errors += errors if keep else errors[: max(0, MAX_ERRORS - len(report.errors))]
+                batch_entities += batch.result.passed
+                batch_changes += changes
+            report.tally(batch_entities)
+            for change in batch_changes:
+                report.counts[change.action] += 1
+            if keep:
+                report.entities += batch_entities
+                report.changes += batch_changes
+            if on_batch is not None:
+                on_batch(report.items, batch_changes, batch_entities)
+    finally:
+        overlay.close()
     return report
+
+
+async def _current(keys: list[EntityKey], overlay: Overlay, lookup: StateLookup) -> dict[EntityKey, Entity]:
+    """The state to diff a batch against: what this run changed, else what the state holds."""
+    current: dict[EntityKey, Entity] = {}
+    fresh: list[EntityKey] = []
+    for key in keys:
+        known, entity = overlay.get(key)
+        if not known:
+            fresh.append(key)
+        elif entity is not None:
+            current[key] = entity
+    if fresh:
+        current.update(await lookup(fresh))
+    return current

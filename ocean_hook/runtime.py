@@ -31,9 +31,43 @@ async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_s
 
         if not spec.get("url"):
             raise ConfigError("queue type redis needs 'url' (redis://host:6379/0)", where="queue")
-        options = {k: spec[k] for k in ("stream", "group", "consumer", "claim_idle_seconds", "maxlen") if k in spec}
+        options = redis_options(spec)
         return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
     raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
+
+
+#: `queue:` keys of the redis type beyond `type` and `url`, each with its check and the hint shown
+#: when the check fails. Several instances share one queue only if they agree on stream and group.
+REDIS_OPTIONS: dict[str, tuple[type, str]] = {
+    "stream": (str, "a stream name"),
+    "group": (str, "a consumer group name"),
+    "consumer": (str, "a consumer name, unique among running instances"),
+    "claim_idle_seconds": (float, "seconds, > 0"),
+    "maxlen": (int, "a whole number of finished deliveries kept, > 0"),
+    "max_connections": (int, "a whole number of Redis connections, > 0"),
+}
+
+
+def redis_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The RedisQueue options of a `queue:` block; a wrong key or value is one clear error."""
+    unknown = sorted(set(spec) - {"type", "url", *REDIS_OPTIONS})
+    if unknown:
+        allowed = ", ".join(sorted({"type", "url", *REDIS_OPTIONS}))
+        raise ConfigError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {allowed})", where="queue")
+    options: dict[str, Any] = {}
+    for key, (kind, hint) in REDIS_OPTIONS.items():
+        if key not in spec:
+            continue
+        value = spec[key]
+        if kind is str:
+            ok = isinstance(value, str) and value != ""
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            ok = ok and (kind is float or float(value).is_integer())
+        if not ok:
+            raise ConfigError(f"must be {hint}, got {value!r}", where=f"queue.{key}")
+        options[key] = kind(value)
+    return options
 
 
 def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -41,7 +75,9 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
     if not option:
         return configured
     if option.startswith(("redis://", "rediss://", "unix://")):
-        return {**configured, "type": "redis", "url": option}
+        # the config's stream, group, claim_idle_seconds... still apply; a sqlite `path` does not
+        kept = configured if configured.get("type") == "redis" else {}
+        return {**kept, "type": "redis", "url": option}
     if option == "sqlite":
         return {"type": "sqlite"}
     raise ConfigError(f"--queue must be 'sqlite' or a redis:// URL, got {option!r}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import StreamReader, web
 
 from ocean_hook.config import Config
-from ocean_hook.events import WebhookEvent, make_headers, write_capture
+from ocean_hook.events import WebhookEvent, write_capture
 from ocean_hook.logs import for_delivery
 from ocean_hook.metrics import Metrics
 from ocean_hook.pipeline import Admission, admit, check_media_type, order_key
@@ -46,6 +46,12 @@ async def read_at_most(content: StreamReader, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def payload_problem(exc: BaseException) -> str:
+    """aiohttp's one-line reason for an unreadable body (its own text spans several lines)."""
+    message = getattr(exc.__cause__, "message", "") or str(exc)
+    return next((line.strip() for line in str(message).splitlines() if line.strip()), "unreadable body")
 
 
 class JournalHealth:
@@ -96,6 +102,7 @@ class WebhookDoor:
         self.health = health or JournalHealth()
         self.accepting = True
         self.max_body = config.server.max_body_bytes
+        self.routes = {path: config.processors_for_path(path) for path in config.paths}
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -114,11 +121,11 @@ class WebhookDoor:
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
-        event = WebhookEvent(request.method, request.path, make_headers(request.headers.items()), body)
+        event = WebhookEvent(request.method, request.path, request.headers, body)  # already read-only
         reason = check_media_type(event)
         if reason:
             return self._reject(415, "unsupported_media_type", reason)
-        admission = admit(event, self.config.processors_for_path(request.path), now=time.time())
+        admission = admit(event, self.routes.get(request.path, []), now=time.time())
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
             return answer(202, "ignored", reason=admission.reason)
@@ -133,6 +140,8 @@ class WebhookDoor:
             body = await asyncio.wait_for(read_at_most(request.content, self.max_body), BODY_TIMEOUT_SECONDS)
         except TimeoutError:
             return self._reject(408, "timeout", "body not received in time")
+        except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the bytes do not decode as
+            return self._reject(400, "bad_body", f"body cannot be read: {payload_problem(exc)}")
         if body is None:
             return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
         return body
@@ -215,7 +224,7 @@ class Operations:
 def create_app(door: WebhookDoor, ops: Operations) -> web.Application:
     # the body is read by the door with its own limit, answered 413; aiohttp's cap sits above it
     app = web.Application(client_max_size=door.max_body + 1)
-    for path in door.config.paths:
+    for path in door.routes:
         app.router.add_route("*", path, door.receive)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)

@@ -30,7 +30,15 @@ log = logging.getLogger("ocean_hook.worker")
 
 
 class WorkerPool:
-    """`concurrency` deliveries in flight at most; woken by `notify()` when one is journaled."""
+    """`concurrency` deliveries processed at once; woken by `notify()` when one is journaled.
+
+    Claiming is a journal write (one transaction), so the pool claims ahead: up to `prefetch`
+    more deliveries wait in memory for a free slot, and it claims again only once at most
+    `concurrency` are outstanding. Under load a claim then brings a batch instead of one
+    delivery per completion. Claimed-ahead deliveries are in progress in the journal, so
+    their order keys stay blocked; after a crash, or a stop before they started, the next start
+    returns them to pending like any other claim.
+    """
 
     def __init__(
         self,
@@ -41,6 +49,7 @@ class WorkerPool:
         fetcher: Fetcher,
         *,
         concurrency: int = 4,
+        prefetch: int = 32,
         metrics: Metrics | None = None,
         poll_seconds: float = 0.25,
         clock: Callable[[], float] = time.time,
@@ -52,30 +61,33 @@ class WorkerPool:
         self.target = target
         self.fetcher = fetcher
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.metrics = metrics or Metrics()
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.log_plans = log_plans
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._outstanding: set[asyncio.Task[None]] = set()  # claimed: running or waiting for a slot
         self._claim_failing = False
 
     def notify(self) -> None:
         self._wake.set()
 
     @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
+    def outstanding(self) -> int:
+        """Claimed deliveries not settled yet, running or waiting for a slot."""
+        return len(self._outstanding)
 
     async def run(self) -> None:
-        """Claim and dispatch until `stop()`; then return without waiting for in-flight work."""
+        """Claim and dispatch until `stop()`; then return without waiting for claimed work."""
         while not self._stopping.is_set():
             self._wake.clear()  # before claiming: a delivery journaled during the claim wakes us
             claimed = await self._claim()
             for delivery in claimed:
-                task = asyncio.create_task(self.handle(delivery))
-                self._in_flight.add(task)
+                task = asyncio.create_task(self._handle_in_slot(delivery))
+                self._outstanding.add(task)
                 task.add_done_callback(self._done)
             if not claimed:
                 with contextlib.suppress(TimeoutError):
@@ -83,11 +95,10 @@ class WorkerPool:
 
     async def _claim(self) -> list[Delivery]:
         """A journal that cannot be read now is asked again at the next poll, not fatal."""
-        free = self.concurrency - len(self._in_flight)
-        if free <= 0:
+        if len(self._outstanding) > self.concurrency:
             return []
         try:
-            claimed = await self.queue.claim(free)
+            claimed = await self.queue.claim(self.concurrency + self.prefetch - len(self._outstanding))
         except QueueUnavailable as exc:
             if not self._claim_failing:
                 log.error("cannot claim deliveries, will keep trying: %s", exc)
@@ -98,8 +109,14 @@ class WorkerPool:
             self._claim_failing = False
         return claimed
 
+    async def _handle_in_slot(self, delivery: Delivery) -> None:
+        async with self._slots:
+            if self._stopping.is_set():
+                return  # claimed ahead, never started: left in progress, pending again at the next start
+            await self.handle(delivery)
+
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._outstanding.discard(task)
         self._wake.set()  # a finished delivery may unblock the next one of its order key
 
     def stop(self) -> None:
@@ -107,11 +124,11 @@ class WorkerPool:
         self._wake.set()
 
     async def drain(self, timeout: float) -> int:
-        """Wait for in-flight deliveries up to `timeout`; cancel the rest (they stay claimed and
+        """Wait for claimed deliveries up to `timeout`; cancel the rest (they stay claimed and
         are recovered as pending at the next start). Returns how many were cancelled."""
-        if not self._in_flight:
+        if not self._outstanding:
             return 0
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._outstanding), timeout=timeout)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -280,7 +280,6 @@ class ServeProcess:
     url: str
     log_path: Path
     config_path: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     async def start(

@@ -116,9 +116,7 @@ def command(
     def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
         progress.update(done)
         if streaming and not quiet:
-            for change in changes:
-                render.print_change(out, change)
-            render.print_problems(err, _problems(entities), [])
+            render.print_changes(out, changes)
 
     try:
         report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
@@ -155,7 +153,7 @@ async def _report(
 
 
 def _exit_code(report: MappingReport, strict: bool) -> int:
-    if report.errors:
+    if report.counts["errors"]:
         return 1
     if strict and report.counts["misconfigured"]:
         return 1
@@ -177,10 +175,12 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
         )
         return
     if not streaming and not quiet:
-        for change in report.changes:
-            render.print_change(out, change)
-        render.print_problems(err, _problems(report.entities), [])
+        render.print_changes(out, report.changes)
+    if not quiet:
+        render.print_misconfigured(err, report.misconfigured_rows())
     render.print_problems(err, [], report.errors)
+    if report.counts["errors"] > len(report.errors):
+        err.print(f"[red]... and {report.counts['errors'] - len(report.errors):,} more errors[/]")
     out.print(f"[bold]{render.escape_text(render.summary_line(report.counts))}[/]")
 
 

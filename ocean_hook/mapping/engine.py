@@ -98,7 +98,11 @@ _GENERATORS = re.compile(
 #: Builtins that stop the whole jq program: such an expression never shares one with others.
 _HALTS = re.compile(r"\bhalt(?:_error)?\b")
 
-COLLECT, FIRST, ALONE = "collect", "first", "alone"
+#: Not jq: values that Ocean's git integrations resolve themselves (a file's contents, a code
+#: search). Such a mapping loads as it is; the field maps to null, reported as misconfigured.
+INTEGRATION_REFERENCES = ("file://", "search://")
+
+COLLECT, FIRST, ALONE, REFERENCE = "collect", "first", "alone", "reference"
 
 
 def _mode(expr: str) -> str:
@@ -108,6 +112,8 @@ def _mode(expr: str) -> str:
     expression errors after yielding, so its errors are re-checked alone. `first` stops at the
     first output, for generators that may never end. `alone` runs outside the combined program.
     """
+    if expr.startswith(INTEGRATION_REFERENCES):
+        return REFERENCE
     if _HALTS.search(expr):
         return ALONE
     return FIRST if _GENERATORS.search(expr) else COLLECT
@@ -116,7 +122,7 @@ def _mode(expr: str) -> str:
 def _slot(expr: str, mode: str) -> str:
     # own lines, so a trailing `# comment` in the user's expression cannot swallow the rest
     body = normalize_quotes(expr)
-    if mode == ALONE:
+    if mode in (ALONE, REFERENCE):
         return "null"
     if mode == FIRST:
         return f'(try [first(\n{body}\n)] catch {{"error": .}})'
@@ -147,10 +153,13 @@ class ResourceMapper:
         self._assemble = _assembler(resource.mappings, count())
         self._check_compiles(allow_env)
         exprs = [resource.selector_query, *(e for _, e in self._leaves)]
-        self._queries = [JqQuery(expr, allow_env=allow_env) for expr in exprs]  # selector first
         modes = [_mode(expr) for expr in exprs]
+        self._queries = [  # selector first
+            JqQuery("null" if mode == REFERENCE else expr, allow_env=allow_env)
+            for expr, mode in zip(exprs, modes, strict=True)
+        ]
         #: slots whose combined result is re-checked alone when it is not a plain output
-        self._recheck = [mode != FIRST for mode in modes]
+        self._recheck = [mode in (COLLECT, ALONE) for mode in modes]
         slots = ",\n".join(_slot(e, mode) for e, mode in zip(exprs, modes, strict=True))
         try:
             self._program: Any = compile_jq(f".[] | [\n{slots}\n]", allow_env=allow_env)
@@ -168,6 +177,8 @@ class ResourceMapper:
             fields.append(((*base, "port", "itemsToParse"), self.resource.items_to_parse))
         fields += [((*base, "port", "entity", "mappings", *p), e) for p, e in self._leaves]
         for path, expr in fields:
+            if expr.startswith(INTEGRATION_REFERENCES):
+                continue
             try:
                 compile_jq(expr, allow_env=allow_env)
             except JqCompileError as exc:
@@ -196,15 +207,14 @@ class ResourceMapper:
         """`port.itemsToParse`: one item per element, the element under `itemsToParseName`."""
         if self._items is None:
             return [raw]
+        where = f"kind '{self.kind}', item {index}: itemsToParse '{self.resource.items_to_parse}'"
         try:
             elements = self._items.first(raw)
-        except ValueError:
-            elements = None
+        except ValueError as exc:
+            result.errors.append(f"{where} failed: {exc}")
+            return []
         if not isinstance(elements, list) or not isinstance(raw, dict):
-            result.errors.append(
-                f"kind '{self.kind}', item {index}: itemsToParse "
-                f"'{self.resource.items_to_parse}' must give a list, got {_short(elements)}"
-            )
+            result.errors.append(f"{where} must give a list, got {_short(elements)}")
             return []
         base = raw
         if self.resource.items_to_parse_top_level_transform and self._strip is not None:
@@ -253,7 +263,8 @@ class ResourceMapper:
             return value
         where = f"kind '{self.kind}', item {index}: selector '{self.resource.selector_query}'"
         if isinstance(slot, dict):
-            result.errors.append(f"{where} failed: {_short(slot['error'])}")
+            error = slot["error"]
+            result.errors.append(f"{where} failed: {error if isinstance(error, str) else _short(error)}")
         else:
             result.errors.append(f"{where} must give a boolean, got {_short(value)}")
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ocean_hook.errors import OceanHookError
 from ocean_hook.events import WebhookEvent, make_headers
 
 
@@ -95,8 +96,12 @@ class PutResult:
     id: str
 
 
-class QueueUnavailable(Exception):
-    """The queue cannot store deliveries now: the listener answers 503, never 2xx."""
+class QueueUnavailable(OceanHookError):
+    """The queue cannot store deliveries now: the listener answers 503, never 2xx.
+
+    An OceanHookError so that a command that cannot reach its queue (`serve` at start-up,
+    `deliveries ...`) prints the reason on one line instead of a traceback.
+    """
 
 
 class Queue(ABC):

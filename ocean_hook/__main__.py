@@ -1,0 +1,5 @@
+"""`python -m ocean_hook`: the same command as the `ocean-hook` script."""
+
+from ocean_hook.cli import app
+
+app(prog_name="ocean-hook")

@@ -1,0 +1,337 @@
+"""`ocean-hook test-mapping` as a user runs it: the real CLI (and once the installed console
+script in a subprocess), its plan in text, JSON and markdown, --expect, --strict, and one-line
+errors with exit code 2 that name the file and line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ocean_hook.cli import app
+
+MAPPING = """\
+resources:
+  - kind: pull-request
+    selector:
+      query: .state == 'open' or .state == 'closed'
+      states: [open, closed]
+    port:
+      entity:
+        mappings:
+          identifier: .number | tostring
+          title: .title
+          blueprint: '"githubPullRequest"'
+          properties:
+            status: .state
+            author: .user.login
+          relations:
+            repository: .repo
+  - kind: repository
+    port:
+      entity:
+        mappings:
+          identifier: .repo
+          blueprint: '"githubRepository"'
+"""
+ITEMS = [
+    {"number": 1, "title": "Add retries", "state": "open", "user": {"login": "ann"}, "repo": "api"},
+    {"number": 2, "title": "Fix typo", "state": "closed", "user": {"login": "ben"}, "repo": "api"},
+    {"number": 3, "title": "WIP", "state": "draft", "user": {"login": "cat"}, "repo": "api"},
+    {"number": 4, "title": "Docs", "state": "open", "user": None, "repo": "web"},
+]
+STATE = [
+    {"identifier": "2", "title": "Fix typo", "blueprint": "githubPullRequest",
+     "properties": {"status": "open", "author": "ben"}, "relations": {"repository": "api"}},
+    {"identifier": "3", "title": "WIP", "blueprint": "githubPullRequest",
+     "properties": {"status": "open", "author": "cat"}, "relations": {"repository": "api"}},
+    {"identifier": "4", "title": "Docs", "blueprint": "githubPullRequest",
+     "properties": {"status": "open", "author": None}, "relations": {"repository": "web"}},
+]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    paths = {
+        "mapping": tmp_path / "port-app-config.yml",
+        "data": tmp_path / "prs.json",
+        "jsonl": tmp_path / "prs.jsonl",
+        "state": tmp_path / "state.json",
+    }
+    paths["mapping"].write_text(MAPPING)
+    paths["data"].write_text(json.dumps(ITEMS, indent=2))
+    paths["jsonl"].write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
+    paths["state"].write_text(json.dumps(STATE))
+    return paths
+
+
+def invoke(*args: Any) -> Any:
+    result = CliRunner().invoke(app, ["test-mapping", *map(str, args)])
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return result
+
+
+# ------------------------------------------------------------------------------- text
+def test_text_prints_a_plan_and_the_summary_line(files: dict[str, Path]) -> None:
+    result = invoke("--mapping", files["mapping"], "--data", files["data"], "--state", files["state"],
+                    "--kind", "pull-request")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "+ create githubPullRequest/1  (kind pull-request)",
+        '    + identifier: "1"',
+        '    + title: "Add retries"',
+        '    + blueprint: "githubPullRequest"',
+        '    + properties.author: "ann"',
+        '    + properties.status: "open"',
+        '    + relations.repository: "api"',
+        "~ update githubPullRequest/2  (kind pull-request)",
+        '    ~ properties.status: "open" → "closed"',
+        "- delete githubPullRequest/3  (kind pull-request)",
+        "1 to create, 1 to update, 1 to delete, 1 unchanged (1 filtered, 1 misconfigured)",
+    ]
+    assert result.stderr.splitlines() == [
+        "! pull-request: properties.author is null in 1 entity (jq: .user.login), e.g. 4",
+    ]
+
+
+def test_every_kind_without_kind_and_quiet_prints_only_the_summary(files: dict[str, Path]) -> None:
+    result = invoke("-m", files["mapping"], "-d", files["data"], "--quiet")
+    assert result.exit_code == 0
+    assert result.stdout == "5 to create, 0 to update, 0 to delete, 0 unchanged (1 filtered, 1 misconfigured)\n"
+    assert result.stderr == ""
+
+
+def test_json_lines_and_a_single_object_are_read_like_an_array(files: dict[str, Path], tmp_path: Path) -> None:
+    as_array = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "--format", "json")
+    as_lines = invoke("-m", files["mapping"], "-d", files["jsonl"], "-k", "pull-request", "--format", "json")
+    assert as_array.exit_code == as_lines.exit_code == 0
+    assert json.loads(as_lines.stdout) == json.loads(as_array.stdout)
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(ITEMS[0], indent=4))
+    single = invoke("-m", files["mapping"], "-d", one, "-k", "pull-request", "--format", "json")
+    assert [e["entity"]["identifier"] for e in json.loads(single.stdout)["entities"]] == ["1"]
+
+
+# ------------------------------------------------------------------------------- json
+def test_json_is_the_documented_stable_document(files: dict[str, Path]) -> None:
+    result = invoke("-m", files["mapping"], "-d", files["jsonl"], "-s", files["state"], "-k", "pull-request",
+                    "-f", "json")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    pr1 = {"identifier": "1", "title": "Add retries", "blueprint": "githubPullRequest",
+           "properties": {"status": "open", "author": "ann"}, "relations": {"repository": "api"}}
+    pr2 = {"identifier": "2", "title": "Fix typo", "blueprint": "githubPullRequest",
+           "properties": {"status": "closed", "author": "ben"}, "relations": {"repository": "api"}}
+    pr4 = {"identifier": "4", "title": "Docs", "blueprint": "githubPullRequest",
+           "properties": {"status": "open", "author": None}, "relations": {"repository": "web"}}
+    assert json.loads(result.stdout) == {
+        "entities": [
+            {"kind": "pull-request", "entity": pr1, "misconfigurations": {}},
+            {"kind": "pull-request", "entity": pr2, "misconfigurations": {}},
+            {"kind": "pull-request", "entity": pr4, "misconfigurations": {"properties.author": ".user.login"}},
+        ],
+        "changes": [
+            {"action": "create", "kind": "pull-request", "blueprint": "githubPullRequest", "identifier": "1",
+             "before": None, "after": pr1, "fields": [
+                 {"path": "identifier", "before": None, "after": "1"},
+                 {"path": "title", "before": None, "after": "Add retries"},
+                 {"path": "blueprint", "before": None, "after": "githubPullRequest"},
+                 {"path": "properties.author", "before": None, "after": "ann"},
+                 {"path": "properties.status", "before": None, "after": "open"},
+                 {"path": "relations.repository", "before": None, "after": "api"},
+             ]},
+            {"action": "update", "kind": "pull-request", "blueprint": "githubPullRequest", "identifier": "2",
+             "before": STATE[0], "after": pr2,
+             "fields": [{"path": "properties.status", "before": "open", "after": "closed"}]},
+            {"action": "unchanged", "kind": "pull-request", "blueprint": "githubPullRequest", "identifier": "4",
+             "before": STATE[2], "after": pr4, "fields": []},
+            {"action": "delete", "kind": "pull-request", "blueprint": "githubPullRequest", "identifier": "3",
+             "before": STATE[1], "after": None, "fields": []},
+        ],
+        "summary": {"create": 1, "update": 1, "delete": 1, "unchanged": 1, "filtered": 1, "skipped": 0,
+                    "misconfigured": 1, "errors": 0},
+        "errors": [],
+    }
+
+
+def test_markdown_is_a_pull_request_comment(files: dict[str, Path]) -> None:
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-s", files["state"], "-k", "pull-request",
+                    "-f", "markdown")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["### ocean-hook plan", "", "**1 to create, 1 to update, 1 to delete, 1 unchanged "
+                         "(1 filtered, 1 misconfigured)**"]
+    assert "```diff" in lines
+    assert '    ~ properties.status: "open" → "closed"' in lines
+    assert "- delete githubPullRequest/3  (kind pull-request)" in lines
+    assert "- `pull-request` `4`: `properties.author` is null (jq: `.user.login`)" in lines
+    assert "unchanged githubPullRequest/4" not in result.stdout
+
+
+# ------------------------------------------------------------------------------- expect
+def test_expect_passes_on_the_same_result_and_fails_with_a_diff_otherwise(files: dict[str, Path]) -> None:
+    expected = files["data"].parent / "expected" / "pr.json"
+    args = ["-m", files["mapping"], "-d", files["data"], "-s", files["state"], "-k", "pull-request",
+            "--expect", expected]
+    missing = invoke(*args)
+    assert missing.exit_code == 2
+    assert missing.stderr == f"error: {expected}: file not found (use --update-expected to create it)\n"
+
+    written = invoke(*args, "--update-expected")
+    assert written.exit_code == 0
+    assert json.loads(expected.read_text())["summary"]["update"] == 1
+    assert invoke(*args).exit_code == 0
+
+    document = json.loads(expected.read_text())
+    document["changes"][1]["fields"][0]["after"] = "merged"
+    expected.write_text(json.dumps(document, indent=2))
+    mismatch = invoke(*args)
+    assert mismatch.exit_code == 1
+    assert f"result differs from {expected}:" in mismatch.stderr
+    assert '-          "after": "merged"' in mismatch.stderr
+    assert '+          "after": "closed"' in mismatch.stderr
+
+    assert invoke(*args, "--update-expected").exit_code == 0
+    assert invoke(*args).exit_code == 0
+
+
+# ------------------------------------------------------------------------------- exit codes
+def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -> None:
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-q"]
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--strict").exit_code == 1
+    clean = files["data"].parent / "clean.json"
+    clean.write_text(json.dumps(ITEMS[:2]))
+    assert invoke("-m", files["mapping"], "-d", clean, "-k", "pull-request", "--strict").exit_code == 0
+
+
+def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
+    files["mapping"].write_text(MAPPING.replace(".state == 'open' or .state == 'closed'", ".number"))
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request")
+    assert result.exit_code == 1
+    assert "error: kind 'pull-request', item 0: selector '.number' must give a boolean, got 1" in result.stderr
+    assert result.stdout.splitlines()[-1] == "0 to create, 0 to update, 0 to delete, 0 unchanged (4 errors)"
+    as_json = json.loads(invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request",
+                                "-f", "json").stdout)
+    assert as_json["summary"]["errors"] == 4 and len(as_json["errors"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (("mapping", "resources:\n  - kind: a\n    port: [oops\n"), "{mapping}:4: invalid YAML: "),
+        (("mapping", MAPPING.replace("status: .state", "status: .state |")),
+         "{mapping}:13 (key resources[0].port.entity.mappings.properties.status): resource kind 'pull-request', "
+         "field properties.status: jq does not compile: syntax error"),
+        (("data", '[\n  {"number": 1},\n  {"number": 2,,}\n]\n'), "{data}:3:16: invalid JSON: "),
+        (("data", '{"number": 1}\n{"number": 2}\n{"number": \n'), "{data}:3:12: invalid JSON Lines record: "),
+        (("data", '{\n  "number": 1,\n}\n'), "{data}:3:1: invalid JSON: "),
+        (("data", ""), "{data}: file is empty"),
+        (("state", '[{"identifier": "1"}]'), "{state}: entity 0 needs string 'identifier' and 'blueprint'"),
+    ],
+    ids=["invalid yaml", "jq compile error", "invalid json array", "invalid json lines", "invalid json object",
+         "empty data", "bad state"],
+)
+def test_input_errors_exit_2_with_one_line_naming_file_and_line(
+    files: dict[str, Path], write: tuple[str, str], expected: str
+) -> None:
+    name, text = write
+    files[name].write_text(text)
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-s", files["state"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: " + expected.format(**{k: str(v) for k, v in files.items()}))
+
+
+@pytest.mark.parametrize("missing", ["mapping", "data", "state", "kind"])
+def test_missing_files_and_unknown_kinds_exit_2(files: dict[str, Path], missing: str) -> None:
+    paths = {k: str(v) for k, v in files.items()}
+    kind = "pull-request"
+    if missing == "kind":
+        kind = "nope"
+    else:
+        paths[missing] += ".gone"
+    result = invoke("-m", paths["mapping"], "-d", paths["data"], "-s", paths["state"], "-k", kind)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    if missing == "kind":
+        assert result.stderr == (f"error: {paths['mapping']}: no resource of kind 'nope' "
+                                 "(kinds: pull-request, repository)\n")
+    else:
+        assert result.stderr == f"error: {paths[missing]}: file not found\n"
+
+
+def test_usage_errors_exit_2(files: dict[str, Path]) -> None:
+    result = invoke("-m", files["mapping"], "-d", files["data"], "--format", "yaml")
+    assert result.exit_code == 2
+    assert "Invalid value for '--format'" in result.stderr
+    assert invoke("-m", files["mapping"]).exit_code == 2
+
+
+# ------------------------------------------------------------------------------- the console script
+def console_script() -> str:
+    script = Path(sys.executable).with_name("ocean-hook")
+    found = str(script) if script.exists() else shutil.which("ocean-hook")
+    assert found, "the ocean-hook console script is installed with the package"
+    return found
+
+
+def test_the_installed_console_script_runs_test_mapping(files: dict[str, Path]) -> None:
+    done = subprocess.run(
+        [console_script(), "test-mapping", "--mapping", str(files["mapping"]), "--data", str(files["jsonl"]),
+         "--state", str(files["state"]), "--kind", "pull-request"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "1 to create, 1 to update, 1 to delete, 1 unchanged (1 filtered, 1 misconfigured)"
+    )
+    assert "\x1b[" not in done.stdout
+    bad = subprocess.run(
+        [console_script(), "test-mapping", "--mapping", str(files["mapping"]), "--data", "/nonexistent/x.json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "error: /nonexistent/x.json: file not found\n"
+
+
+# ------------------------------------------------------------------------------- across batches
+def test_a_later_version_of_an_entity_is_diffed_against_what_this_run_already_changed(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(MAPPING)
+    data = tmp_path / "many.jsonl"
+    first = [{"number": n, "title": f"t{n}", "state": "open", "user": {"login": "a"}, "repo": "r"} for n in range(1100)]
+    later = [{**item, "state": "closed"} for item in first[:100]]  # in the second batch of 1,000
+    data.write_text("".join(json.dumps(item) + "\n" for item in [*first, *later]))
+    result = invoke("-m", mapping, "-d", data, "-k", "pull-request", "-f", "json")
+    document = json.loads(result.stdout)
+    assert document["summary"]["create"] == 1100 and document["summary"]["update"] == 100
+    updates = [c for c in document["changes"] if c["action"] == "update"]
+    assert updates[0]["identifier"] == "0"
+    assert updates[0]["fields"] == [{"path": "properties.status", "before": "open", "after": "closed"}]
+
+
+def test_the_overlay_keeps_few_entities_in_memory_and_the_rest_on_disk() -> None:
+    from ocean_hook.report import Overlay
+
+    overlay = Overlay(memory=3)
+    for n in range(20):
+        overlay.set(("pr", str(n)), {"identifier": str(n), "n": n})
+    overlay.set(("pr", "4"), None)
+    assert len(overlay._recent) <= 6
+    assert overlay.get(("pr", "0")) == (True, {"identifier": "0", "n": 0})
+    assert overlay.get(("pr", "19")) == (True, {"identifier": "19", "n": 19})
+    assert overlay.get(("pr", "4")) == (True, None)
+    assert overlay.get(("pr", "99")) == (False, None)
+    overlay.set(("pr", "0"), {"identifier": "0", "n": 100})
+    for n in range(20, 30):
+        overlay.set(("pr", str(n)), None)
+    assert overlay.get(("pr", "0")) == (True, {"identifier": "0", "n": 100})
+    overlay.close()

@@ -1,0 +1,412 @@
+"""Several `serve` instances on one Redis queue: they share the work, survive a SIGKILL of one of
+them, keep per-resource order across instances, and the `deliveries` commands work on Redis.
+
+The scale-out test runs two real `ocean-hook serve` processes on one real redis-server, both
+writing one local catalog file, and a concurrent aiohttp client sending signed GitHub deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from redis_server import free_port, redis_server
+from serve_helpers import (
+    BLUEPRINT,
+    ServeProcess,
+    delivery_id_of,
+    github_delivery,
+    hook_env,
+    pr_payload,
+    serve_in_process,
+    wait_for,
+    wait_for_entity,
+    write_config,
+)
+from typer.testing import CliRunner
+
+from ocean_hook.cli import app
+from ocean_hook.errors import ConfigError
+from ocean_hook.queue.base import Delivery, DeliveryState
+from ocean_hook.queue.redis import RedisQueue
+from ocean_hook.runtime import open_queue, queue_spec_from_option
+from ocean_hook.targets.local import LocalCatalog
+
+PRS = 200
+UPDATES = 5
+TOTAL = PRS * UPDATES
+CLAIM_IDLE_SECONDS = 2.0
+STREAM = "ocean-hook"
+GROUP = "ocean-hook"
+#: requests in flight at once, over both instances
+CONCURRENCY = 48
+
+
+def title(number: int, update: int) -> str:
+    return f"PR {number} update {update}"
+
+
+# ----------------------------------------------------------------------------- the load
+
+
+@dataclass
+class Instance:
+    process: ServeProcess
+    alive: bool = True
+
+
+@dataclass
+class Load:
+    """Sends every PR's updates in order: update k+1 only once update k was accepted (2xx).
+
+    While both instances live, update k of PR n goes to instance (n + k) % 2, so consecutive
+    updates of one resource arrive through different instances. A send that fails (connection
+    error, non-2xx) is sent again, with the same delivery id, to an instance still alive.
+    """
+
+    http: aiohttp.ClientSession
+    instances: list[Instance]
+    halfway: asyncio.Event = field(default_factory=asyncio.Event)
+    accepted: dict[tuple[int, int], int] = field(default_factory=dict)  # (pr, update) -> status
+    statuses: Counter[Any] = field(default_factory=Counter)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self.send_updates(number) for number in range(1, PRS + 1)))
+
+    async def send_updates(self, number: int) -> None:
+        for update in range(UPDATES):
+            await self.send(number, update)
+
+    async def send(self, number: int, update: int) -> None:
+        payload = pr_payload(number, value=update, action="edited", title=title(number, update))
+        body, headers = github_delivery(payload)
+        for _ in range(100):
+            status = await self.post(self.pick((number + update) % 2), body, headers)
+            self.statuses[status] += 1
+            if status in (200, 202):
+                self.accepted[(number, update)] = status
+                if len(self.accepted) == TOTAL // 2:
+                    self.halfway.set()
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"PR {number} update {update} was never accepted: {self.statuses}")
+
+    def pick(self, preferred: int) -> Instance:
+        if self.instances[preferred].alive:
+            return self.instances[preferred]
+        return next(i for i in self.instances if i.alive)
+
+    async def post(self, instance: Instance, body: bytes, headers: dict[str, str]) -> int | str:
+        async with self.slots:
+            try:
+                async with self.http.post(instance.process.hook_url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    return resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- the crash
+
+
+async def consumer_of(client: aioredis.Redis, pid: int) -> str:
+    """The consumer name a `serve` process reads under (hostname-pid-random by default)."""
+    infix = f"-{pid}-"
+
+    async def find() -> str | None:
+        for consumer in await client.xinfo_consumers(STREAM, GROUP):
+            name = consumer["name"].decode()
+            if infix in name:
+                return name
+        return None
+
+    return await wait_for(find, timeout=10, what=f"a consumer of pid {pid} in the group")
+
+
+async def claimed_seqs(client: aioredis.Redis, consumer: str) -> set[str]:
+    """Queue ids of the deliveries `consumer` holds in progress (its entries in the group's PEL)."""
+    pel = await client.xpending_range(STREAM, GROUP, "-", "+", 10_000, consumername=consumer)
+    seqs = set()
+    for entry in pel:
+        for _, fields in await client.xrange(STREAM, entry["message_id"], entry["message_id"]):
+            seqs.add(fields[b"seq"].decode())
+    return seqs
+
+
+async def kill_mid_work(instance: Instance, client: aioredis.Redis) -> set[str]:
+    """SIGKILL the instance while it holds claims; the queue ids it left in progress.
+
+    It is frozen (SIGSTOP) first so that its claims stop changing: after a moment Redis has run
+    every command it had sent, and what its consumer still holds is what the crash abandons.
+    Thawed and frozen again until it holds something, then killed.
+    """
+    instance.alive = False  # new sends go to the survivor from now on
+    process = instance.process.process
+    consumer = await consumer_of(client, process.pid)
+    for _ in range(200):
+        process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.05)
+        abandoned = await claimed_seqs(client, consumer)
+        if abandoned:
+            process.send_signal(signal.SIGKILL)
+            await instance.process.wait(timeout=10)
+            return abandoned
+        process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    raise AssertionError("the instance never held a claim under load")
+
+
+async def wait_until_drained(queue: RedisQueue, timeout: float) -> dict[str, int]:
+    async def drained() -> dict[str, int] | None:
+        depth = await queue.depth()
+        return depth if depth["done"] + depth["dead"] >= TOTAL and depth["in_progress"] == 0 else None
+
+    return await wait_for(drained, timeout=timeout, interval=0.1, what="a drained queue")
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """`ocean-hook ...` as its own process, as an operator runs it: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ocean_hook", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **hook_env(), "COLUMNS": "200"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def serve_processes(config: Path, count: int) -> AsyncIterator[list[ServeProcess]]:
+    started = await asyncio.gather(*(ServeProcess.start(config) for _ in range(count)))
+    try:
+        yield list(started)
+    finally:
+        for proc in started:
+            if proc.process.poll() is None:
+                proc.kill()
+                await proc.wait()
+
+
+# ----------------------------------------------------------------------------- the tests
+
+
+async def test_two_instances_share_the_work_and_survive_a_sigkill(redis_url: str, tmp_path: Path) -> None:
+    catalog_path = tmp_path / "catalog.db"
+    config = write_config(
+        tmp_path,
+        target={"type": "local", "path": str(catalog_path)},
+        queue={"type": "redis", "url": redis_url, "stream": STREAM, "group": GROUP,
+               "claim_idle_seconds": CLAIM_IDLE_SECONDS},
+    )  # fmt: skip
+    started = time.monotonic()
+    client = aioredis.Redis.from_url(redis_url)
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with (
+        asyncio.timeout(80),
+        serve_processes(config, 2) as (doomed, survivor),
+        aiohttp.ClientSession(timeout=timeout) as http,
+        await RedisQueue.open(redis_url, stream=STREAM, group=GROUP, consumer="test-observer") as queue,
+    ):
+        instances = [Instance(doomed), Instance(survivor)]
+        load = Load(http, instances)
+        sending = asyncio.create_task(load.run())
+        await asyncio.wait({sending, asyncio.create_task(load.halfway.wait())},
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        abandoned = await kill_mid_work(instances[0], client)
+        await sending
+        depth = await wait_until_drained(queue, timeout=30)
+
+        # every delivery was accepted once the survivor had them all
+        assert len(load.accepted) == TOTAL, load.statuses
+        assert depth == {"pending": 0, "in_progress": 0, "done": TOTAL, "failed": 0, "dead": 0}
+        # stored exactly once each, whichever instance took it and however often it was sent
+        assert int(await client.get(f"{STREAM}:seq")) == TOTAL
+        # the survivor took over what the killed instance held, after claim_idle_seconds
+        for seq in abandoned:
+            delivery = await queue.get(seq)
+            assert delivery is not None and delivery.state is DeliveryState.DONE
+            assert delivery.attempts >= 2, delivery.summary()
+        # each resource holds its latest update: order held across instances and the crash
+        entities = LocalCatalog(catalog_path)
+        try:
+            stored = {e["identifier"]: e for e in entities.list_entities(BLUEPRINT)}
+        finally:
+            await entities.close()
+        assert sorted(stored) == sorted(str(n) for n in range(1, PRS + 1))
+        stale = {ident: (e["title"], e["properties"]["value"]) for ident, e in stored.items()
+                 if e["title"] != title(int(ident), UPDATES - 1) or e["properties"]["value"] != UPDATES - 1}
+        assert not stale, f"{len(stale)} entities without their latest update, e.g. {list(stale.items())[:3]}"
+        # both instances did work before the crash; the survivor is healthy and stops cleanly
+        assert "applied:" in doomed.logs() and "applied:" in survivor.logs()
+        code, listing = await asyncio.to_thread(cli, "deliveries", "list", "-c", str(config), "--queue", redis_url)
+        assert code == 0, listing
+        assert f"0 pending, 0 in_progress, {TOTAL} done, 0 failed, 0 dead" in listing
+        assert await survivor.stop() == 0
+    await client.aclose()
+    assert time.monotonic() - started < 90
+
+
+# ----------------------------------------------------------------------------- deliveries commands
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={**hook_env(), "COLUMNS": "200"})
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.output
+
+
+async def put_claimed(queue: RedisQueue, number: int) -> Delivery:
+    """A signed delivery for PR `number`, journaled and claimed as a worker would."""
+    body, headers = github_delivery(pr_payload(number, value=number))
+    delivery = Delivery(delivery_id=delivery_id_of(headers), method="POST", path="/webhooks/github",
+                        headers=list(headers.items()), body=body, received_at=time.time(),
+                        processors=["gh-pr"], order_key=str(number))  # fmt: skip
+    await queue.put(delivery)
+    [claimed] = await queue.claim(1)
+    assert claimed.delivery_id == delivery.delivery_id
+    return claimed
+
+
+async def test_deliveries_commands_work_on_redis(redis_url: str, tmp_path: Path) -> None:
+    queue_spec = {"type": "redis", "url": redis_url, "stream": "cli-hooks"}
+    config = write_config(tmp_path, queue=queue_spec)
+    base = ("--config", str(config), "--queue", redis_url)  # --queue keeps the config's stream
+    async with await RedisQueue.open(redis_url, stream="cli-hooks", consumer="crashed-worker") as queue:
+        dead = await put_claimed(queue, 1)
+        await queue.dead_letter(dead, "target refused the entity")
+        done = await put_claimed(queue, 2)
+        await queue.ack(done)
+
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", *base)
+    assert code == 0
+    assert dead.delivery_id in out and done.delivery_id in out and "target refused the entity" in out
+    assert "0 pending, 0 in_progress, 1 done, 0 failed, 1 dead" in out
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", "--state", "dead", *base)
+    assert dead.delivery_id in out and done.delivery_id not in out
+
+    code, out = await asyncio.to_thread(cli, "deliveries", "show", dead.delivery_id, *base)
+    shown = json.loads(out)
+    assert code == 0 and shown["state"] == "dead" and shown["attempts"] == 1
+    assert shown["last_error"] == "target refused the entity"
+    assert shown["body_bytes"] == len(dead.body) and "body" not in shown
+
+    assert (await asyncio.to_thread(cli, "deliveries", "retry", done.delivery_id, *base))[0] == 1
+    code, out = await asyncio.to_thread(cli, "deliveries", "retry", dead.delivery_id, *base)
+    assert code == 0 and "pending again" in out
+    code, out = await asyncio.to_thread(cli, "deliveries", "show", dead.id, *base)
+    assert json.loads(out)["state"] == "pending" and json.loads(out)["attempts"] == 0
+
+    # a serve instance on the same queue picks the retried delivery up and applies it
+    async with serve_in_process(config) as server:
+        entity = await wait_for_entity(server.catalog_path, BLUEPRINT, "1", timeout=10)
+    assert entity["properties"]["value"] == 1
+    code, out = await asyncio.to_thread(cli, "deliveries", "show", dead.delivery_id, *base)
+    assert json.loads(out)["state"] == "done"
+
+    async with await RedisQueue.open(redis_url, stream="cli-hooks", consumer="sender") as queue:
+        body, headers = github_delivery(pr_payload(3))
+        waiting = Delivery(delivery_id=delivery_id_of(headers), method="POST", path="/webhooks/github",
+                           headers=list(headers.items()), body=body, received_at=time.time(),
+                           processors=["gh-pr"], order_key="3")  # fmt: skip
+        await queue.put(waiting)
+    await asyncio.sleep(0.01)  # purge takes what finished strictly before now
+    code, out = await asyncio.to_thread(cli, "deliveries", "purge", "--older-than", "0s", *base)
+    assert code == 0 and "purged 2 deliveries" in out
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", *base)
+    assert "1 pending, 0 in_progress, 0 done, 0 failed, 0 dead" in out and waiting.delivery_id in out
+
+
+async def test_deliveries_on_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", "--config", str(config), "--queue", url)
+    assert code == 2
+    assert out.strip().startswith("error: redis redis://127.0.0.1:") and len(out.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- Redis down
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[tuple[str, contextlib.ExitStack]]:
+    """A redis-server of this test alone (it gets stopped mid-test); close the stack to stop it."""
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context(redis_server()), stack
+
+
+async def test_redis_down_means_503_and_nothing_accepted(redis_server_url: str, tmp_path: Path) -> None:
+    """`redis_server_url` only makes the test fail in CI (skip locally) without redis-server."""
+    with own_redis() as (url, redis_stack):
+        config = write_config(tmp_path, queue={"type": "redis", "url": url, "claim_idle_seconds": 1})
+        async with serve_in_process(config) as server, aiohttp.ClientSession() as http:
+            body, headers = github_delivery(pr_payload(1))
+            async with http.post(server.hook_url, data=body, headers=headers) as resp:
+                assert resp.status == 202
+            await wait_for_entity(server.catalog_path, BLUEPRINT, "1")
+            redis_stack.close()  # Redis goes away under a running instance
+
+            body, headers = github_delivery(pr_payload(2))
+            async with http.post(server.hook_url, data=body, headers=headers) as resp:
+                assert resp.status == 503, await resp.text()
+                assert "send again later" in (await resp.json())["reason"]
+            async with http.get(server.url + "/readyz") as resp:
+                assert resp.status == 503
+    # and an instance cannot start without its queue: one line, exit code 2
+    code, _, errors = await run_cli("serve", "--config", str(config), "--port", str(free_port()))
+    assert code == 2 and errors.startswith("error: redis redis://127.0.0.1:"), errors
+    assert len(errors.strip().splitlines()) == 1, errors
+
+
+# ----------------------------------------------------------------------------- the queue: block
+
+
+async def test_queue_options_reach_the_redis_queue(redis_url: str, tmp_path: Path) -> None:
+    spec = {"type": "redis", "url": redis_url, "stream": "s", "group": "g", "consumer": "c",
+            "claim_idle_seconds": 2, "maxlen": 500, "max_connections": 8}  # fmt: skip
+    queue = await open_queue(spec, tmp_path, dedup_window_seconds=60)
+    try:
+        assert isinstance(queue, RedisQueue)
+        assert (queue.stream, queue.group, queue.consumer) == ("s", "g", "c")
+        assert (queue.claim_idle_seconds, queue.maxlen, queue.dedup_window_seconds) == (2.0, 500, 60)
+    finally:
+        await queue.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"claim_idle_seconds": 0}, "queue.claim_idle_seconds: must be seconds, > 0, got 0"),
+        ({"claim_idle_seconds": "2s"}, "queue.claim_idle_seconds: must be seconds, > 0, got '2s'"),
+        ({"maxlen": 1.5}, "queue.maxlen: must be a whole number"),
+        ({"max_connections": True}, "queue.max_connections: must be a whole number"),
+        ({"stream": ""}, "queue.stream: must be a stream name, got ''"),
+        ({"path": "journal.db"}, "queue: unknown key(s) 'path' (allowed: claim_idle_seconds, consumer,"),
+    ],
+)
+async def test_bad_redis_queue_options_are_one_clear_error(spec: dict[str, Any], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        await open_queue({"type": "redis", "url": "redis://127.0.0.1:1/0", **spec}, tmp_path, dedup_window_seconds=1)
+    assert str(caught.value).startswith(message)
+
+
+def test_queue_option_keeps_redis_settings_and_drops_sqlite_ones() -> None:
+    redis_cfg = {"type": "redis", "url": "redis://a:6379/0", "stream": "s", "claim_idle_seconds": 5}
+    assert queue_spec_from_option("redis://b:6379/1", redis_cfg) == {**redis_cfg, "url": "redis://b:6379/1"}
+    sqlite_cfg = {"type": "sqlite", "path": "j.db"}
+    assert queue_spec_from_option("redis://b:6379/1", sqlite_cfg) == {"type": "redis", "url": "redis://b:6379/1"}

@@ -1,0 +1,431 @@
+"""`ocean-hook serve` end to end: the real listener on 127.0.0.1, real HTTP, real SQLite files.
+
+Every rejection is checked twice: the answer the sender gets, and that nothing reached the
+journal. Acceptance is checked where it matters, in the catalog the workers write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from port_server import FakePort
+from serve_helpers import (
+    BLUEPRINT,
+    HOOK_PATH,
+    SECRET,
+    SECRET_ENV,
+    ServeProcess,
+    SlowPort,
+    delivery_id_of,
+    github_delivery,
+    github_headers,
+    github_processor,
+    hook_env,
+    journal_deliveries,
+    metric_value,
+    port_env,
+    port_target,
+    pr_payload,
+    read_entity,
+    serve_in_process,
+    wait_for,
+    wait_for_entity,
+    wait_until_settled,
+    write_config,
+)
+from typer.testing import CliRunner
+
+from ocean_hook.cli import app
+from ocean_hook.queue.base import DeliveryState
+
+SMALL_LIMIT = 4096
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict]:
+    async with http.post(url, data=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def cli(*args: str) -> Any:
+    """The real `ocean-hook` command in a thread (it runs its own event loop)."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), catch_exceptions=False)
+
+
+async def in_chunks(body: bytes, size: int) -> AsyncIterator[bytes]:
+    """A body aiohttp sends with `Transfer-Encoding: chunked`: no Content-Length up front."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+        await asyncio.sleep(0.001)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- the door
+
+
+def _signed(payload: Any, **options: Any) -> tuple[bytes, dict[str, str]]:
+    return github_delivery(payload, **options)
+
+
+def _oversized() -> tuple[bytes, dict[str, str]]:
+    return _signed(pr_payload(1, title="x" * (2 * SMALL_LIMIT)))
+
+
+def _raw(body: bytes, **options: Any) -> tuple[bytes, dict[str, str]]:
+    return body, github_headers(body, **options)
+
+
+# case: (method, path, make body+headers, send chunked?, status, words the reason must contain)
+REJECTIONS = {
+    "413 with Content-Length": ("POST", HOOK_PATH, _oversized, False, 413, ["byte limit"]),
+    "413 chunked, no Content-Length": ("POST", HOOK_PATH, _oversized, True, 413, ["byte limit"]),
+    "415 text/plain": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), content_type="text/plain"), False, 415,
+                       ["Content-Type", "text/plain"]),
+    "404 unknown path": ("POST", "/webhooks/gitlab", lambda: _signed(pr_payload(1)), False, 404, ["/webhooks/gitlab"]),
+    "405 GET": ("GET", HOOK_PATH, lambda: (b"", {}), False, 405, ["GET", "POST"]),
+    "401 missing signature": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret=None), False, 401,
+                              ["missing", "X-Hub-Signature-256"]),
+    "401 wrong secret": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret="not-the-secret"), False, 401,
+                         ["signature mismatch"]),
+    "400 malformed JSON, signed": ("POST", HOOK_PATH, lambda: _raw(b'{"action": "opened", "pull_request": {'), False,
+                                   400, ["malformed JSON", "line 1"]),
+    "422 fails validate": ("POST", HOOK_PATH, lambda: _signed({"action": "opened", "pull_request": {"title": "t"}}),
+                           False, 422, [".pull_request.number != null"]),
+}
+
+
+@pytest.mark.parametrize("case", REJECTIONS, ids=list(REJECTIONS))
+async def test_rejected_at_the_door_and_nothing_journaled(tmp_path: Path, http, case: str) -> None:
+    method, path, make, chunked, status, words = REJECTIONS[case]
+    config = write_config(tmp_path, server={"max_body_bytes": SMALL_LIMIT})
+    async with serve_in_process(config) as server:
+        body, headers = make()
+        data = in_chunks(body, 512) if chunked else body
+        async with http.request(method, server.url + path, data=data, headers=headers) as response:
+            answer = await response.json()
+            assert response.status == status, answer
+        assert answer["status"] == "rejected"
+        for word in words:
+            assert word in answer["reason"]
+        metrics = await (await http.get(server.url + "/metrics")).text()
+    assert await journal_deliveries(server.state_dir) == []
+    assert metric_value(metrics, "ocean_hook_deliveries_rejected_total") == 1
+    assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 0
+
+
+async def test_event_no_processor_matches_is_202_ignored_and_not_journaled(tmp_path: Path, http) -> None:
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery({"action": "opened", "issue": {"number": 1}}, event="issues")
+        status, answer = await post(http, server.hook_url, body, headers)
+        metrics = await (await http.get(server.url + "/metrics")).text()
+    assert (status, answer["status"]) == (202, "ignored")
+    assert await journal_deliveries(server.state_dir) == []
+    assert metric_value(metrics, "ocean_hook_deliveries_ignored_total", {"path": HOOK_PATH}) == 1
+
+
+async def test_body_arriving_in_many_chunks_is_read_whole(tmp_path: Path, http) -> None:
+    """The signature covers every byte: a body read only up to its first chunk would fail it."""
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(pr_payload(3, title="t" * 200_000))
+        status, answer = await post(http, server.hook_url, in_chunks(body, 4096), headers)
+        assert (status, answer["status"]) == (202, "accepted"), answer
+        entity = await wait_for_entity(server.catalog_path, BLUEPRINT, "3")
+    assert entity["title"] == "t" * 200_000
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+
+async def test_accepted_then_applied_to_the_local_catalog(tmp_path: Path, http) -> None:
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(pr_payload(7, value=3))
+        status, answer = await post(http, server.hook_url, body, headers)
+        assert status == 202
+        assert answer == {"status": "accepted", "delivery_id": delivery_id_of(headers)}
+        entity = await wait_for_entity(server.catalog_path, BLUEPRINT, "7")
+        [delivery] = await wait_until_settled(server.state_dir, 1)
+    assert entity == {"identifier": "7", "title": "PR 7", "blueprint": BLUEPRINT,
+                      "properties": {"value": 3, "state": "open"}}
+    assert (delivery.state, delivery.attempts, delivery.body) == (DeliveryState.DONE, 1, body)
+
+
+async def test_github_form_encoded_delivery_is_accepted(tmp_path: Path, http) -> None:
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(pr_payload(8, value=5), form=True)
+        assert body.startswith(b"payload=")
+        status, answer = await post(http, server.hook_url, body, headers)
+        assert (status, answer["status"]) == (202, "accepted")
+        entity = await wait_for_entity(server.catalog_path, BLUEPRINT, "8")
+    assert entity["properties"]["value"] == 5
+
+
+async def test_duplicate_delivery_id_is_200_and_processed_once(tmp_path: Path, http) -> None:
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(pr_payload(9, value=1))
+        first = await post(http, server.hook_url, body, headers)
+        # the same delivery again, even with another body: the sender's id decides
+        again_body, again_headers = github_delivery(pr_payload(9, value=2), delivery=headers["X-GitHub-Delivery"])
+        second = await post(http, server.hook_url, again_body, again_headers)
+        await wait_for_entity(server.catalog_path, BLUEPRINT, "9")
+        await wait_until_settled(server.state_dir, 1)
+        metrics = await (await http.get(server.url + "/metrics")).text()
+        entity = await read_entity(server.catalog_path, BLUEPRINT, "9")
+    assert first == (202, {"status": "accepted", "delivery_id": delivery_id_of(headers)})
+    assert second == (200, {"status": "duplicate", "delivery_id": delivery_id_of(headers)})
+    assert len(await journal_deliveries(server.state_dir)) == 1
+    assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
+    assert metric_value(metrics, "ocean_hook_deliveries_duplicate_total", {"path": HOOK_PATH}) == 1
+    assert entity["properties"]["value"] == 1
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def _port_config(tmp_path: Path, port: FakePort, retry: dict[str, Any]) -> Path:
+    return write_config(tmp_path, processors=[github_processor(retry=retry)], target=port_target(port.url))
+
+
+def _upserted(port: FakePort, identifier: str) -> list[Any]:
+    """The `value` of every upsert of one entity Port received, in the order received."""
+    values = []
+    for request in port.calls("POST", f"/v1/blueprints/{BLUEPRINT}/entities"):
+        body = request.json
+        for entity in body.get("entities", [body]) if isinstance(body, dict) else []:
+            if entity.get("identifier") == identifier:
+                values.append(entity["properties"]["value"])
+    return values
+
+
+async def test_failing_target_is_retried_with_backoff_then_applied(tmp_path: Path, http, monkeypatch) -> None:
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    async with FakePort() as port:
+        port.fail_next(f"/v1/blueprints/{BLUEPRINT}/", 503, times=2)
+        retry = {"max_retries": 3, "initial_retry_delay_seconds": 0.05, "exponential_base_seconds": 2}
+        async with serve_in_process(_port_config(tmp_path, port, retry)) as server:
+            body, headers = github_delivery(pr_payload(11, value=4))
+            assert (await post(http, server.hook_url, body, headers))[0] == 202
+            [delivery] = await wait_until_settled(server.state_dir, 1)
+            metrics = await (await http.get(server.url + "/metrics")).text()
+        assert port.entity(BLUEPRINT, "11")["properties"]["value"] == 4
+    assert (delivery.state, delivery.attempts) == (DeliveryState.DONE, 3)
+    assert metric_value(metrics, "ocean_hook_deliveries_failed_total") == 2
+    assert metric_value(metrics, "ocean_hook_deliveries_retried_total") == 2
+    assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
+
+
+async def test_dead_lettered_with_its_error_then_retried_from_the_cli(tmp_path: Path, http, monkeypatch) -> None:
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    async with FakePort() as port:
+        port.fail_next(f"/v1/blueprints/{BLUEPRINT}/", 503, times=2)  # both attempts it is allowed
+        retry = {"max_retries": 1, "initial_retry_delay_seconds": 0.05}
+        config = _port_config(tmp_path, port, retry)
+        async with serve_in_process(config) as server:
+            body, headers = github_delivery(pr_payload(12, value=6))
+            assert (await post(http, server.hook_url, body, headers))[0] == 202
+            [dead] = await wait_until_settled(server.state_dir, 1)
+            assert (dead.state, dead.attempts) == (DeliveryState.DEAD, 2)
+            assert "503" in dead.last_error
+            assert port.entity(BLUEPRINT, "12") is None
+            listed = await cli("deliveries", "list", "--state", "dead", "--config", str(config))
+            assert listed.exit_code == 0 and "0 pending, 0 in_progress, 0 done, 0 failed, 1 dead" in listed.output
+            shown = await cli("deliveries", "show", dead.delivery_id, "--config", str(config))
+            assert json.loads(shown.output)["last_error"] == dead.last_error
+
+            retried = await cli("deliveries", "retry", dead.delivery_id, "--config", str(config))
+            assert retried.exit_code == 0, retried.output
+            await wait_for(lambda: port.entity(BLUEPRINT, "12"), what="the retried delivery applied")
+            [done] = await wait_until_settled(server.state_dir, 1)
+            metrics = await (await http.get(server.url + "/metrics")).text()
+    assert (done.state, done.attempts) == (DeliveryState.DONE, 1)
+    assert metric_value(metrics, "ocean_hook_deliveries_dead_lettered_total") == 1
+    assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
+
+
+async def test_updates_to_one_resource_are_applied_in_arrival_order(tmp_path: Path, http, monkeypatch) -> None:
+    """Two PRs, 12 updates each, interleaved, against a slow, jittery target with 4 workers: each
+    PR's updates reach Port in the order sent, while the two PRs do run side by side."""
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    updates = 12
+    jitter = random.Random(4)  # answers in 0-30 ms: run concurrently, later updates would overtake
+    async with SlowPort(answer_delay=lambda: jitter.uniform(0, 0.03)) as port:
+        async with serve_in_process(_port_config(tmp_path, port, {}), workers=4) as server:
+            for value in range(1, updates + 1):
+                for number in (21, 22):
+                    body, headers = github_delivery(pr_payload(number, value=value, action="edited"))
+                    assert (await post(http, server.hook_url, body, headers))[0] == 202
+            await wait_until_settled(server.state_dir, 2 * updates, timeout=20)
+        assert _upserted(port, "21") == list(range(1, updates + 1))
+        assert _upserted(port, "22") == list(range(1, updates + 1))
+        assert port.entity(BLUEPRINT, "21")["properties"]["value"] == updates
+        assert port.max_concurrent >= 2  # the two order keys were worked on at the same time
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+async def test_health_ready_and_metrics_count_what_happened(tmp_path: Path, http) -> None:
+    async with serve_in_process(write_config(tmp_path)) as server:
+        async with http.get(server.url + "/healthz") as response:
+            assert (response.status, await response.json()) == (200, {"status": "ok"})
+        async with http.get(server.url + "/readyz") as response:
+            assert (response.status, await response.json()) == (200, {"status": "ready"})
+        for number in range(3):
+            assert (await post(http, server.hook_url, *github_delivery(pr_payload(number))))[0] == 202
+        for _ in range(2):
+            assert (await post(http, server.hook_url, *github_delivery(pr_payload(9), secret="wrong")))[0] == 401
+        assert (await post(http, server.hook_url, *github_delivery({}, event="push")))[0] == 202
+        await wait_until_settled(server.state_dir, 3)
+        async with http.get(server.url + "/metrics") as response:
+            assert response.content_type == "text/plain"
+            text = await response.text()
+    received = "ocean_hook_deliveries_received_total"
+    assert metric_value(text, received, {"path": HOOK_PATH, "status": "202"}) == 4  # 3 accepted + 1 ignored
+    assert metric_value(text, received, {"path": HOOK_PATH, "status": "401"}) == 2
+    assert metric_value(text, "ocean_hook_deliveries_rejected_total", {"reason": "unauthorized"}) == 2
+    assert metric_value(text, "ocean_hook_deliveries_ignored_total", {"path": HOOK_PATH}) == 1
+    assert metric_value(text, "ocean_hook_deliveries_processed_total") == 3
+    assert metric_value(text, "ocean_hook_entity_writes_total", {"action": "create"}) == 3
+    assert metric_value(text, "ocean_hook_end_to_end_seconds_count") == 3
+    assert metric_value(text, "ocean_hook_ingest_seconds_count") == 6
+    assert metric_value(text, "ocean_hook_queue_depth", {"state": "done"}) == 3
+
+
+async def test_not_ready_while_the_port_target_is_unreachable_yet_deliveries_are_kept(
+    tmp_path: Path, http, monkeypatch
+) -> None:
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, processors=[github_processor(retry={"initial_retry_delay_seconds": 30})],
+                          target=port_target(nobody))
+    async with serve_in_process(config) as server:
+        async with http.get(server.url + "/readyz") as response:
+            answer = await response.json()
+            assert response.status == 503
+        assert answer["status"] == "not ready"
+        assert any(p.startswith("target:") and "unreachable" in p for p in answer["problems"]), answer
+        # the door does not depend on the target: the delivery is journaled, to be retried
+        assert (await post(http, server.hook_url, *github_delivery(pr_payload(5))))[0] == 202
+        failed = await wait_for(lambda: journal_deliveries(server.state_dir, DeliveryState.FAILED))
+    assert "unreachable" in failed[0].last_error
+
+
+async def test_journal_that_cannot_be_written_answers_503_never_2xx_and_is_not_ready(tmp_path: Path, http) -> None:
+    """A real write failure: the serving process's file size limit lowered to 1 byte (EFBIG),
+    as a full disk would, then lifted again."""
+    proc = await ServeProcess.start(write_config(tmp_path))
+    try:
+        assert (await post(http, proc.hook_url, *github_delivery(pr_payload(1))))[0] == 202
+        await wait_until_settled(tmp_path / "state", 1)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        status, answer = await post(http, proc.hook_url, *github_delivery(pr_payload(2)))
+        assert (status, answer["status"]) == (503, "unavailable")
+        async with http.get(proc.url + "/readyz") as response:
+            assert response.status == 503
+            assert "journal" in " ".join((await response.json())["problems"])
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        assert (await post(http, proc.hook_url, *github_delivery(pr_payload(3))))[0] == 202
+        async with http.get(proc.url + "/readyz") as response:
+            assert response.status == 200
+        await wait_for_entity(tmp_path / "state" / "catalog.db", BLUEPRINT, "3")
+    finally:
+        assert await proc.stop() == 0
+    assert [d.order_key for d in await journal_deliveries(tmp_path / "state")] == ["gh-pr:1", "gh-pr:3"]
+
+
+async def test_json_logs_carry_the_delivery_id_and_never_the_secret(tmp_path: Path, http) -> None:
+    proc = await ServeProcess.start(write_config(tmp_path), "--log-format", "json")
+    try:
+        body, headers = github_delivery(pr_payload(31, value=1))
+        assert (await post(http, proc.hook_url, body, headers))[0] == 202
+        assert (await post(http, proc.hook_url, *github_delivery(pr_payload(32), secret=None)))[0] == 401
+        await wait_until_settled(tmp_path / "state", 1)
+        await proc.wait_for_log("applied")
+    finally:
+        assert await proc.stop() == 0
+    text = proc.logs()
+    assert SECRET not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    mine = [line for line in lines if delivery_id_of(headers) in line["message"]]
+    assert {line["logger"] for line in mine} == {"ocean_hook.server", "ocean_hook.worker"}
+    assert all(line["delivery_id"] == delivery_id_of(headers) for line in mine)
+    assert any("rejected 401" in line["message"] and "X-Hub-Signature-256" in line["message"] for line in lines)
+
+
+async def test_capture_files_are_redacted_and_replay_reads_them(tmp_path: Path, http, monkeypatch) -> None:
+    captures = tmp_path / "captures"
+    async with serve_in_process(write_config(tmp_path / "live"), capture_dir=captures) as server:
+        body, headers = github_delivery(pr_payload(41, value=7))
+        headers["Authorization"] = "Bearer leaked-token-123"
+        assert (await post(http, server.hook_url, body, headers))[0] == 202
+        assert (await post(http, server.hook_url, *github_delivery(pr_payload(42), secret="x")))[0] == 401
+        live = await wait_for_entity(server.catalog_path, BLUEPRINT, "41")
+    [capture] = list(captures.iterdir())
+    text = capture.read_text()
+    assert "leaked-token-123" not in text and "[redacted]" in text
+    assert json.loads(text)["delivery_id"] == delivery_id_of(headers)
+
+    # replay into another state directory, re-checking the signature on the captured bytes
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    other = write_config(tmp_path / "replayed")
+    result = await cli("replay", str(captures), "--config", str(other), "--verify", "--format", "json")
+    assert result.exit_code == 0, result.output
+    [outcome] = json.loads(result.output)
+    assert (outcome["status"], outcome["auth"]) == ("processed", "passed")
+    assert await read_entity(tmp_path / "replayed" / "state" / "catalog.db", BLUEPRINT, "41") == live
+
+
+async def test_sigterm_drains_in_flight_work_answers_503_exits_0_and_leaves_the_rest(
+    tmp_path: Path, http, monkeypatch
+) -> None:
+    """One worker, four deliveries: the one in flight at SIGTERM finishes, the others stay in the
+    journal (none lost), and the next start applies them."""
+    async with FakePort(latency=0.3) as port:
+        config = write_config(tmp_path, target=port_target(port.url),
+                              server={"shutdown_timeout": "10s", "workers": 1})
+        proc = await ServeProcess.start(config, env=hook_env(port_env()))
+        try:
+            for number in (51, 52, 53, 54):
+                assert (await post(http, proc.hook_url, *github_delivery(pr_payload(number, value=1))))[0] == 202
+            await wait_for(lambda: port.calls(), what="the first delivery in flight at Port")
+            proc.terminate()
+            await proc.wait_for_log("stopping: no new deliveries accepted")
+            status, answer = await post(http, proc.hook_url, *github_delivery(pr_payload(55)))
+            assert (status, answer["status"]) == (503, "unavailable")
+            assert await proc.wait() == 0
+        finally:
+            proc.kill()
+        assert port.entity(BLUEPRINT, "51")["properties"]["value"] == 1
+        left = await journal_deliveries(tmp_path / "state")
+        states = [d.state for d in left]
+        assert len(states) == 4 and states[0] is DeliveryState.DONE and DeliveryState.DONE not in states[1:]
+
+        port.latency = 0.0
+        for name, value in port_env().items():
+            monkeypatch.setenv(name, value)
+        async with serve_in_process(config) as server:
+            done = await wait_until_settled(server.state_dir, 4)
+    assert {d.state for d in done} == {DeliveryState.DONE}
+    assert all(port.entity(BLUEPRINT, str(n)) for n in (52, 53, 54))
