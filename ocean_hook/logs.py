@@ -37,3 +37,21 @@ class DeliveryLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def for_delivery(logger: logging.Logger, delivery_id: str | None) -> DeliveryLogger:
     return DeliveryLogger(logger, {"delivery_id": delivery_id or "-"})
+
+
+class SenderErrorFilter(logging.Filter):
+    """aiohttp logs a traceback at ERROR for every malformed request, which any sender can cause at
+    will (and which is answered 400): those go to DEBUG, so real errors stay visible."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_sender_errors() -> None:
+    logging.getLogger("aiohttp.server").addFilter(SenderErrorFilter())

@@ -19,12 +19,15 @@ from pathlib import Path
 from aiohttp import web
 
 from ocean_hook.config import Config
+from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
 from ocean_hook.runtime import Runtime, open_queue, queue_spec_from_option
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
+
+KEEPALIVE_SECONDS = 75.0
 
 
 @dataclass
@@ -49,6 +52,7 @@ async def serve(
     A caller that passes `stop` (tests, an embedding program) owns shutdown: no signal handlers
     are installed, so the process's own handling of Ctrl-C is left alone.
     """
+    quiet_sender_errors()
     for warning in config.warnings:
         log.warning(warning)
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
@@ -72,7 +76,8 @@ async def serve(
         health = JournalHealth()
         door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health)
         ops = Operations(queue, runtime.target, metrics, health)
-        runner = web.AppRunner(create_app(door, ops), access_log=None)
+        # keep-alive bounded, so idle or slow clients cannot hold sockets for aiohttp's default hour
+        runner = web.AppRunner(create_app(door, ops), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
         await runner.setup()
         resources.push_async_callback(runner.cleanup)
         # signals are handled before anyone is told the URL, and through draining (a second

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -238,3 +239,16 @@ def flip_hex(text: str, index: int) -> str:
     """One hex digit changed: still well-formed, now wrong."""
     digit = text[index]
     return text[:index] + ("0" if digit != "0" else "1") + text[index + 1 :]
+
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def record_result(name: str, doc: dict[str, Any]) -> None:
+    """Print a proof suite's figures; with OCEAN_HOOK_RECORD_PROOF=1 also keep them for the README
+    (benchmarks/results/<name>.json), so an ordinary test run leaves the work tree clean."""
+    text = json.dumps(doc, indent=2) + "\n"
+    print(f"{name}: {json.dumps(doc)}")
+    if os.environ.get("OCEAN_HOOK_RECORD_PROOF"):
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / f"{name}.json").write_text(text)

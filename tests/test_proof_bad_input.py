@@ -8,7 +8,7 @@ future timestamps, replays, unknown paths and methods, and slow clients. A valid
 (GitHub, Stripe, Slack or Standard Webhooks, in turn) is sent after every few bad ones; after each
 test the journal must hold exactly the valid deliveries, all applied to the catalog.
 
-The figures of the run go to benchmarks/results/proof_bad_input.json for the README.
+The figures of the run are printed, and kept in benchmarks/results/ with OCEAN_HOOK_RECORD_PROOF=1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -40,6 +39,7 @@ from proof_helpers import (
     exchange,
     header,
     journaled,
+    record_result,
     replace,
     request_head,
     send,
@@ -57,7 +57,6 @@ from ocean_hook.config import Config, load_config
 from ocean_hook.queue.base import DeliveryState
 from ocean_hook.server import BODY_TIMEOUT_SECONDS
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "proof_bad_input.json"
 LIMIT = 2 * 1024 * 1024  # server.max_body_bytes: 100k-level nested bodies (even form-encoded) fit under it
 SHORT = 2  # tolerance_seconds of the *-short processors, for replays after the window closes
 INTERLEAVE = 4  # a valid delivery after this many bad ones
@@ -241,8 +240,7 @@ class Listener:
 
     def write_results(self, seconds: float) -> None:
         deliveries = journaled(self.config.state_dir)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({
+        record_result("proof_bad_input", {
             "bad_inputs": self.bad_inputs,
             "5xx": sum(n for status, n in self.statuses.items() if status >= 500),
             "5xx_in_listener_metrics": metric_sum(self.metrics(), "ocean_hook_deliveries_received_total", status="5"),
@@ -255,7 +253,7 @@ class Listener:
             **self.extra,
             "seconds": round(seconds, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }, indent=2) + "\n")
+        })
 
 
 def failures_logged(logs: str) -> list[str]:

@@ -17,8 +17,8 @@ applied. At the end, after a clean start and drain:
 - the journal holds exactly one row per delivery id, all done (a retried delivery was not
   journaled, hence applied, a second time), none left in progress.
 
-Set OH_CRASH_SEED to replay a run; the seed and the figures are printed and written to
-benchmarks/results/proof_crash.json for the README.
+Set OH_CRASH_SEED to replay a run; the seed and the figures are printed, and kept in
+benchmarks/results/proof_crash.json with OCEAN_HOOK_RECORD_PROOF=1.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from proof_helpers import record_result
 from serve_helpers import (
     BLUEPRINT,
     ServeProcess,
@@ -55,7 +56,6 @@ from serve_helpers import (
 
 from ocean_hook.queue.base import DeliveryState
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "proof_crash.json"
 PRS = 8
 KILLS = 5
 #: seconds between a (re)start being ready and its SIGKILL, drawn from the seeded generator
@@ -203,10 +203,6 @@ def cli(config: Path, *args: str) -> str:
     return done.stdout
 
 
-def write_results(doc: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-
 
 async def test_sigkill_at_random_moments_loses_nothing_answered_2xx(tmp_path: Path) -> None:
     seed = int(os.environ.get("OH_CRASH_SEED") or random.SystemRandom().randrange(2**32))
@@ -254,7 +250,7 @@ async def test_sigkill_at_random_moments_loses_nothing_answered_2xx(tmp_path: Pa
     summary = (f"crash suite: {len(traffic.deliveries)} deliveries sent, {len(accepted)} accepted, "
                f"{len(kills)} kills survived, {len(lost)} lost (seed {seed})")
     print(summary)
-    write_results({
+    record_result("proof_crash", {
         "summary": summary,
         "seed": seed,
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),

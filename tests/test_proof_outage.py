@@ -17,7 +17,7 @@ the first call of an attempt; the token is cached before the outage). So the sto
 5. a Port 422 (schema violation) is not retried: dead after one attempt, Port's message shown
    by `ocean-hook deliveries show`.
 
-Figures go to benchmarks/results/proof_outage.json for the README.
+Figures are printed, and kept in benchmarks/results/proof_outage.json with OCEAN_HOOK_RECORD_PROOF=1.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 import pytest
 from port_server import FakePort
+from proof_helpers import record_result
 from serve_helpers import (
     BLUEPRINT,
     delivery_id_of,
@@ -58,7 +59,6 @@ from serve_helpers import (
 
 from ocean_hook.queue.base import Delivery, DeliveryState
 
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "proof_outage.json"
 RETRY = {"max_retries": 3, "initial_retry_delay_seconds": 0.2, "exponential_base_seconds": 2,
          "max_retry_delay_seconds": 5}
 BACKOFF = {1: 0.2, 2: 0.4, 3: 0.8}  # delay scheduled after failed attempt n
@@ -164,10 +164,6 @@ def upserted_values(port: FakePort, identifier: str) -> list[Any]:
     return values
 
 
-def write_results(doc: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-
 
 async def test_port_outage_loses_nothing_and_retries_follow_the_backoff(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -223,7 +219,7 @@ async def test_port_outage_loses_nothing_and_retries_follow_the_backoff(
                   .get("value") != v)
     waits = target_waits(caplog.records)
     retried_deliveries = {did for did, _ in schedule.seen}
-    write_results({
+    record_result("proof_outage", {
         "summary": (f"outage suite: {len(sender.sent)} deliveries sent, {len(sender.sent)} accepted, "
                     f"{len(retried_deliveries)} retried, {len(dead) + 1} dead-lettered, "
                     f"{len(dead)} recovered by retry --all-dead, {len(lost)} lost"),

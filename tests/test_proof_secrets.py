@@ -212,6 +212,9 @@ async def test_no_secret_in_logs_captures_metrics_answers_journal_views_catalog_
     finally:
         assert await proc.stop() == 0
     seen.add("serve logs (stderr)", proc.logs())
+    # the journal on disk keeps the raw request, but not its secret-bearing headers
+    for file in sorted((tmp_path / "live" / "state").glob("journal.db*")):
+        seen.add("journal files", file.read_bytes().decode("latin-1"))
     for file in sorted(captures.iterdir()):
         seen.add("capture files", file.read_text())
 
