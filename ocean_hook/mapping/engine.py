@@ -139,6 +139,42 @@ def _first_slot(query: JqQuery, item: Any) -> Any:
         return {"error": str(exc)}
 
 
+_MAPPINGS: KeyPath = ("port", "entity", "mappings")
+
+
+def resource_expressions(resource: ResourceConfig) -> Iterator[tuple[KeyPath, str]]:
+    """Every jq expression of a resource with its key path in the mapping document."""
+    base: KeyPath = ("resources", resource.index)
+    yield (*base, "selector", "query"), resource.selector_query
+    if resource.items_to_parse is not None:
+        yield (*base, "port", "itemsToParse"), resource.items_to_parse
+    yield from _leaves(resource.mappings, (*base, *_MAPPINGS))
+
+
+def compile_problems(
+    resource: ResourceConfig, doc: YamlDocument | None, *, allow_env: bool = False
+) -> list[MappingCompileError]:
+    """Every expression of the resource that does not compile, each with file:line, kind and field.
+
+    The engine raises the first; `ocean-hook check` lists them all.
+    """
+    problems = []
+    for path, expr in resource_expressions(resource):
+        if expr.startswith(INTEGRATION_REFERENCES):
+            continue
+        try:
+            compile_jq(expr, allow_env=allow_env)
+        except JqCompileError as exc:
+            inner = path[2:]
+            field_path = dotted(inner[len(_MAPPINGS):] if inner[: len(_MAPPINGS)] == _MAPPINGS else inner)
+            problems.append(MappingCompileError(
+                f"resource kind '{resource.kind}', field {field_path}: jq does not compile: {exc} "
+                f"(expression: {expr})",
+                where=doc.where(path) if doc is not None else resource.where,
+            ))
+    return problems
+
+
 class ResourceMapper:
     """One resource of the mapping, compiled once at load time."""
 
@@ -171,23 +207,9 @@ class ResourceMapper:
 
     def _check_compiles(self, allow_env: bool) -> None:
         """Report the first bad expression with its file, line, kind and field path."""
-        base: KeyPath = ("resources", self.resource.index)
-        fields: list[tuple[KeyPath, str]] = [((*base, "selector", "query"), self.resource.selector_query)]
-        if self.resource.items_to_parse is not None:
-            fields.append(((*base, "port", "itemsToParse"), self.resource.items_to_parse))
-        fields += [((*base, "port", "entity", "mappings", *p), e) for p, e in self._leaves]
-        for path, expr in fields:
-            if expr.startswith(INTEGRATION_REFERENCES):
-                continue
-            try:
-                compile_jq(expr, allow_env=allow_env)
-            except JqCompileError as exc:
-                field_path = dotted(path[5:] if path[2:5] == ("port", "entity", "mappings") else path[2:])
-                raise MappingCompileError(
-                    f"resource kind '{self.kind}', field {field_path}: jq does not compile: {exc} "
-                    f"(expression: {expr})",
-                    where=self._doc.where(path) if self._doc else self.resource.where,
-                ) from None
+        problems = compile_problems(self.resource, self._doc, allow_env=allow_env)
+        if problems:
+            raise problems[0]
 
     # -------------------------------------------------------------------------------- mapping
     def map_items(self, items: Iterable[Any], *, parse_all: bool = False, start: int = 0) -> MapResult:

@@ -8,20 +8,16 @@ engine's words (file:line, resource kind, field path, jq's message).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ocean_hook.errors import ConfigError
-from ocean_hook.mapping.jq import JqCompileError, compile_jq
+from ocean_hook.mapping.engine import compile_problems
 from ocean_hook.mapping.models import (
-    ResourceConfig,
     _resource,  # one resource's schema check; the public loader stops at the first failure
     port_app_config_from_document,
 )
-from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
-
-_MAPPINGS: KeyPath = ("port", "entity", "mappings")
+from ocean_hook.yamlfile import YamlDocument, load_yaml
 
 
 def collect_problems(path: str | Path, *, allow_env: bool = False) -> list[str]:
@@ -40,7 +36,7 @@ def collect_problems(path: str | Path, *, allow_env: bool = False) -> list[str]:
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        problems += _compile_problems(doc, resource, allow_env)
+        problems += [str(p) for p in compile_problems(resource, doc, allow_env=allow_env)]
     # the loader's own verdict adds what lies outside the resources (root flags)
     return problems + [p for p in _whole_document(doc) if p not in problems]
 
@@ -67,42 +63,3 @@ def _whole_document(doc: YamlDocument) -> list[str]:
     except ConfigError as exc:
         return [str(exc)]
     return []
-
-
-def _expressions(resource: ResourceConfig) -> Iterator[tuple[KeyPath, str]]:
-    """Every jq expression of a resource with its key path in the document."""
-    base: KeyPath = ("resources", resource.index)
-    yield (*base, "selector", "query"), resource.selector_query
-    if resource.items_to_parse is not None:
-        yield (*base, "port", "itemsToParse"), resource.items_to_parse
-    yield from _leaves(resource.mappings, (*base, *_MAPPINGS))
-
-
-def _leaves(tree: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _leaves(value, (*path, key))
-    elif isinstance(tree, list):
-        for i, value in enumerate(tree):
-            yield from _leaves(value, (*path, i))
-    else:
-        yield path, tree
-
-
-def _field_path(path: KeyPath) -> str:
-    """`properties.status` for entity mappings, `selector.query` for the rest."""
-    inner = path[2:]
-    return dotted(inner[len(_MAPPINGS):] if inner[: len(_MAPPINGS)] == _MAPPINGS else inner)
-
-
-def _compile_problems(doc: YamlDocument, resource: ResourceConfig, allow_env: bool) -> list[str]:
-    problems = []
-    for path, expr in _expressions(resource):
-        try:
-            compile_jq(expr, allow_env=allow_env)
-        except JqCompileError as exc:
-            problems.append(
-                f"{doc.where(path)}: resource kind '{resource.kind}', field {_field_path(path)}: "
-                f"jq does not compile: {exc} (expression: {expr})"
-            )
-    return problems
