@@ -1,6 +1,7 @@
 """Load generator for `ocean-hook serve`, measured against a bare aiohttp handler in the same run.
 
     python benchmarks/bench_serve.py                      # all four measurements
+    python benchmarks/bench_serve.py --quick              # all four, smaller, in under a minute
     python benchmarks/bench_serve.py --only throughput --requests 20000 --concurrency 64
     python benchmarks/bench_serve.py --markdown results.md
 
@@ -326,20 +327,30 @@ async def memory(args: argparse.Namespace, work: Path, out: list[str]) -> None:
     ]
 
 
+#: (option, default, --quick default)
+QUICK = (("requests", 20_000, 4_000), ("seconds", 15.0, 5.0), ("total", 100_000, 10_000),
+         ("sample_every", 5_000, 2_000))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["throughput", "latency", "memory"], action="append")
-    parser.add_argument("--requests", type=int, default=20_000, help="(a)/(b) requests per server")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller defaults, all four in under a minute (for a quick before/after)")
+    parser.add_argument("--requests", type=int, help="(a)/(b) requests per server (default 20,000; quick 4,000)")
     parser.add_argument("--concurrency", type=int, default=64, help="(a)/(b)/(d) connections")
     parser.add_argument("--rate", type=float, default=200.0, help="(c) deliveries per second")
-    parser.add_argument("--seconds", type=float, default=15.0, help="(c) duration")
-    parser.add_argument("--total", type=int, default=100_000, help="(d) deliveries")
-    parser.add_argument("--sample-every", type=int, default=5_000, help="(d) RSS sample interval")
+    parser.add_argument("--seconds", type=float, help="(c) duration (default 15; quick 5)")
+    parser.add_argument("--total", type=int, help="(d) deliveries (default 100,000; quick 10,000)")
+    parser.add_argument("--sample-every", type=int, help="(d) RSS sample interval (default 5,000; quick 2,000)")
     parser.add_argument("--serve-arg", dest="serve_args", action="append", default=[],
                         help="extra `ocean-hook serve` argument (repeatable), e.g. --serve-arg=-q")
     parser.add_argument("--pad", type=int, default=0, help="extra bytes in every payload (default: ~110 B payloads)")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     args = parser.parse_args()
+    for name, full, quick in QUICK:
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     only = set(args.only or ["throughput", "latency", "memory"])
     out = [
         "# ocean-hook serve benchmark",

@@ -7,7 +7,6 @@ re-serialized JSON. The parsed payload is attached later by the pipeline (see `w
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import time
 import uuid
@@ -48,11 +47,15 @@ class WebhookEvent:
     payload: Any = None
     parsed: bool = False
 
+    # built directly rather than with `dataclasses.replace`, which costs ten times as much on
+    # every delivery the door admits
     def with_payload(self, payload: Any) -> WebhookEvent:
-        return dataclasses.replace(self, payload=payload, parsed=True)
+        return WebhookEvent(self.method, self.path, self.headers, self.body, self.received_at,
+                            self.delivery_id, payload, True)
 
     def with_delivery_id(self, delivery_id: str) -> WebhookEvent:
-        return dataclasses.replace(self, delivery_id=delivery_id)
+        return WebhookEvent(self.method, self.path, self.headers, self.body, self.received_at,
+                            delivery_id, self.payload, self.parsed)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

@@ -30,9 +30,24 @@ class DeliveryLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger bound to one delivery: its id goes on every line (as text prefix and JSON field)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = dict(self.extra or {})
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        extra = self.extra or {}
+        given = kwargs.get("extra")
+        # the record copies `extra` into itself, so our own mapping can be handed over as it is
+        kwargs["extra"] = {**extra, **given} if given else extra
         return f"[{extra.get('delivery_id', '-')}] {msg}", kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """A plain line (no traceback, no options) skips the search for the calling source line,
+        which no ocean-hook log format shows and which costs as much as formatting the line:
+        `serve` writes two such lines per delivery."""
+        if kwargs:
+            super().log(level, msg, *args, **kwargs)
+            return
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            msg, _ = self.process(msg, {})
+            logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None,
+                                            extra=self.extra))
 
 
 def for_delivery(logger: logging.Logger, delivery_id: str | None) -> DeliveryLogger:

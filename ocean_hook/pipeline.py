@@ -23,6 +23,7 @@ from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.events import WebhookEvent, new_delivery_id
 from ocean_hook.fetch import Fetcher, FetchRefused
 from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
+from ocean_hook.mapping.jq import jq_can_read
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.processors.base import RawResults, WebhookProcessor
 from ocean_hook.targets.base import Target, TargetError
@@ -142,13 +143,16 @@ def parse_payload(event: WebhookEvent) -> Any:
     try:
         # strict UTF-8 (a BOM is tolerated): json.loads(bytes) would also take UTF-16/32 and,
         # via surrogatepass, UTF-8-encoded lone surrogates, which jq then cannot read
-        return json.loads(body.decode("utf-8-sig"))
+        text = body.decode("utf-8-sig")
+        payload = json.loads(text)
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise PayloadError("JSON nested too deeply") from None
+    jq_can_read.parsed_from(payload, text)  # the jq queries about to run on it need not check
+    return payload
 
 
 def admit(

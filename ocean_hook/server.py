@@ -14,9 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 
 from aiohttp import StreamReader, web
+from prometheus_client import Counter
 
 from ocean_hook.config import Config
 from ocean_hook.events import WebhookEvent, write_capture
@@ -33,6 +35,17 @@ BODY_TIMEOUT_SECONDS = 10.0
 
 def answer(status: int, state: str, **extra: object) -> web.Response:
     return web.json_response({"status": state, **extra}, status=status)
+
+
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def accepted_answer(status: int, state: str, delivery_id: str | None) -> web.Response:
+    """`answer(status, state, delivery_id=...)` byte for byte, at a third of the cost: it is
+    what almost every request gets."""
+    quoted = "null" if delivery_id is None else encode_basestring_ascii(delivery_id)
+    body = f'{{"status": "{state}", "delivery_id": {quoted}}}'.encode()
+    return web.Response(body=body, status=status, headers=_JSON_HEADERS)
 
 
 async def read_at_most(content: StreamReader, limit: int) -> bytes | None:
@@ -103,11 +116,16 @@ class WebhookDoor:
         self.accepting = True
         self.max_body = config.server.max_body_bytes
         self.routes = {path: config.processors_for_path(path) for path in config.paths}
+        self._received: dict[tuple[str, int], Counter] = {}  # labelled children, looked up once
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         response = await self._receive(request)
-        self.metrics.received.labels(request.path, str(response.status)).inc()
+        key = (request.path, response.status)
+        counter = self._received.get(key)
+        if counter is None:
+            counter = self._received[key] = self.metrics.received.labels(key[0], str(key[1]))
+        counter.inc()
         self.metrics.ingest_latency.observe(time.perf_counter() - started)
         return response
 
@@ -137,7 +155,11 @@ class WebhookDoor:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
         try:
-            body = await asyncio.wait_for(read_at_most(request.content, self.max_body), BODY_TIMEOUT_SECONDS)
+            if request.content.is_eof():  # all of it has arrived (the usual case): nothing to time
+                body = await read_at_most(request.content, self.max_body)
+            else:
+                async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                    body = await read_at_most(request.content, self.max_body)
         except TimeoutError:
             return self._reject(408, "timeout", "body not received in time")
         except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the bytes do not decode as
@@ -165,13 +187,13 @@ class WebhookDoor:
         if not put.accepted:
             self.metrics.duplicates.labels(event.path).inc()
             dlog.info("duplicate delivery, already journaled as %s", put.id)
-            return answer(200, "duplicate", delivery_id=event.delivery_id)
+            return accepted_answer(200, "duplicate", event.delivery_id)
         if self.notify is not None:
             self.notify()
         if self.capture_dir is not None:
             await self._capture(event, dlog)
         dlog.info("accepted for %s", ", ".join(delivery.processors))
-        return answer(202, "accepted", delivery_id=event.delivery_id)
+        return accepted_answer(202, "accepted", event.delivery_id)
 
 
     async def _capture(self, event: WebhookEvent, dlog: logging.LoggerAdapter) -> None:

@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from prometheus_client import Counter
+
 from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
 from ocean_hook.fetch import Fetcher
@@ -71,6 +73,7 @@ class WorkerPool:
         self._slots = asyncio.Semaphore(concurrency)
         self._outstanding: set[asyncio.Task[None]] = set()  # claimed: running or waiting for a slot
         self._claim_failing = False
+        self._write_counters: dict[str, Counter] = {}
 
     def notify(self) -> None:
         self._wake.set()
@@ -146,7 +149,7 @@ class WorkerPool:
         self.metrics.end_to_end_latency.observe(max(self.clock() - delivery.received_at, 0.0))
         for change in result.changes:
             if change.writes:
-                self.metrics.writes.labels(change.action).inc()
+                self._writes(change.action).inc()
         dlog.info("applied: %s", summary_line(summarize(result.changes)))
         if self.log_plans:
             for change in result.changes:
@@ -195,6 +198,13 @@ class WorkerPool:
                 dlog.warning("cannot record the outcome in the journal, retrying in %.2fs: %s", delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _writes(self, action: str) -> Counter:
+        """The labelled counter, looked up once per action rather than per delivery."""
+        counter = self._write_counters.get(action)
+        if counter is None:
+            counter = self._write_counters[action] = self.metrics.writes.labels(action)
+        return counter
 
     def _policy(self, delivery: Delivery) -> RetryPolicy:
         for name in delivery.processors:

@@ -3,12 +3,20 @@
 Ocean turns single-quote string delimiters into double quotes before compiling, with a regex.
 This module does the same with a small tokenizer, so quotes inside double-quoted strings,
 escapes and `\\(...)` interpolations are left alone (cases the regex gets wrong).
+
+Most door and item expressions are plain paths (`.pull_request.number`, `.action == "deleted"`).
+Every jq call parses its whole input (the binding serializes it to JSON text first), which costs
+more than the expression, so `JqQuery` evaluates such paths on the Python value itself, and
+only where the answer is certainly jq's own (see `SimplePath`); anything else runs in jq.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jq as _jq
@@ -139,24 +147,173 @@ def _first_line(message: str) -> str:
     return lines[0].removeprefix("jq: error: ").rstrip(":") if lines else "does not compile"
 
 
+# ----------------------------------------------------------------------------- plain paths
+
+#: "not answered here: ask jq"
+UNSUPPORTED: Any = object()
+
+_FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
+_SPACE = r"[ \t\r\n]*"
+_SIMPLE = re.compile(
+    rf"{_SPACE}\.(?P<path>{_FIELD}(?:\.{_FIELD})*)?{_SPACE}"
+    rf'(?:(?P<op>==|!=){_SPACE}(?P<literal>null|true|false|"[^"\\\x00-\x1f]*"))?{_SPACE}'
+)
+_LITERALS: dict[str, Any] = {"null": None, "true": True, "false": False}
+#: integers jq (numbers are doubles) hands back unchanged
+_EXACT_INT = 2**53
+
+
+class SimplePath:
+    """`.a.b` (or `.`), optionally `== / !=` a null, boolean or plain string literal, in Python.
+
+    jq's answer is only reproduced where it is certain: objects are walked (`null.a` is null),
+    anything else (indexing a list or a string, which jq reports as an error) is left to jq, and
+    so are results jq would change on the way through: integers beyond 2^53 and integral or
+    non-finite floats (jq numbers are doubles), and inputs jq cannot parse at all (lone UTF-16
+    surrogates, see `jq_can_read`).
+    """
+
+    def __init__(self, keys: tuple[str, ...], compare: Callable[[Any], bool] | None) -> None:
+        self.keys = keys
+        self.compare = compare
+
+    @classmethod
+    def parse(cls, expr: str) -> SimplePath | None:
+        """For an expression jq compiled (so `.name` is a field, whatever the name)."""
+        found = _SIMPLE.fullmatch(expr)
+        if found is None:
+            return None
+        keys = tuple(found["path"].split(".")) if found["path"] else ()
+        if found["op"] is None:
+            return cls(keys, None)
+        literal = found["literal"]
+        expected = _LITERALS[literal] if literal in _LITERALS else literal[1:-1]
+        equal = _equals(expected)
+        return cls(keys, equal if found["op"] == "==" else lambda value: not equal(value))
+
+    def __call__(self, value: Any) -> Any:
+        """The one output, or UNSUPPORTED."""
+        for key in self.keys:
+            if value is None:
+                break
+            if type(value) is not dict:
+                return UNSUPPORTED
+            value = value.get(key)
+        if self.compare is not None:
+            if type(value) is float and not math.isfinite(value):  # jq reads NaN as null
+                return UNSUPPORTED
+            return self.compare(value)
+        return value if _unchanged_by_jq(value) else UNSUPPORTED
+
+
+def _equals(expected: Any) -> Callable[[Any], bool]:
+    """jq's `==` against a literal: same type and value (1 == true is false in jq)."""
+    if isinstance(expected, str):
+        return lambda value: type(value) is str and value == expected
+    return lambda value: value is expected
+
+
+def _unchanged_by_jq(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not -_EXACT_INT <= item <= _EXACT_INT:
+                return False
+        elif kind is float:
+            if item.is_integer() or not math.isfinite(item):  # jq gives 5 for 5.0
+                return False
+        elif not (kind is str or kind is bool or item is None):
+            return False
+    return True
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD]")
+
+
+def _readable(value: Any) -> bool:
+    """jq parses what the binding sends it (`json.dumps(value)`), except lone surrogates."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    if _SURROGATE_ESCAPE.search(text) is None:  # no surrogate escape at all: the common case
+        return True
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _LastInput:
+    """`jq_can_read` of the last input seen, by identity: the door asks several queries about
+    one payload in a row, and so does a worker. Holds one reference, never grows."""
+
+    def __init__(self) -> None:
+        self.value: Any = UNSUPPORTED
+        self.readable = False
+
+    def __call__(self, value: Any) -> bool:
+        if value is not self.value:
+            self.value, self.readable = value, _readable(value)
+        return self.readable
+
+    def parsed_from(self, value: Any, text: str) -> None:
+        """`value` is `json.loads(text)`: without a surrogate escape in the text it has no lone
+        surrogate, which spares serializing it again to find out."""
+        if "\\" not in text or _SURROGATE_ESCAPE.search(text) is None:  # the first is a memchr
+            self.value, self.readable = value, True
+
+
+#: Whether jq can read a value at all; payloads are not mutated between the queries about them.
+jq_can_read = _LastInput()
+
+
 class JqQuery:
     """One compiled expression with Ocean's semantics: first output, or None."""
 
     def __init__(self, expr: str, *, allow_env: bool = False) -> None:
         self.expr = expr
         self._program = compile_jq(expr, allow_env=allow_env)
+        self._simple = SimplePath.parse(normalize_quotes(expr))
+
+    def _direct(self, value: Any) -> Any:
+        """The one output of a plain path computed in Python, or UNSUPPORTED."""
+        if self._simple is None:
+            return UNSUPPORTED
+        result = self._simple(value)
+        if result is UNSUPPORTED or not jq_can_read(value):
+            return UNSUPPORTED
+        return result
 
     def first(self, value: Any) -> Any:
         """The first output; None when it yields nothing. Raises ValueError when jq errors."""
+        result = self._direct(value)
+        if result is not UNSUPPORTED:
+            return result
         for result in self._program.input_value(value):
             return result
         return None
 
     def outputs(self, value: Any) -> Iterator[Any]:
         """The outputs, lazily: taking one never runs the expression further (Ocean's `first`)."""
+        result = self._direct(value)
+        if result is not UNSUPPORTED:
+            return iter((result,))
         return iter(self._program.input_value(value))
 
     def all(self, value: Any) -> list[Any]:
+        result = self._direct(value)
+        if result is not UNSUPPORTED:
+            return [result]
         return list(self._program.input_value(value))
 
     def truthy(self, value: Any) -> bool:

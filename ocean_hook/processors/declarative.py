@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from ocean_hook.auth.base import Verdict
@@ -79,6 +80,8 @@ class DeclarativeProcessor(WebhookProcessor):
     def __init__(self, settings: ProcessorSettings, spec: DeclarativeSpec) -> None:
         super().__init__(settings)
         self.spec = spec
+        # `fnmatchcase` against any of the patterns, as one regular expression (asked per request)
+        self._events = re.compile("|".join(fnmatch.translate(p) for p in spec.events)) if spec.events else None
 
     # -- matching -----------------------------------------------------------------------------
     def could_process(self, event: WebhookEvent) -> bool:
@@ -99,7 +102,7 @@ class DeclarativeProcessor(WebhookProcessor):
         return self.spec.query is None or _truthy(self.spec.query, event.payload)
 
     def _event_matches(self, name: Any) -> bool:
-        return isinstance(name, str) and any(fnmatchcase(name, p) for p in self.spec.events)
+        return isinstance(name, str) and self._events is not None and self._events.match(name) is not None
 
     # -- checks -------------------------------------------------------------------------------
     def validate_payload(self, payload: Any) -> Verdict:

@@ -14,6 +14,13 @@ Ordering: among unfinished deliveries (pending, in progress, failed) with the sa
 `order_key`, only the oldest is claimable, and only while none with that key is in progress.
 Done and dead deliveries do not count, so a dead letter never blocks its key. An empty order key
 means "no ordering": such deliveries are claimed independently.
+
+That oldest delivery, the *head* of its key, is kept marked (`head = 1`; every unfinished
+delivery without a key is its own head) by the writes that change it: put, ack, dead-letter and
+requeue (claim, retry and recover keep a delivery unfinished, so they never do). A claim is then
+an indexed look-up of the first claimable heads, whatever the backlog behind them; finding them
+by grouping every unfinished delivery by key made each claim cost O(backlog), inside the
+transaction every `put` waits for.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -40,10 +47,13 @@ from ocean_hook.queue.codec import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+UNFINISHED = "('pending', 'in_progress', 'failed')"
+FINISHED = "('done', 'dead')"
 
 # AUTOINCREMENT: ids are shown to users (`deliveries requeue 42`), so a purged id is never reused.
-SCHEMA = """
+TABLE = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery_id TEXT NOT NULL,
@@ -59,33 +69,74 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at REAL,
     received_at REAL NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    head INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS deliveries_delivery_id ON deliveries (delivery_id, received_at);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at, id);
-CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (order_key, state, id);
-CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (order_key, id, state)
-    WHERE state IN ('pending', 'in_progress', 'failed');
-CREATE INDEX IF NOT EXISTS deliveries_updated ON deliveries (state, updated_at);
 """
 
-# The head of a key is its oldest unfinished delivery; it may run only if no delivery of that
-# key is in progress (a requeued dead letter can be older than one in progress).
-CLAIMABLE = """
+# Partial indexes where they can be: a put touches only the first three.
+INDEXES = f"""
+CREATE INDEX IF NOT EXISTS deliveries_delivery_id ON deliveries (delivery_id, received_at);
+CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (order_key, id, state)
+    WHERE state IN {UNFINISHED};
+CREATE INDEX IF NOT EXISTS deliveries_pending_heads ON deliveries (id) WHERE head = 1 AND state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_failed_heads ON deliveries (next_attempt_at)
+    WHERE head = 1 AND state = 'failed';
+CREATE INDEX IF NOT EXISTS deliveries_busy ON deliveries (order_key) WHERE state = 'in_progress';
+CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (state, updated_at) WHERE state IN {FINISHED};
+"""
+
+# Version 1 files: no head marks yet, and indexes that every put had to update.
+UPGRADE_TO_2 = f"""
+ALTER TABLE deliveries ADD COLUMN head INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS deliveries_due;
+DROP INDEX IF EXISTS deliveries_key;
+DROP INDEX IF EXISTS deliveries_updated;
+UPDATE deliveries SET head = 1 WHERE state IN {UNFINISHED} AND (order_key = '' OR id IN (
+    SELECT MIN(id) FROM deliveries WHERE state IN {UNFINISHED} AND order_key != '' GROUP BY order_key));
+"""
+
+# A head may run unless a delivery of its key is in progress (a requeued dead letter becomes the
+# head again while a later delivery of its key may be running).
+_NOT_BLOCKED = (
+    "(d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries AS busy INDEXED BY deliveries_busy"
+    " WHERE busy.order_key = d.order_key AND busy.state = 'in_progress'))"
+)
+CLAIMABLE = f"""
 SELECT id FROM (
-    SELECT d.id FROM (
-        SELECT MIN(id) AS id FROM deliveries INDEXED BY deliveries_unfinished
-        WHERE state IN ('pending', 'in_progress', 'failed') AND order_key != ''
-        GROUP BY order_key HAVING SUM(state = 'in_progress') = 0) AS head
-    JOIN deliveries AS d ON d.id = head.id
-    WHERE d.state = 'pending' OR (d.state = 'failed' AND d.next_attempt_at <= :now))
+    SELECT id FROM deliveries AS d INDEXED BY deliveries_pending_heads
+    WHERE head = 1 AND state = 'pending' AND {_NOT_BLOCKED} ORDER BY id LIMIT :limit)
 UNION ALL
 SELECT id FROM (
-    SELECT id FROM deliveries WHERE order_key = '' AND state = 'pending' ORDER BY id LIMIT :limit)
-UNION ALL
-SELECT id FROM deliveries WHERE order_key = '' AND state = 'failed' AND next_attempt_at <= :now
+    SELECT id FROM deliveries AS d INDEXED BY deliveries_failed_heads
+    WHERE head = 1 AND state = 'failed' AND next_attempt_at <= :now AND {_NOT_BLOCKED}
+    ORDER BY id LIMIT :limit)
 ORDER BY 1
 LIMIT :limit
+"""
+
+# A new delivery is the head of its key when no earlier one is unfinished; a delivery id already
+# journaled since ?11 (the dedup window) stores nothing.
+INSERT_UNLESS_DUPLICATE = f"""
+INSERT INTO deliveries (delivery_id, method, path, headers, body, processors, order_key, received_at,
+                        state, attempts, created_at, updated_at, head)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10,
+    ?7 = '' OR NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_unfinished
+                           WHERE order_key = ?7 AND state IN {UNFINISHED})
+WHERE ?1 = '' OR NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_id = ?1 AND received_at >= ?11)
+"""
+
+# The oldest unfinished delivery of a key.
+FIRST_UNFINISHED = (
+    "SELECT id FROM deliveries INDEXED BY deliveries_unfinished"
+    f" WHERE order_key = ? AND state IN {UNFINISHED} ORDER BY id LIMIT 1"
+)
+
+# Each part counted on its own (covering) index: there is no index on `state` alone.
+DEPTH = f"""
+SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_unfinished WHERE state IN {UNFINISHED} GROUP BY state
+UNION ALL
+SELECT state, COUNT(*) FROM deliveries INDEXED BY deliveries_finished WHERE state IN {FINISHED} GROUP BY state
 """
 
 COLUMNS = (
@@ -158,26 +209,60 @@ class SqliteJournal(Queue):
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        # statements differ by how many puts they store at once: keep them all prepared
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10, cached_statements=1024)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._create_or_upgrade(conn)
         except sqlite3.Error:
             conn.close()
             raise
         self._conn = conn
 
+    @staticmethod
+    def _create_or_upgrade(conn: sqlite3.Connection) -> None:
+        """One transaction, so two processes opening an old file cannot both upgrade it."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(TABLE)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+            if "head" not in columns:
+                for statement in UPGRADE_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            for statement in INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
     def _commit_batch(self, works: list[Work[Any]]) -> list[Any]:
-        """Run every queued write in one IMMEDIATE transaction: one commit, one fsync."""
+        """Run every queued write in one IMMEDIATE transaction: one commit, one fsync.
+
+        Puts (and acks) queued one after another are written by a few statements for all of
+        them: each SQLite call lets go of the GIL and has to win it back from the busy event
+        loop, so a statement per put made the batch, and every sender waiting on it, several
+        times slower.
+        """
         conn = self._conn
         if conn is None:
             raise sqlite3.ProgrammingError("journal is closed")
         conn.execute("BEGIN IMMEDIATE")
         try:
             now = self.clock()
-            results = [work(conn, now) for work in works]
+            results: list[Any] = []
+            for run in _runs(works):
+                if isinstance(run, list) and isinstance(run[0], _Put):
+                    results += _insert_many(conn, now - self.dedup_window_seconds, now, run)
+                elif isinstance(run, list):
+                    results += _ack_many(conn, now, run)
+                else:
+                    results.append(run(conn, now))
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -236,26 +321,7 @@ class SqliteJournal(Queue):
             delivery.order_key,
             delivery.received_at,
         )
-        return await self._write(partial(self._insert, row))
-
-    def _insert(self, row: Row, conn: sqlite3.Connection, now: float) -> PutResult:
-        """Dedup sees earlier rows of the same batch: they are in the same transaction."""
-        delivery_id = row[0]
-        if delivery_id:
-            existing = conn.execute(
-                "SELECT id FROM deliveries WHERE delivery_id = ? AND received_at >= ?"
-                " ORDER BY id DESC LIMIT 1",
-                (delivery_id, now - self.dedup_window_seconds),
-            ).fetchone()
-            if existing:
-                return PutResult(accepted=False, id=str(existing[0]))
-        cursor = conn.execute(
-            "INSERT INTO deliveries (delivery_id, method, path, headers, body, processors,"
-            " order_key, received_at, state, attempts, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-            (*row, now, now),
-        )
-        return PutResult(accepted=True, id=str(cursor.lastrowid))
+        return await self._write(_Put(row, self.dedup_window_seconds))
 
     # ------------------------------------------------------------------ workers
 
@@ -296,22 +362,17 @@ class SqliteJournal(Queue):
         """End a claim. Only an in-progress row moves, so a late call cannot undo a requeue."""
 
         def work(conn: sqlite3.Connection, now: float) -> float:
-            due = None if delay is None else now + delay
-            if state is DeliveryState.DONE:
-                conn.execute(
-                    "UPDATE deliveries SET state = 'done', updated_at = ?"
-                    " WHERE id = ? AND state = 'in_progress'",
-                    (now, int(delivery.id)),
-                )
-            else:
-                conn.execute(
-                    "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?,"
-                    " updated_at = ? WHERE id = ? AND state = 'in_progress'",
-                    (str(state), clip_error(error or ""), due, now, int(delivery.id)),
-                )
+            if state is DeliveryState.DEAD:  # it leaves the unfinished: the next of its key leads
+                _promote_next(conn, [int(delivery.id)])
+            conn.execute(
+                "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?, updated_at = ?,"
+                " head = head AND ? WHERE id = ? AND state = 'in_progress'",
+                (str(state), clip_error(error or ""), None if delay is None else now + delay, now,
+                 int(state is DeliveryState.FAILED), int(delivery.id)),
+            )
             return now
 
-        now = await self._write(work)
+        now = await self._write(_Ack(int(delivery.id)) if state is DeliveryState.DONE else work)
         self._claimed.discard(delivery.id)
         delivery.state = state
         delivery.updated_at = now
@@ -377,12 +438,19 @@ class SqliteJournal(Queue):
         """Back to pending with a fresh attempt budget; the old id keeps its place per key."""
 
         def work(conn: sqlite3.Connection, now: float) -> int:
-            cursor = conn.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL,"
-                f" updated_at = ? WHERE {where}",
-                (now, *params),
-            )
-            return cursor.rowcount
+            rows = conn.execute(
+                f"SELECT id, order_key, state FROM deliveries WHERE {where} ORDER BY id", params
+            ).fetchall()
+            for id_, order_key, state in rows:
+                # a dead letter rejoins the unfinished deliveries of its key, maybe as the oldest
+                if state == DeliveryState.DEAD:
+                    _take_head(conn, id_, order_key)
+                conn.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = NULL,"
+                    " updated_at = ? WHERE id = ?",
+                    (now, id_),
+                )
+            return len(rows)
 
         return await self._write(work)
 
@@ -398,7 +466,7 @@ class SqliteJournal(Queue):
 
     async def depth(self) -> dict[str, int]:
         counts = empty_depth()
-        for state, count in await self._read("SELECT state, COUNT(*) FROM deliveries GROUP BY state"):
+        for state, count in await self._read(DEPTH):
             counts[state] = count
         return counts
 
@@ -417,6 +485,166 @@ class SqliteJournal(Queue):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Put:
+    """One delivery to store (a `Work`). Dedup sees earlier puts of the same batch: they are in
+    the same transaction."""
+
+    def __init__(self, row: Row, dedup_window_seconds: float) -> None:
+        self.row = row
+        self.dedup_window_seconds = dedup_window_seconds
+
+    def __call__(self, conn: sqlite3.Connection, now: float) -> PutResult:
+        since = now - self.dedup_window_seconds
+        cursor = conn.execute(INSERT_UNLESS_DUPLICATE, (*self.row, now, now, since))
+        if cursor.rowcount == 1:
+            return PutResult(accepted=True, id=str(cursor.lastrowid))
+        existing = conn.execute(
+            "SELECT id FROM deliveries WHERE delivery_id = ? AND received_at >= ? ORDER BY id DESC LIMIT 1",
+            (self.row[0], since),
+        ).fetchone()
+        return PutResult(accepted=False, id=str(existing[0]))
+
+
+def _runs(works: list[Work[Any]]) -> Iterator[Work[Any] | list[_Put] | list[_Ack]]:
+    """The works in order, consecutive puts (or acks) together; a lone put stays a work."""
+    run: list[Any] = []
+    for work in [*works, None]:
+        if run and type(work) is type(run[0]):
+            run.append(work)
+            continue
+        if len(run) == 1 and isinstance(run[0], _Put):
+            yield run[0]
+        elif run:
+            yield run
+        run = [work] if isinstance(work, _Put | _Ack) else []
+        if not run and work is not None:
+            yield work
+
+
+class _Ack:
+    """Ending a claim as done (a `Work`)."""
+
+    def __init__(self, id_: int) -> None:
+        self.id = id_
+
+    def __call__(self, conn: sqlite3.Connection, now: float) -> float:
+        return _ack_many(conn, now, [self])[0]
+
+
+def _ack_many(conn: sqlite3.Connection, now: float, acks: list[_Ack]) -> list[float]:
+    """Two statements for any number of acks: the next of each finished head's key leads."""
+    ids = [ack.id for ack in acks]
+    for start in range(0, len(ids), _INSERT_CHUNK):
+        chunk = ids[start:start + _INSERT_CHUNK]
+        _promote_next(conn, chunk)
+        conn.execute(
+            "UPDATE deliveries SET state = 'done', head = 0, updated_at = ?"
+            f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'in_progress'",
+            (now, *chunk),
+        )
+    return [now] * len(acks)
+
+
+def _promote_next(conn: sqlite3.Connection, ids: list[int]) -> None:
+    """Those of `ids` that are in progress and lead their key are about to finish: the oldest
+    unfinished delivery after each leads its key next (one of a key is in progress at a time)."""
+    conn.execute(
+        "UPDATE deliveries SET head = 1 WHERE id IN (SELECT (SELECT n.id FROM deliveries AS n"
+        " INDEXED BY deliveries_unfinished WHERE n.order_key = f.order_key"
+        f" AND n.state IN {UNFINISHED} AND n.id > f.id ORDER BY n.id LIMIT 1)"
+        f" FROM deliveries AS f WHERE f.id IN ({','.join('?' * len(ids))}) AND f.state = 'in_progress'"
+        " AND f.head = 1 AND f.order_key != '')",
+        ids,
+    )
+
+
+#: rows per INSERT: 11 parameters each, well under SQLite's 32766
+_INSERT_CHUNK = 256
+
+
+def _insert_many(conn: sqlite3.Connection, since: float, now: float, puts: list[_Put]) -> list[PutResult]:
+    """`_Put` after `_Put`, with the same results, in three statements per chunk.
+
+    A delivery id journaled since `since`, or earlier in `puts`, is a duplicate; a delivery is
+    the head of its key when no delivery of the key is unfinished and none came before it here.
+    """
+    results: list[PutResult] = []
+    for start in range(0, len(puts), _INSERT_CHUNK):
+        rows = [put.row for put in puts[start:start + _INSERT_CHUNK]]
+        known = _journaled_ids(conn, since, {row[0] for row in rows if row[0]})
+        waiting = _keys_with_unfinished(conn, {row[6] for row in rows if row[6]})
+        fresh: list[tuple[Any, ...]] = []
+        outcome: list[tuple[bool, Any]] = []  # (accepted, existing id or index into fresh)
+        batch_ids: dict[str, int] = {}
+        for row in rows:
+            delivery_id, order_key = row[0], row[6]
+            if delivery_id in known:
+                outcome.append((False, known[delivery_id]))
+                continue
+            if delivery_id in batch_ids:
+                outcome.append((False, batch_ids[delivery_id]))
+                continue
+            if delivery_id:
+                batch_ids[delivery_id] = len(fresh)
+            head = order_key == "" or order_key not in waiting
+            waiting.add(order_key)
+            outcome.append((True, len(fresh)))
+            fresh.append((*row, now, now, int(head)))
+        first = _insert_rows(conn, fresh)
+        for (accepted, ref), row in zip(outcome, rows, strict=True):
+            if accepted or row[0] not in known:  # a new row, or a duplicate of one: its new id
+                ref = first + ref
+            results.append(PutResult(accepted=accepted, id=str(ref)))
+    return results
+
+
+def _journaled_ids(conn: sqlite3.Connection, since: float, delivery_ids: set[str]) -> dict[str, int]:
+    if not delivery_ids:
+        return {}
+    marks = ",".join("?" * len(delivery_ids))
+    return dict(conn.execute(
+        f"SELECT delivery_id, MAX(id) FROM deliveries WHERE delivery_id IN ({marks}) AND received_at >= ?"
+        " GROUP BY delivery_id",
+        (*delivery_ids, since),
+    ))
+
+
+def _keys_with_unfinished(conn: sqlite3.Connection, keys: set[str]) -> set[str]:
+    if not keys:
+        return set()
+    values = ",".join(["(?)"] * len(keys))
+    return {key for (key,) in conn.execute(
+        f"WITH k(key) AS (VALUES {values}) SELECT key FROM k WHERE EXISTS (SELECT 1 FROM deliveries"
+        f" INDEXED BY deliveries_unfinished WHERE order_key = k.key AND state IN {UNFINISHED})",
+        tuple(keys),
+    )}
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert in order; the id of the first. Ids of one statement's rows are consecutive: each
+    new AUTOINCREMENT id is one more than the largest so far, and nothing else writes meanwhile."""
+    if not rows:
+        return 0
+    values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)"] * len(rows))
+    cursor = conn.execute(
+        "INSERT INTO deliveries (delivery_id, method, path, headers, body, processors, order_key,"
+        f" received_at, state, attempts, created_at, updated_at, head) VALUES {values}",
+        [value for row in rows for value in row],
+    )
+    return int(cursor.lastrowid or 0) - len(rows) + 1
+
+
+def _take_head(conn: sqlite3.Connection, id_: int, order_key: str) -> None:
+    """Delivery `id_` (not unfinished yet) is about to be: is it now the oldest of its key?"""
+    found = None if order_key == "" else conn.execute(FIRST_UNFINISHED, (order_key,)).fetchone()
+    current = None if found is None else found[0]
+    if current is not None and current < id_:
+        return
+    if current is not None:
+        conn.execute("UPDATE deliveries SET head = 0 WHERE id = ?", (current,))
+    conn.execute("UPDATE deliveries SET head = 1 WHERE id = ?", (id_,))
 
 
 def to_delivery(row: Row) -> Delivery:
