@@ -77,10 +77,6 @@ def plan(batch: MappedBatch, current: MappingABC[EntityKey, Entity], flags: Mapp
     )
 
 
-def passed_entities(batches: Sequence[MappedBatch]) -> list[MappedEntity]:
-    return [m for b in batches for m in b.result.passed]
-
-
 # ------------------------------------------------------------------------------ the door
 
 

@@ -84,12 +84,6 @@ def print_change(console: Console, change: Change, *, show_unchanged: bool = Fal
     print_changes(console, [change], show_unchanged=show_unchanged)
 
 
-def print_plan(console: Console, changes: Iterable[Change], summary: Mapping[str, int]) -> None:
-    for change in changes:
-        print_change(console, change)
-    console.print(f"[bold]{escape(summary_line(summary))}[/]", highlight=False)
-
-
 def print_problems(
     console: Console, misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]], errors: Iterable[str]
 ) -> None:
