@@ -5,17 +5,52 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 
+class _SecondStamp:
+    """`time.strftime` of the current second, redone only when the second changes: `serve`
+    writes two lines per delivery, and formatting the date was a fifth of each line's cost."""
+
+    def __init__(self, fmt: str, convert: Callable[[float], time.struct_time]) -> None:
+        self.fmt, self.convert = fmt, convert
+        self.second, self.text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.fmt, self.convert(second))
+        return self.text
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-29 05:35:28,183 INFO ocean_hook.server: message`: the standard library's
+    `%(asctime)s %(levelname)s %(name)s: %(message)s`, byte for byte, at a fraction of the cost.
+    Lines with a traceback take the standard path."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._stamp = _SecondStamp(self.default_time_format, time.localtime)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        return f"{self._stamp(record.created)},{int(record.msecs):03d} {record.levelname} {record.name}: " \
+               f"{record.getMessage()}"
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = _SecondStamp("%Y-%m-%dT%H:%M:%S", time.gmtime)
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": round(record.created, 3),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "time": self._stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

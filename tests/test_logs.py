@@ -1,0 +1,70 @@
+"""The log formatters: the fast text one writes what the standard library's would, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import pytest
+
+from ocean_hook.logs import JsonFormatter, TextFormatter, for_delivery
+
+STDLIB = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def record(msg: str, *args: object, created: float, exc: bool = False, level: int = logging.INFO) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+    made = logging.LogRecord("ocean_hook.server", level, __file__, 1, msg, args or None, exc_info)
+    made.created = created
+    made.msecs = (created - int(created)) * 1000
+    return made
+
+
+@pytest.mark.parametrize("created", [1795931849.0, 1795931849.0009, 1795931849.5004, 1795931849.9999, 1795931850.001])
+def test_text_lines_match_the_standard_formatter(created: float) -> None:
+    fast = TextFormatter()
+    for made in (record("accepted for %s", "gh-pr", created=created),
+                 record("plain, with 100% literal", created=created, level=logging.WARNING)):
+        assert fast.format(made) == STDLIB.format(made)
+
+
+def test_the_date_is_redone_when_the_second_changes() -> None:
+    fast = TextFormatter()
+    first = fast.format(record("one", created=1795931849.999))
+    second = fast.format(record("two", created=1795931850.000))
+    assert first == STDLIB.format(record("one", created=1795931849.999))
+    assert second == STDLIB.format(record("two", created=1795931850.000))
+    assert first[:19] != second[:19]
+
+
+def test_a_traceback_is_kept() -> None:
+    made = record("failed %d", 3, created=1795931849.25, exc=True)
+    text = TextFormatter().format(made)
+    assert text.startswith(STDLIB.format(record("failed %d", 3, created=1795931849.25)))
+    assert "Traceback (most recent call last)" in text and "ValueError: boom" in text
+
+
+def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
+    formatter = JsonFormatter()
+    logger = logging.getLogger("ocean_hook.test_logs")
+    captured: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = captured.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for_delivery(logger, "abc-1").info("accepted for %s", "gh-pr")
+    finally:
+        logger.removeHandler(handler)
+    doc = json.loads(formatter.format(captured[0]))
+    assert doc["message"] == "[abc-1] accepted for gh-pr"
+    assert doc["delivery_id"] == "abc-1"
+    assert doc["level"] == "info"
+    assert doc["time"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(captured[0].created))
