@@ -228,11 +228,11 @@ def test_verify_passes_good_signatures_and_fails_bad_ones(tmp_path: Path) -> Non
     out = replay_json(*files, "--config", config, "--verify", exit_code=1)
     assert [(d["status"], d["auth"]) for d in out] == [
         ("processed", "passed"),
-        ("failed", "failed: signature mismatch"),
-        ("failed", "failed: signature mismatch"),
+        ("failed", "failed: signature mismatch in header X-Hub-Signature-256"),
+        ("failed", "failed: signature mismatch in header X-Hub-Signature-256"),
     ]
     assert [d["answer"]["status"] for d in out] == [202, 401, 401]
-    assert out[1]["changes"] == [] and out[1]["errors"] == ["signature mismatch"]
+    assert out[1]["changes"] == [] and out[1]["errors"] == ["signature mismatch in header X-Hub-Signature-256"]
 
     # without --verify the signature is not looked at: the tampered body is processed
     (unverified,) = replay_json(files[1], "--config", config)
@@ -313,7 +313,7 @@ def test_directory_of_captures_summary_and_exit_code(tmp_path: Path) -> None:
         ["failed", str(folder / "03.json")], ["failed", str(folder / "04.json")],
     ]
     assert "ignored: no processor on /webhooks/github matches this event" in lines[1]
-    assert "401 unauthorized: signature mismatch (processor github-release)" in lines[2]
+    assert "401 unauthorized: signature mismatch in header X-Hub-Signature-256 (processor github-release)" in lines[2]
     assert f"{folder / '04.json'}:1:" in lines[3] and "invalid JSON" in lines[3]
     table = result.stdout[result.stdout.index("replay"):]
     assert [line.split("│")[1:4] for line in table.splitlines() if line.startswith("│")] == [
@@ -348,7 +348,7 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         delivery_id = "476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01"
         assert out[0]["listener_answer"] == {"status": "accepted", "delivery_id": delivery_id}
         assert out[0]["delivery_id"] == delivery_id
-        assert out[2]["listener_answer"]["reason"] == "signature mismatch"
+        assert out[2]["listener_answer"]["reason"] == "signature mismatch in header X-Hub-Signature-256"
         await wait_until_settled(server.state_dir, 2)
         pr = await wait_for_entity(server.catalog_path, *PR)
     assert pr["properties"]["status"] == "open"

@@ -105,7 +105,7 @@ REJECTIONS = {
     "401 missing signature": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret=None), False, 401,
                               ["missing", "X-Hub-Signature-256"]),
     "401 wrong secret": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret="not-the-secret"), False, 401,
-                         ["signature mismatch"]),
+                         ["signature mismatch in header X-Hub-Signature-256"]),
     "400 malformed JSON, signed": ("POST", HOOK_PATH, lambda: _raw(b'{"action": "opened", "pull_request": {'), False,
                                    400, ["malformed JSON", "line 1"]),
     "422 fails validate": ("POST", HOOK_PATH, lambda: _signed({"action": "opened", "pull_request": {"title": "t"}}),

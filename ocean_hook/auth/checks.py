@@ -106,11 +106,12 @@ def decode_digest(text: str, encoding: str) -> bytes | None:
         return None
 
 
-def require_match(expected: Iterable[bytes], given: Iterable[bytes | None]) -> None:
-    """Pass when any received digest equals any expected one (secrets and signatures rotate)."""
+def require_match(expected: Iterable[bytes], given: Iterable[bytes | None], header: str) -> None:
+    """Pass when any received digest equals any expected one (secrets and signatures rotate).
+    The reason names the header, so a sender with several signature headers knows which one."""
     candidates = [g for g in given if g is not None]
     if not any(constant_time_equal(e, g) for e in expected for g in candidates):
-        raise Rejected("signature mismatch")
+        raise Rejected(f"signature mismatch in header {header}")
 
 
 def require_secret(given: bytes, secrets: Iterable[bytes], reason: str) -> None:

@@ -39,7 +39,7 @@ class HmacVerifier:
         if not value.startswith(self.prefix):
             raise Rejected(f"malformed header {self.header}: does not start with '{self.prefix}'")
         given = decode_digest(value[len(self.prefix) :], self.encoding)
-        require_match((mac(key, body, self.algorithm) for key in self.keys), [given])
+        require_match((mac(key, body, self.algorithm) for key in self.keys), [given], self.header)
 
 
 def build(scheme: str, secrets: list[str], options: dict[str, Any]) -> HmacVerifier:

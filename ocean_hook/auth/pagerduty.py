@@ -35,7 +35,7 @@ class PagerDutyVerifier:
         given = [decode_digest(sig, "hex") for version, sig in pairs if version == "v1"]
         if not given:
             raise Rejected(f"malformed header {HEADER}: no v1= signature")
-        require_match((mac(key, body) for key in self.keys), given)
+        require_match((mac(key, body) for key in self.keys), given, HEADER)
 
 
 def build(scheme: str, secrets: list[str], options: dict[str, Any]) -> PagerDutyVerifier:

@@ -43,7 +43,7 @@ class SlackVerifier:
             raise Rejected(f"malformed header {SIGNATURE}: no v0= signature")
         signed = b"v0:" + stamp.encode() + b":" + body
         given = decode_digest(signature.removeprefix("v0="), "hex")
-        require_match((mac(key, signed) for key in self.keys), [given])
+        require_match((mac(key, signed) for key in self.keys), [given], SIGNATURE)
         check_window(timestamp, now, self.tolerance)
 
 

@@ -54,7 +54,7 @@ class StandardWebhooksVerifier:
         if not given:
             raise Rejected(f"malformed header {signature_name}: no v1, signature")
         signed = f"{message_id}.{stamp}.".encode() + body
-        require_match((mac(key, signed) for key in self.keys), given)
+        require_match((mac(key, signed) for key in self.keys), given, signature_name)
         check_window(timestamp, now, self.tolerance)
 
 

@@ -41,7 +41,7 @@ class StripeVerifier:
         if not given:
             raise Rejected(f"malformed header {HEADER}: no v1= signature")
         signed = stamp.encode() + b"." + body
-        require_match((mac(key, signed) for key in self.keys), given)
+        require_match((mac(key, signed) for key in self.keys), given, HEADER)
         check_window(int(stamp), now, self.tolerance)
 
 
