@@ -158,7 +158,7 @@ def plan_changes(
 
 
 def summarize(changes: Iterable[Change]) -> dict[str, int]:
-    counts = dict.fromkeys(ACTIONS, 0)
+    counts: dict[str, int] = dict.fromkeys(ACTIONS, 0)
     for change in changes:
         counts[change.action] += 1
     return counts

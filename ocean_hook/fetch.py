@@ -232,6 +232,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     text = value.strip()
+    seconds: float | None
     try:
         seconds = float(text)
     except ValueError:
@@ -342,10 +343,16 @@ class Fetcher:
             parsed = URL(base_url)
         except ValueError:
             parsed = URL()
-        plain = parsed.scheme in _DEFAULT_PORTS and parsed.raw_host and parsed.raw_user is None
-        if not plain or _unsafe_char(base_url) or "%" in _authority(base_url):
+        host = parsed.raw_host
+        if (
+            parsed.scheme not in _DEFAULT_PORTS
+            or not host
+            or parsed.raw_user is not None
+            or _unsafe_char(base_url)
+            or "%" in _authority(base_url)
+        ):
             raise FetchRefused(f"base_url {_shown(base_url)} is not a plain http(s) URL")
-        return frozenset({AllowedHost(_canonical_host(parsed.raw_host), parsed.explicit_port)})
+        return frozenset({AllowedHost(_canonical_host(host), parsed.explicit_port)})
 
     def _wait(self, state: RetryCallState) -> float:
         """The server's Retry-After when given (capped at max_wait), else jittered backoff."""

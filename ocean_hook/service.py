@@ -121,8 +121,10 @@ async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.
 
 
 def _url(site: web.TCPSite, host: str) -> str:
-    server = site._server  # the bound socket tells the real port when --port 0 was asked
-    port = server.sockets[0].getsockname()[1] if server and server.sockets else site._port  # type: ignore[union-attr]
+    # the bound socket tells the real port when --port 0 was asked; `sockets` is on the
+    # concrete server (asyncio's or uvloop's), not on the AbstractServer aiohttp declares
+    sockets = getattr(site._server, "sockets", None)
+    port = sockets[0].getsockname()[1] if sockets else site._port
     return f"http://{host}:{port}"
 
 

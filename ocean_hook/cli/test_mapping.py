@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
@@ -49,7 +49,7 @@ class _LazyProgress:
         self.enabled = enabled
         self.started = time.monotonic()
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
 
     def update(self, done: int) -> None:
         if not self.enabled:

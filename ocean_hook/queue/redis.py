@@ -58,6 +58,7 @@ instances. Needs Redis >= 6.2 (XAUTOCLAIM), one node: the scripts touch keys der
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -65,7 +66,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -351,6 +352,21 @@ PEL_SCAN = 10_000
 PAGE = 500
 
 Fields = dict[bytes, bytes]
+#: a stream entry as this client reads it: (entry id, fields)
+Entry = tuple[bytes, Fields]
+
+# redis-py annotates replies as `bytes | str` (and stream entries as possibly None) to cover every
+# client setting. This client is created with decode_responses=False, so reply strings are bytes.
+
+
+def _text(value: bytes | str) -> str:
+    """A reply string as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(reply: object) -> list[Entry]:
+    """An XRANGE/XREVRANGE reply: a list of (id, fields), all bytes; empty when nothing matched."""
+    return cast(list[Entry], reply or [])
 
 
 def default_consumer() -> str:
@@ -597,7 +613,7 @@ class RedisQueue(Queue):
             if key.isdigit() and await self._redis.hexists(f"{self.stream}:loc", key):
                 return key
             seq = await self._redis.get(f"{self.stream}:dedup:{key}")
-        return seq.decode() if seq else None
+        return _text(seq) if seq else None
 
     async def get(self, id_or_delivery_id: str) -> Delivery | None:
         seq = await self._locate(id_or_delivery_id)
@@ -607,9 +623,9 @@ class RedisQueue(Queue):
             loc = await self._redis.hget(f"{self.stream}:loc", seq)
             if not loc:
                 return None
-            code, entry_id = loc.decode().split(" ", 1)
+            code, entry_id = _text(loc).split(" ", 1)
             stream = self.stream + CODE_SUFFIX[code]
-            found = await self._redis.xrange(stream, entry_id, entry_id)
+            found = _entries(await self._redis.xrange(stream, entry_id, entry_id))
             if not found:
                 return None
             if code != "m":
@@ -628,9 +644,9 @@ class RedisQueue(Queue):
             for wanted in states:
                 for suffix in STATE_STREAMS[wanted]:
                     count = limit + len(pel) if suffix == "" else limit
-                    for entry_id, fields in await self._redis.xrevrange(
+                    for entry_id, fields in _entries(await self._redis.xrevrange(
                         self.stream + suffix, count=count
-                    ):
+                    )):
                         found.extend(self._classify(suffix, entry_id, fields, pel, wanted, state))
         found.sort(key=lambda d: int(d.id), reverse=True)
         return found[:limit]
@@ -643,7 +659,7 @@ class RedisQueue(Queue):
         pel: set[bytes],
         wanted: DeliveryState,
         only: DeliveryState | None,
-    ) -> list[Delivery]:
+    ) -> builtins.list[Delivery]:
         """Main-stream entries are pending or in progress depending on the PEL."""
         if suffix != "":
             return [to_delivery(fields, wanted)]
@@ -655,7 +671,7 @@ class RedisQueue(Queue):
 
     async def _pel_ids(self) -> set[bytes]:
         pending = await self._redis.xpending_range(self.stream, self.group, "-", "+", PEL_SCAN)
-        return {p["message_id"] for p in pending}
+        return {cast(bytes, p["message_id"]) for p in pending}  # bytes: decode_responses=False
 
     async def requeue(self, id_or_delivery_id: str) -> bool:
         seq = await self._locate(id_or_delivery_id)
@@ -681,13 +697,13 @@ class RedisQueue(Queue):
                 total += int(await self._run("purge", code, *pairs))
         return total
 
-    async def _scan(self, suffix: str) -> list[tuple[str, str, float]]:
+    async def _scan(self, suffix: str) -> builtins.list[tuple[str, str, float]]:
         """(entry id, seq, updated_at) of every entry of a side stream, oldest first."""
-        out: list[tuple[str, str, float]] = []
+        out: builtins.list[tuple[str, str, float]] = []
         start = "-"
         async with self._available():
             while True:
-                page = await self._redis.xrange(self.stream + suffix, start, "+", count=PAGE)
+                page = _entries(await self._redis.xrange(self.stream + suffix, start, "+", count=PAGE))
                 for entry_id, fields in page:
                     updated = float(fields.get(b"updated_at") or 0)
                     out.append((entry_id.decode(), fields[b"seq"].decode(), updated))

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable
 from ocean_hook.queue.codec import (
@@ -257,10 +257,11 @@ class SqliteJournal(Queue):
             now = self.clock()
             results: list[Any] = []
             for run in _runs(works):
+                # a run is all puts or all acks (`_runs` groups by type), so its first item tells
                 if isinstance(run, list) and isinstance(run[0], _Put):
-                    results += _insert_many(conn, now - self.dedup_window_seconds, now, run)
+                    results += _insert_many(conn, now - self.dedup_window_seconds, now, cast(list[_Put], run))
                 elif isinstance(run, list):
-                    results += _ack_many(conn, now, run)
+                    results += _ack_many(conn, now, cast(list[_Ack], run))
                 else:
                     results.append(run(conn, now))
             conn.execute("COMMIT")
@@ -372,7 +373,10 @@ class SqliteJournal(Queue):
             )
             return now
 
-        now = await self._write(_Ack(int(delivery.id)) if state is DeliveryState.DONE else work)
+        write: Work[float] = work
+        if state is DeliveryState.DONE:
+            write = _Ack(int(delivery.id))
+        now = await self._write(write)
         self._claimed.discard(delivery.id)
         delivery.state = state
         delivery.updated_at = now

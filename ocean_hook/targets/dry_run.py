@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ocean_hook.entity import Entity, EntityKey
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, WriteOutcome
-from ocean_hook.targets.outcomes import outcome_key
+from ocean_hook.targets.outcomes import as_key, outcome_key
 
 
 class DryRunTarget(Target):
@@ -32,8 +32,8 @@ class DryRunTarget(Target):
         return [WriteOutcome(outcome_key(entity), ok=True) for entity in entities]
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
-        self.recorded += [("delete", tuple(key)) for key in keys]
-        return [WriteOutcome(tuple(key), ok=True) for key in keys]
+        self.recorded += [("delete", as_key(key)) for key in keys]
+        return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def check_ready(self) -> None:
         if self.reader is not None:

@@ -31,7 +31,7 @@ from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
-from ocean_hook.targets.outcomes import outcome_key
+from ocean_hook.targets.outcomes import as_key, outcome_key
 
 SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
 _CHUNK = 500  # well under SQLite's bound-parameter limit
@@ -217,7 +217,7 @@ class LocalCatalog(Target):
                 doomed |= self._dependents(db, doomed)
             for key in sorted(doomed):
                 self._remove(db, key)
-        return [WriteOutcome(tuple(key), ok=True) for key in keys]
+        return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def close(self) -> None:
         with self._lock:

@@ -50,7 +50,7 @@ from tenacity import (
 from yarl import URL
 
 from ocean_hook import __version__
-from ocean_hook.entity import ENTITY_FIELDS, Entity, EntityKey
+from ocean_hook.entity import ENTITY_FIELDS, Entity, EntityKey, entity_key
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import outcome_key
@@ -388,7 +388,7 @@ class PortTarget(Target):
         by_blueprint = _group(keys)
 
         async def one(blueprint: str, chunk: list[str]) -> list[Entity]:
-            rules = [
+            rules: list[dict[str, Any]] = [
                 {"property": "$identifier", "operator": "in", "value": chunk},
                 {"property": "$blueprint", "operator": "=", "value": blueprint},
             ]
@@ -400,8 +400,8 @@ class PortTarget(Target):
         wanted = set(map(tuple, keys))
         found: dict[EntityKey, Entity] = {}
         for entity in (e for answer in answers for e in answer):
-            key = (entity.get("blueprint"), entity.get("identifier"))
-            if key in wanted:
+            key = entity_key(entity)  # only string keys were asked for
+            if key is not None and key in wanted:
                 found[key] = _strip(entity)
         return found
 
