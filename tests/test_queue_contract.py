@@ -245,6 +245,52 @@ async def test_requeue_dead_takes_every_dead_letter_and_nothing_else(queue: Queu
     assert failed is not None and failed.state == FAILED
 
 
+async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superseded(
+    queue: Queue, backend: Backend
+) -> None:
+    """Requeuing it would write its older content over the newer: `superseded` names it, with the
+    delivery that replaced it, and `requeue_dead(keep=...)` leaves it dead."""
+    [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
+    [first] = await queue.claim(1)
+    await queue.dead_letter(first, "Port answered 422")
+    ids = await put_all(queue, delivery(2, backend.clock, key="repo/1"), delivery(3, backend.clock, key="repo/2"),
+                        delivery(4, backend.clock))
+    newer, lone, unkeyed = ids
+    claimed = {d.id: d for d in await queue.claim(10)}
+    assert set(claimed) == {newer, lone, unkeyed}
+    await queue.ack(claimed[newer])
+    await queue.dead_letter(claimed[lone], "no newer delivery of repo/2")
+    await queue.dead_letter(claimed[unkeyed], "no order key: nothing to compare with")
+
+    assert await queue.superseded() == {old: newer}
+    assert await queue.requeue_dead(keep=(await queue.superseded()).keys()) == 2
+    assert ids_of(await queue.list(DEAD)) == [old]
+    assert await queue.superseded() == {old: newer}  # still dead, still superseded
+
+    assert await queue.requeue_dead() == 1  # asked for explicitly: it goes back
+    assert await queue.superseded() == {}
+    again = await queue.get(old)
+    assert again is not None and again.state == PENDING
+
+
+async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(queue: Queue, backend: Backend) -> None:
+    [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
+    [first] = await queue.claim(1)
+    await queue.dead_letter(first, "x")
+    backend.clock.advance(100)
+    [newer] = await put_all(queue, delivery(2, backend.clock, key="repo/1"))
+    [second] = await queue.claim(1)
+    await queue.ack(second)
+    assert await queue.superseded() == {old: newer}
+    assert await queue.purge(50) == 1  # the dead letter is older than 50 s, the done one is not
+    assert await queue.superseded() == {}
+    [later] = await put_all(queue, delivery(3, backend.clock, key="repo/1"))
+    [third] = await queue.claim(1)
+    await queue.dead_letter(third, "y")
+    assert await queue.superseded() == {}  # the earlier applied delivery is older than this one
+    assert later
+
+
 async def test_requeue_makes_a_failed_delivery_due_now(queue: Queue, backend: Backend) -> None:
     [id1] = await put_all(queue, delivery(1, backend.clock))
     [d] = await queue.claim(1)

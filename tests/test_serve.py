@@ -262,6 +262,39 @@ async def test_dead_lettered_with_its_error_then_retried_from_the_cli(tmp_path: 
     assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
 
 
+async def test_retry_all_dead_leaves_an_update_that_a_newer_one_replaced(tmp_path: Path, http, monkeypatch) -> None:
+    """PR 13's first update dies on a Port 422, its second is applied: retrying every dead letter
+    must not write the first over the second, unless asked to."""
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    async with FakePort() as port:
+        port.fail_next(f"/v1/blueprints/{BLUEPRINT}/", 422, times=1, body={"ok": False, "message": "bad value"})
+        config = _port_config(tmp_path, port, {"max_retries": 3, "initial_retry_delay_seconds": 0.05})
+        async with serve_in_process(config) as server:
+            for value, number in ((1, 13), (2, 13), (7, 14)):
+                body, headers = github_delivery(pr_payload(number, value=value))
+                assert (await post(http, server.hook_url, body, headers))[0] == 202
+                await wait_until_settled(server.state_dir, value if number == 13 else 3)
+            settled = {(d.state, d.attempts) for d in await wait_until_settled(server.state_dir, 3)}
+            assert settled == {(DeliveryState.DEAD, 1), (DeliveryState.DONE, 1)}
+            assert port.entity(BLUEPRINT, "13")["properties"]["value"] == 2
+
+            kept = await cli("deliveries", "retry", "--all-dead", "--config", str(config))
+            assert kept.exit_code == 0, kept.output
+            assert "0 dead deliveries are pending again" in kept.output
+            assert "1 left dead, superseded by a newer delivery of the same resource: 1 (by 2)" in kept.output
+            one = await cli("deliveries", "retry", "1", "--config", str(config))
+            assert one.exit_code == 1 and "superseded by delivery 2" in one.output
+            await asyncio.sleep(0.3)  # a worker would have picked a requeued delivery up by now
+            assert port.entity(BLUEPRINT, "13")["properties"]["value"] == 2
+
+            forced = await cli("deliveries", "retry", "--all-dead", "--include-superseded", "--config", str(config))
+            assert forced.exit_code == 0 and "1 dead deliveries are pending again" in forced.output
+            await wait_for(lambda: port.entity(BLUEPRINT, "13")["properties"]["value"] == 1,
+                           what="the older update written again, as asked")
+    assert _upserted(port, "13") == [1, 2, 1]
+
+
 async def test_updates_to_one_resource_are_applied_in_arrival_order(tmp_path: Path, http, monkeypatch) -> None:
     """Two PRs, 12 updates each, interleaved, against a slow, jittery target with 4 workers: each
     PR's updates reach Port in the order sent, while the two PRs do run side by side."""

@@ -13,7 +13,7 @@ from rich.table import Table
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
-from ocean_hook.queue.base import DeliveryState, Queue
+from ocean_hook.queue.base import Delivery, DeliveryState, Queue
 from ocean_hook.runtime import open_queue, queue_spec_from_option
 
 T = TypeVar("T")
@@ -98,25 +98,50 @@ Examples:
   ocean-hook deliveries retry 476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01
 
   ocean-hook deliveries retry --all-dead
+
+A dead letter after which a newer delivery of the same resource (order key) was applied is left
+dead: retrying it would write its older content over the newer. --include-superseded retries
+those too (right for processors that fetch the current state rather than use the payload).
+Exit code 1 when the delivery is not dead or failed, or is superseded.
 """)
 @user_errors
 def retry(
     delivery: str | None = typer.Argument(None, help="Queue id or delivery id."),
     all_dead: bool = typer.Option(False, "--all-dead", help="Every dead-lettered delivery."),
+    include_superseded: bool = typer.Option(
+        False, "--include-superseded", help="Also dead letters a newer delivery of the same resource has replaced."
+    ),
     config: Path = CONFIG,
     queue: str | None = QUEUE,
 ) -> None:
     """Make dead (or failed) deliveries pending again, attempts reset; a running serve picks them up."""
     if all_dead == (delivery is not None):
         raise fail("give a delivery id or --all-dead (one of them)")
-    if all_dead:
-        count = _on_queue(config, queue, lambda q: q.requeue_dead())
-        stdout().print(f"{count} dead deliveries are pending again")
+
+    async def work(q: Queue) -> tuple[int, dict[str, str], Delivery | None]:
+        superseded = {} if include_superseded else await q.superseded()
+        if delivery is None:
+            return await q.requeue_dead(keep=superseded.keys()), superseded, None
+        found = await q.get(delivery)
+        if found is None or found.id in superseded:
+            return 0, superseded, found
+        return int(await q.requeue(delivery)), superseded, found
+
+    count, superseded, found = _on_queue(config, queue, work)
+    out = stdout()
+    if delivery is None:
+        out.print(f"{count} dead deliveries are pending again")
+        if superseded:
+            pairs = ", ".join(f"{old} (by {new})" for old, new in superseded.items())
+            out.print(f"{len(superseded)} left dead, superseded by a newer delivery of the same resource: {pairs}; "
+                      "--include-superseded retries them anyway", markup=False)
         return
-    assert delivery is not None
-    if not _on_queue(config, queue, lambda q: q.requeue(delivery)):
+    if found is not None and found.id in superseded:
+        raise fail(f"delivery {delivery} was superseded by delivery {superseded[found.id]}, applied after it; "
+                   "--include-superseded retries it anyway", 1)
+    if not count:
         raise fail(f"no dead or failed delivery {delivery!r} in the journal", 1)
-    stdout().print(f"delivery {delivery} is pending again")
+    out.print(f"delivery {delivery} is pending again")
 
 
 @app.command("purge", epilog="""

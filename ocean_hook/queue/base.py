@@ -11,6 +11,7 @@ An empty `order_key` means unordered: such deliveries are claimed independently 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -142,7 +143,14 @@ class Queue(ABC):
         """Make a dead or failed delivery pending again, attempts reset."""
 
     @abstractmethod
-    async def requeue_dead(self) -> int: ...
+    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
+        """Make every dead letter pending again, except the queue ids in `keep`; how many."""
+
+    @abstractmethod
+    async def superseded(self) -> dict[str, str]:
+        """Dead letters after which a newer delivery of the same order key was applied: queue id
+        -> that newer delivery's queue id. Requeuing one would write its older content over the
+        newer, since order keys order unfinished deliveries only."""
 
     @abstractmethod
     async def purge(self, older_than_seconds: float) -> int:

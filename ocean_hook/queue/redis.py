@@ -13,6 +13,9 @@ Where a delivery lives (P is the stream name, default ``ocean-hook``):
     P:dedup:<id>  delivery id -> seq, expiring after the dedup window
     P:active      HASH order key -> seq of the one delivery of that key in P or P:retry
     P:q:<key>     ZSET of waiting seqs of that key, scored by seq (= arrival order)
+    P:deadkeys    HASH order key -> how many of its deliveries are dead letters
+    P:applied     HASH order key -> seq of its latest delivery applied while it had dead letters
+                  (what `superseded` compares a dead letter's seq with)
 
 Every entry carries the whole delivery (raw body bytes, headers JSON, processors JSON, order key,
 received_at) plus its record (seq, attempts, last_error, next_attempt_at, updated_at). Entries are
@@ -65,7 +68,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -174,6 +177,17 @@ local function readd(id, fields)
   add('m', P, field(fields, 'seq'), with(fields, {attempts = tostring(attempts)}))
 end
 
+-- P:deadkeys counts the dead letters of each key; while a key has some, P:applied holds the seq
+-- of its latest delivery applied since (what `superseded` compares). A dead letter leaving
+-- P:dead (requeued or purged) is no longer counted; the last one takes the key's record along.
+local function undead(key)
+  if key == '' then return end
+  if redis.call('HINCRBY', k('deadkeys'), key, -1) <= 0 then
+    redis.call('HDEL', k('deadkeys'), key)
+    redis.call('HDEL', k('applied'), key)
+  end
+end
+
 local function owned(id, consumer)
   local pel = redis.call('XPENDING', P, G, id, id, 1)
   return #pel == 1 and pel[1][2] == consumer
@@ -230,10 +244,13 @@ if outcome == 'retry' then
   redis.call('ZADD', k('retry:due'), due, rid)
   return 1
 end
+local key = field(fields, 'order_key') or ''
 if outcome == 'dead' then
   add('d', k('dead'), seq, with(fields, changes))
+  if key ~= '' then redis.call('HINCRBY', k('deadkeys'), key, 1) end
 else
   add('D', k('done'), seq, with(fields, changes))
+  if key ~= '' and redis.call('HEXISTS', k('deadkeys'), key) == 1 then redis.call('HSET', k('applied'), key, seq) end
   local excess = redis.call('XLEN', k('done')) - maxlen
   if excess > 0 then
     for _, old in ipairs(redis.call('XRANGE', k('done'), '-', '+', 'COUNT', excess)) do
@@ -245,7 +262,7 @@ else
     end
   end
 end
-release(seq, field(fields, 'order_key') or '')
+release(seq, key)
 return 1
 """
 
@@ -306,6 +323,7 @@ for i = 5, #ARGV do
     local fields = entry(stream, id)
     redis.call('XDEL', stream, id)
     if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
+    if fields and code == 'd' then undead(field(fields, 'order_key') or '') end
     if fields then
       place(seq, with(fields, {attempts = '0', next_attempt_at = '', updated_at = now}))
       n = n + 1
@@ -322,8 +340,10 @@ local stream = code == 'd' and k('dead') or k('done')
 local n = 0
 for i = 4, #ARGV, 2 do
   local id, seq = ARGV[i], ARGV[i + 1]
+  local fields = code == 'd' and entry(stream, id)
   if redis.call('XDEL', stream, id) == 1 then
     n = n + 1
+    if fields then undead(field(fields, 'order_key') or '') end
     if redis.call('HGET', k('loc'), seq) == code .. ' ' .. id then
       redis.call('HDEL', k('loc'), seq)
     end
@@ -679,8 +699,9 @@ class RedisQueue(Queue):
             return False
         return int(await self._run("requeue", repr(self.clock()), "any", seq)) == 1
 
-    async def requeue_dead(self) -> int:
-        seqs = [seq for _, seq, _ in await self._scan(":dead")]
+    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
+        kept = set(keep)
+        seqs = [seq for _, seq, _, _ in await self._scan(":dead") if seq not in kept]
         total = 0
         for start in range(0, len(seqs), PAGE):
             batch = seqs[start : start + PAGE]
@@ -691,22 +712,37 @@ class RedisQueue(Queue):
         cutoff = self.clock() - older_than_seconds
         total = 0
         for suffix, code in ((":dead", "d"), (":done", "D")):
-            old = [(eid, seq) for eid, seq, updated in await self._scan(suffix) if updated < cutoff]
+            old = [(eid, seq) for eid, seq, updated, _ in await self._scan(suffix) if updated < cutoff]
             for start in range(0, len(old), PAGE):
                 pairs = [part for pair in old[start : start + PAGE] for part in pair]
                 total += int(await self._run("purge", code, *pairs))
         return total
 
-    async def _scan(self, suffix: str) -> builtins.list[tuple[str, str, float]]:
-        """(entry id, seq, updated_at) of every entry of a side stream, oldest first."""
-        out: builtins.list[tuple[str, str, float]] = []
+    async def superseded(self) -> dict[str, str]:
+        dead = [(seq, key) for _, seq, _, key in await self._scan(":dead") if key]
+        if not dead:
+            return {}
+        keys = sorted({key for _, key in dead})
+        async with self._available():
+            applied = dict(zip(keys, await self._redis.hmget(f"{self.stream}:applied", keys), strict=True))
+        found: dict[str, str] = {}
+        for seq, key in dead:
+            later = applied[key]
+            if later is not None and int(_text(later)) > int(seq):
+                found[seq] = _text(later)
+        return found
+
+    async def _scan(self, suffix: str) -> builtins.list[tuple[str, str, float, str]]:
+        """(entry id, seq, updated_at, order key) of every entry of a side stream, oldest first."""
+        out: builtins.list[tuple[str, str, float, str]] = []
         start = "-"
         async with self._available():
             while True:
                 page = _entries(await self._redis.xrange(self.stream + suffix, start, "+", count=PAGE))
                 for entry_id, fields in page:
                     updated = float(fields.get(b"updated_at") or 0)
-                    out.append((entry_id.decode(), fields[b"seq"].decode(), updated))
+                    key = (fields.get(b"order_key") or b"").decode()
+                    out.append((entry_id.decode(), fields[b"seq"].decode(), updated, key))
                 if len(page) < PAGE:
                     return out
                 start = "(" + page[-1][0].decode()

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -113,6 +113,15 @@ SELECT id FROM (
     ORDER BY id LIMIT :limit)
 ORDER BY 1
 LIMIT :limit
+"""
+
+# Dead letters with a newer delivery of their key done since: one pass over the done rows of
+# those keys (no index serves it; `deliveries retry` asks, never the listener).
+SUPERSEDED = """
+WITH dead AS (SELECT id, order_key FROM deliveries WHERE state = 'dead' AND order_key != ''),
+     newest AS (SELECT order_key, MAX(id) AS id FROM deliveries
+                WHERE state = 'done' AND order_key IN (SELECT order_key FROM dead) GROUP BY order_key)
+SELECT dead.id, newest.id FROM dead JOIN newest USING (order_key) WHERE newest.id > dead.id ORDER BY dead.id
 """
 
 # A new delivery is the head of its key when no earlier one is unfinished; a delivery id already
@@ -435,16 +444,19 @@ class SqliteJournal(Queue):
             return False
         return await self._requeue("id = ? AND state IN ('dead', 'failed')", (int(found.id),)) == 1
 
-    async def requeue_dead(self) -> int:
-        return await self._requeue("state = 'dead'", ())
+    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
+        return await self._requeue("state = 'dead'", (), keep={int(id_) for id_ in keep if id_.isdigit()})
 
-    async def _requeue(self, where: str, params: tuple[Any, ...]) -> int:
+    async def superseded(self) -> dict[str, str]:
+        return {str(dead): str(newer) for dead, newer in await self._read(SUPERSEDED)}
+
+    async def _requeue(self, where: str, params: tuple[Any, ...], keep: Collection[int] = ()) -> int:
         """Back to pending with a fresh attempt budget; the old id keeps its place per key."""
 
         def work(conn: sqlite3.Connection, now: float) -> int:
-            rows = conn.execute(
+            rows = [row for row in conn.execute(
                 f"SELECT id, order_key, state FROM deliveries WHERE {where} ORDER BY id", params
-            ).fetchall()
+            ) if row[0] not in keep]
             for id_, order_key, state in rows:
                 # a dead letter rejoins the unfinished deliveries of its key, maybe as the oldest
                 if state == DeliveryState.DEAD:
