@@ -155,8 +155,10 @@ class WebhookDoor:
         if request.content_length is not None and request.content_length > self.max_body:
             return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
         try:
-            if request.content.is_eof():  # all of it has arrived (the usual case): nothing to time
-                body = await read_at_most(request.content, self.max_body)
+            body: bytes | None
+            if request.content.is_eof():  # all of it has arrived (the usual case): take it as it is
+                body = request.content.read_nowait()
+                body = body if len(body) <= self.max_body else None
             else:
                 async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
                     body = await read_at_most(request.content, self.max_body)

@@ -6,6 +6,7 @@ short real sleeps, in the Redis-specific tests at the end.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -678,3 +679,12 @@ async def test_redis_forgets_long_silent_empty_consumers(redis_url: str, clock: 
 async def test_redis_bad_url_is_queue_unavailable() -> None:
     with pytest.raises(QueueUnavailable, match="redis"):
         await RedisQueue.open("http://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize("value", ["plain", "é and 中", "quote \" back\\slash", "\ud800 lone", "", "tab\there"])
+def test_headers_are_stored_as_json_would_write_them(value: str) -> None:
+    from ocean_hook.queue.codec import decode_headers, encode_headers
+
+    pairs = [("X-Name", value), ("x-name", "second copy")]
+    assert encode_headers(pairs) == json.dumps(pairs)
+    assert decode_headers(encode_headers(pairs)) == pairs

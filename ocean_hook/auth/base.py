@@ -21,11 +21,14 @@ class Verdict:
 
     @classmethod
     def passed(cls) -> Verdict:
-        return cls(True)
+        return _PASSED  # immutable, so one instance serves every delivery
 
     @classmethod
     def reject(cls, reason: str) -> Verdict:
         return cls(False, reason)
+
+
+_PASSED = Verdict(True)
 
 
 class Verifier(Protocol):

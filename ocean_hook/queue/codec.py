@@ -7,6 +7,7 @@ repeated signature header must reach the verifier as it was received.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii as _quoted  # type: ignore[attr-defined]
 
 from ocean_hook.queue.base import DeliveryState
 
@@ -18,7 +19,8 @@ MAX_ERROR_CHARS = 4000
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> str:
-    return json.dumps([[name, value] for name, value in headers])
+    """`json.dumps` of the pairs, byte for byte, in half its time (every put stores headers)."""
+    return "[" + ", ".join(f"[{_quoted(name)}, {_quoted(value)}]" for name, value in headers) + "]"
 
 
 def decode_headers(text: str | bytes) -> list[tuple[str, str]]:
