@@ -38,8 +38,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
             return super().format(record)
-        return f"{self._stamp(record.created)},{int(record.msecs):03d} {record.levelname} {record.name}: " \
-               f"{record.getMessage()}"
+        stamp = f"{self._stamp(record.created)},{int(record.msecs):03d}"
+        return f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
 
 
 class JsonFormatter(logging.Formatter):
