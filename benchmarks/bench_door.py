@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import HOOK_PATH, BareServer, closed_loop, cpu_seconds, deliveries, ocean_hook, wait_applied
-from serve_helpers import hook_env, write_config  # on the path once bench_serve is imported
+from serve_helpers import hook_env, start_listening, write_config  # on the path once bench_serve is imported
 
 # The child process for `door` and `journal`: ocean-hook's listener without its workers.
 LISTENER = """
@@ -68,7 +68,7 @@ async def main(mode, config_path):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    print(f"listener on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    print(f"ocean-hook listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)  # as serve says
     await asyncio.Event().wait()
 
 asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
@@ -84,18 +84,10 @@ class Listener:
 
     @classmethod
     async def start(cls, mode: str, config: Path, log: Path) -> Listener:
-        with log.open("wb") as err:
-            process = subprocess.Popen([sys.executable, "-c", LISTENER, mode, str(config)], stderr=err,
-                                       cwd=config.parent, env={**os.environ, **hook_env()})
-        for _ in range(400):
-            text = log.read_text(errors="replace")
-            if "listener on " in text:
-                return cls(process, text.split("listener on ", 1)[1].split()[0])
-            if process.poll() is not None:
-                raise SystemExit(f"{mode} listener exited:\n{text}")
-            await asyncio.sleep(0.05)
-        process.kill()
-        raise SystemExit(f"{mode} listener did not start:\n{log.read_text()}")
+        process, url = await start_listening([sys.executable, "-c", LISTENER, mode, str(config)],
+                                             env={**os.environ, **hook_env()}, cwd=config.parent, log_path=log,
+                                             what=f"the {mode} listener")
+        return cls(process, url)
 
     @property
     def pid(self) -> int:

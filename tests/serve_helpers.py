@@ -272,6 +272,28 @@ async def serve_in_process(
 _LISTENING = re.compile(r"^ocean-hook listening on (http://\S+)", re.MULTILINE)
 
 
+async def start_listening(
+    command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path, timeout: float = 20.0, what: str = "serve"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `command` and wait for its "ocean-hook listening on URL" line: the process and the URL.
+
+    stderr goes to a file rather than a pipe, so a chatty server never blocks on a full pipe.
+    """
+    with log_path.open("wb") as stderr:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env=dict(env), cwd=cwd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _LISTENING.search(log_path.read_text(errors="replace"))
+        if found:
+            return process, found.group(1)
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited with {process.returncode}:\n{log_path.read_text()}")
+        await asyncio.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"{what} did not say it was listening within {timeout}s:\n{log_path.read_text()}")
+
+
 @dataclass
 class ServeProcess:
     """`python -m ocean_hook serve` in a child process; its stderr goes to `log_path`."""
@@ -296,21 +318,9 @@ class ServeProcess:
         """
         log_path = log_path or config_path.parent / f"serve-{uuid.uuid4().hex[:8]}.log"
         command = [sys.executable, "-m", "ocean_hook", "serve", "--config", str(config_path), "--port", "0", *args]
-        with log_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                env={**os.environ, **(env or hook_env())}, cwd=config_path.parent,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = _LISTENING.search(log_path.read_text(errors="replace"))
-            if found:
-                return cls(process, found.group(1), log_path, config_path)
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
-            await asyncio.sleep(0.02)
-        process.kill()
-        raise AssertionError(f"serve did not say it was listening within {timeout}s:\n{log_path.read_text()}")
+        process, url = await start_listening(command, env={**os.environ, **(env or hook_env())},
+                                             cwd=config_path.parent, log_path=log_path, timeout=timeout)
+        return cls(process, url, log_path, config_path)
 
     @property
     def hook_url(self) -> str:
