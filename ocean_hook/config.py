@@ -54,6 +54,10 @@ class ServerSettings:
     dedup_window_seconds: float = 7 * 86400
     shutdown_timeout_seconds: float = 30.0
     workers: int = 4
+    #: a connection without a complete request this long is closed: idle keep-alive ones, and
+    #: slow headers however slowly they trickle (aiohttp counts from the connection or the last
+    #: answer). Slow bodies have their own 10 s.
+    idle_timeout_seconds: float = 75.0
 
 
 @dataclass
@@ -219,17 +223,21 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
 
 def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
     s = ServerSettings()
-    r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout", "workers"})
+    r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout", "idle_timeout", "workers"})
     if "max_body_bytes" in raw:
         if isinstance(raw["max_body_bytes"], int) and raw["max_body_bytes"] > 0:
             s.max_body_bytes = raw["max_body_bytes"]
         else:
             r.problem(("server", "max_body_bytes"), "must be a positive number of bytes")
-    for key, attr in (("dedup_window", "dedup_window_seconds"), ("shutdown_timeout", "shutdown_timeout_seconds")):
+    durations = (("dedup_window", "dedup_window_seconds"), ("shutdown_timeout", "shutdown_timeout_seconds"),
+                 ("idle_timeout", "idle_timeout_seconds"))
+    for key, attr in durations:
         if key in raw:
             seconds = parse_duration(raw[key])
             if seconds is None:
                 r.problem(("server", key), f"must be a duration like 7d, 12h or 30s, got {raw[key]!r}")
+            elif key == "idle_timeout" and seconds <= 0:  # 0 would keep slow clients forever
+                r.problem(("server", key), f"must be longer than 0s, got {raw[key]!r}")
             else:
                 setattr(s, attr, seconds)
     if "workers" in raw:

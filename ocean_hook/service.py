@@ -27,8 +27,6 @@ from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
 
-KEEPALIVE_SECONDS = 75.0
-
 
 @dataclass
 class ServeOptions:
@@ -76,8 +74,9 @@ async def serve(
         health = JournalHealth()
         door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health)
         ops = Operations(queue, runtime.target, metrics, health)
-        # keep-alive bounded, so idle or slow clients cannot hold sockets for aiohttp's default hour
-        runner = web.AppRunner(create_app(door, ops), access_log=None, keepalive_timeout=KEEPALIVE_SECONDS)
+        # bounded, so idle clients and slow headers cannot hold sockets for aiohttp's default hour
+        runner = web.AppRunner(create_app(door, ops), access_log=None,
+                               keepalive_timeout=config.server.idle_timeout_seconds)
         await runner.setup()
         resources.push_async_callback(runner.cleanup)
         # signals are handled before anyone is told the URL, and through draining (a second

@@ -121,3 +121,17 @@ def test_missing_mapping_file_and_bad_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), (45, 45.0)])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_server_idle_timeout_is_a_positive_duration(tmp_path: Path) -> None:
+    processors = "processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}}]"
+    assert load_config(write(tmp_path, f"mapping: m.yml\n{processors}\n"), env={}).server.idle_timeout_seconds == 75
+    config = load_config(write(tmp_path, f"mapping: m.yml\nserver: {{idle_timeout: 20s}}\n{processors}\n"), env={})
+    assert config.server.idle_timeout_seconds == 20
+    for bad, why in (("0s", "longer than 0s"), ("soon", "a duration like")):
+        path = write(tmp_path, f"mapping: m.yml\nserver: {{idle_timeout: {bad}}}\n{processors}\n")
+        with pytest.raises(ConfigProblems) as info:
+            load_config(path, env={})
+        assert len(info.value.problems) == 1
+        assert info.value.problems[0].startswith(f"{path}:2 (key server.idle_timeout): must be ")
+        assert why in info.value.problems[0]

@@ -152,6 +152,46 @@ async def test_body_arriving_in_many_chunks_is_read_whole(tmp_path: Path, http) 
     assert entity["title"] == "t" * 200_000
 
 
+async def test_slow_headers_are_cut_off_after_the_idle_timeout(tmp_path: Path, http) -> None:
+    """A client trickling its header block a byte at a time loses its socket once
+    `server.idle_timeout` has passed, unanswered, while other senders are served meanwhile."""
+    async with serve_in_process(write_config(tmp_path, server={"idle_timeout": "2s"})) as server:
+        trickling = asyncio.create_task(_trickle_headers(server.url, give_up_after=6.0))
+        await asyncio.sleep(0.5)
+        body, headers = github_delivery(pr_payload(8))
+        meanwhile = (await post(http, server.hook_url, body, headers))[0]
+        answer, closed_after = await trickling
+    assert meanwhile == 202
+    assert answer == b""  # closed without a word: no request was ever complete
+    assert closed_after is not None and 1.5 < closed_after < 4.5, closed_after
+
+
+async def _trickle_headers(url: str, *, give_up_after: float) -> tuple[bytes | None, float | None]:
+    """What the listener sent before closing, and after how many seconds; (None, None) if it
+    still listened after `give_up_after` seconds."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {HOOK_PATH} HTTP/1.1\r\nHost: {host}\r\nX-Padding: {'p' * 400}\r\n\r\n".encode()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    closed = asyncio.ensure_future(reader.read())
+    try:
+        for byte in head:
+            if closed.done() or loop.time() - started > give_up_after:
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.wait({closed}, timeout=0.1)
+    except ConnectionError:  # the close can also surface as a reset on write
+        await asyncio.wait({closed}, timeout=1)
+    finally:
+        writer.close()
+    if not closed.done():
+        closed.cancel()
+        return None, None
+    return (b"" if closed.exception() else closed.result()), loop.time() - started
+
+
 # ----------------------------------------------------------------------------- acceptance
 
 
