@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from email.utils import formatdate
@@ -269,6 +270,40 @@ async def test_bad_credentials_fail_readiness_without_leaking_the_secret(port: F
     assert "invalid client credentials" in str(info.value)
     assert "wrong-secret-value" not in str(info.value)
     assert len(port.requests) == 1
+
+
+async def test_readiness_follows_port_not_the_cached_token(port: FakePort):
+    """Ready, then Port answers 503 to everything: once the last exchange is older than the
+    ready window a probe (one token request, one attempt) finds it; ready again once it recovers."""
+    target = make_target(port, ready_window=0.05)
+    try:
+        await target.check_ready()
+        port.fail_next("/v1/", 503, times=1)
+        await asyncio.sleep(0.1)
+        with pytest.raises(TargetError) as info:
+            await target.check_ready()
+        assert "Port answered 503" in str(info.value) and info.value.retryable
+        await asyncio.sleep(0.1)
+        await target.check_ready()  # the scripted 503 was used up: Port answers again
+    finally:
+        await target.close()
+    assert [r.path for r in port.requests] == ["/v1/auth/access_token"] * 3
+
+
+async def test_a_failure_any_call_meets_counts_for_readiness_at_once(port: FakePort):
+    """Within the window nothing is probed: the workers' own calls tell how Port is doing."""
+    target = make_target(port, ready_window=60)
+    try:
+        await target.check_ready()
+        port.fail_next(BULK, 503, times=4)  # every attempt of the next upsert
+        assert not (await target.upsert([svc("a")], MERGE))[0].ok
+        with pytest.raises(TargetError, match="Port answered 503"):
+            await target.check_ready()
+        assert (await target.upsert([svc("b")], MERGE))[0].ok
+        await target.check_ready()
+    finally:
+        await target.close()
+    assert port.tokens_issued == 1
 
 
 # -- delete and ownership ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ Every method answers one outcome per input, in input order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -70,6 +71,8 @@ BULK_MAX_BYTES = 1024 * 1024
 DELETE_BATCH = 100
 SEARCH_CHUNK = 100
 TOKEN_RENEW_MARGIN = 60.0
+#: how long any exchange with Port speaks for /readyz before a probe asks again
+READY_WINDOW_SECONDS = 10.0
 
 
 def _q(segment: str) -> str:
@@ -163,6 +166,15 @@ class _Unreachable(TargetError):
     """Connection errors outlasted the retries."""
 
 
+@dataclass(frozen=True)
+class _Contact:
+    """How the last exchange with Port went, for readiness: `problem` is None when it answered."""
+
+    at: float  # time.monotonic()
+    problem: str | None = None
+    retryable: bool = True
+
+
 def _worth_retrying(status: int | None) -> bool:
     """Whether a later attempt may succeed: rate limits, timeouts and server errors."""
     return isinstance(status, int) and (status in RETRYABLE_STATUSES or status >= 500)
@@ -204,6 +216,7 @@ class PortTarget(Target):
         session: aiohttp.ClientSession | None = None,
         retry_min_wait: float = 1.0,
         request_timeout: float = 30.0,
+        ready_window: float = READY_WINDOW_SECONDS,
     ) -> None:
         if not integration_name or "/" in integration_name:
             raise ValueError(f"integration_name must be non-empty without '/': {integration_name!r}")
@@ -223,6 +236,10 @@ class PortTarget(Target):
         self._token_lock = asyncio.Lock()
         self._token_value: str | None = None
         self._token_renew_at = 0.0
+        #: seconds the last exchange with Port speaks for its readiness before a probe asks again
+        self.ready_window = ready_window
+        self._contact: _Contact | None = None
+        self._probe_lock = asyncio.Lock()
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -273,10 +290,18 @@ class PortTarget(Target):
         self.retry_waits.append(wait)
         log.warning("Port request failed (%s); retrying in %.2fs", error, wait)
 
-    async def _retrying(self, send: Callable[[], Awaitable[_Reply]]) -> _Reply:
+    def _saw(self, problem: str | None, *, retryable: bool = True) -> None:
+        self._contact = _Contact(time.monotonic(), problem, retryable)
+
+    async def _retrying(self, send: Callable[[], Awaitable[_Reply]], *, attempts: int | None = None) -> _Reply:
         """The last reply (possibly a retryable status, after the last attempt)."""
+        reply = await self._attempts(send, attempts or self.retry_attempts)
+        self._saw(reply.describe() if reply.status >= 500 else None)
+        return reply
+
+    async def _attempts(self, send: Callable[[], Awaitable[_Reply]], attempts: int) -> _Reply:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry_attempts),
+            stop=stop_after_attempt(attempts),
             wait=self._wait,
             before_sleep=self._before_sleep,
             retry=retry_if_exception_type((_RetryableReply, *CONNECTION_ERRORS)),
@@ -293,6 +318,7 @@ class PortTarget(Target):
             return exc.reply
         except CONNECTION_ERRORS as exc:
             detail = str(exc) or type(exc).__name__
+            self._saw(f"Port at {self.base_url} is unreachable: {detail}")
             raise _Unreachable(f"Port at {self.base_url} is unreachable: {detail}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -315,31 +341,47 @@ class PortTarget(Target):
 
     # -- token --------------------------------------------------------------------------------
 
-    async def _token(self, stale: str | None = None) -> str:
+    async def _token(self, stale: str | None = None, *, attempts: int | None = None) -> str:
         """A cached token, renewed a little before it expires or when `stale` was refused."""
         async with self._token_lock:
             fresh = time.monotonic() < self._token_renew_at
             if self._token_value is not None and self._token_value != stale and fresh:
                 return self._token_value
-            url = self._url("/v1/auth/access_token")
             try:
-                reply = await self._retrying(partial(self._send, "POST", url, None, self._credentials, None))
-            except _Unreachable as exc:
-                raise TargetError(f"cannot obtain a Port access token: {exc}") from exc
-            if not reply.ok:
-                retryable = _worth_retrying(reply.status)
-                raise TargetError(f"cannot obtain a Port access token: {reply.describe()}", retryable=retryable)
-            body = reply.body if isinstance(reply.body, dict) else {}
-            token, expires = body.get("accessToken"), body.get("expiresIn", 3600)
-            if not isinstance(token, str) or not isinstance(expires, int | float):
-                raise TargetError("cannot obtain a Port access token: malformed token answer")
-            self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
-            margin = min(TOKEN_RENEW_MARGIN, expires / 2)
-            self._token_renew_at = time.monotonic() + expires - margin
-            return self._token_value
+                return self._keep_token(await self._retrying(partial(
+                    self._send, "POST", self._url("/v1/auth/access_token"), None, self._credentials, None,
+                ), attempts=attempts))
+            except TargetError as exc:
+                problem = f"cannot obtain a Port access token: {exc}"
+                self._saw(problem, retryable=exc.retryable)
+                raise TargetError(problem, retryable=exc.retryable) from exc
+
+    def _keep_token(self, reply: _Reply) -> str:
+        if not reply.ok:
+            raise TargetError(reply.describe(), retryable=_worth_retrying(reply.status))
+        body = reply.body if isinstance(reply.body, dict) else {}
+        token, expires = body.get("accessToken"), body.get("expiresIn", 3600)
+        if not isinstance(token, str) or not isinstance(expires, int | float):
+            raise TargetError("malformed token answer")
+        self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
+        margin = min(TOKEN_RENEW_MARGIN, expires / 2)
+        self._token_renew_at = time.monotonic() + expires - margin
+        return self._token_value
 
     async def check_ready(self) -> None:
-        await self._token()
+        """Port as the last exchange with it found it, whoever made it. With none in the last
+        `ready_window` seconds, one token request (a single attempt, so a probe answers fast)
+        asks afresh: a token cached for an hour says nothing about Port now."""
+        contact = self._contact
+        if contact is None or time.monotonic() - contact.at > self.ready_window:
+            async with self._probe_lock:  # concurrent probes share one request
+                contact = self._contact
+                if contact is None or time.monotonic() - contact.at > self.ready_window:
+                    with contextlib.suppress(TargetError):  # recorded by _token
+                        await self._token(stale=self._token_value, attempts=1)
+                    contact = self._contact
+        if contact is not None and contact.problem is not None:
+            raise TargetError(contact.problem, retryable=contact.retryable)
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
