@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import yaml
 from port_server import FakePort
 from prometheus_client.parser import text_string_to_metric_families
@@ -445,6 +446,20 @@ async def wait_until_settled(state_dir: Path, count: int, *, timeout: float = 10
 
 
 # ----------------------------------------------------------------------------- metrics
+
+
+async def settled_metrics(http: aiohttp.ClientSession, url: str, count: int, *, timeout: float = 10.0) -> str:
+    """/metrics once `count` outcomes (applied or dead-lettered) are counted: a worker counts
+    one when its journal write is durable, a moment after other connections can read it."""
+
+    async def check() -> str | None:
+        async with http.get(url + "/metrics") as response:
+            text = await response.text()
+        outcomes = ("processed", "dead_lettered")
+        counted = sum(metric_value(text, f"ocean_hook_deliveries_{name}_total") for name in outcomes)
+        return text if counted >= count else None
+
+    return await wait_for(check, timeout=timeout, what=f"{count} outcomes counted in /metrics")
 
 
 def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -39,6 +39,7 @@ from proof_helpers import (
     exchange,
     header,
     journaled,
+    poll,
     record_result,
     replace,
     request_head,
@@ -232,6 +233,9 @@ class Listener:
             time.sleep(0.02)
         assert {d.delivery_id for d in deliveries} == self.accepted  # nothing bad was stored
         assert all(d.attempts == 1 for d in deliveries)  # and nothing was processed twice
+        # a worker counts a delivery once its ack is durable, a moment after others can read it
+        poll(lambda: metric_sum(self.metrics(), "ocean_hook_deliveries_processed_total") >= len(self.accepted),
+             what=lambda: f"processed_total below {len(self.accepted)}", timeout=max(deadline - time.monotonic(), 2))
         metrics = self.metrics()
         assert metric_sum(metrics, "ocean_hook_deliveries_processed_total") == len(self.accepted)
         assert metric_sum(metrics, "ocean_hook_deliveries_duplicate_total") == self.duplicates

@@ -29,6 +29,7 @@ from serve_helpers import (
     github_headers,
     github_processor,
     journal_deliveries,
+    settled_metrics,
     wait_for,
     write_config,
 )
@@ -240,8 +241,7 @@ async def test_serve_dead_letters_refused_fetches_at_once_with_the_reason(
                 return deliveries if len(finished) == 6 else None
 
             deliveries = await wait_for(settled, timeout=15, what="six deliveries done or dead")
-            async with http.get(proc.url + "/metrics") as response:
-                metrics = await response.text()
+            metrics = await settled_metrics(http, proc.url, 6)
     finally:
         assert await proc.stop() == 0
 

@@ -52,6 +52,7 @@ from serve_helpers import (
     port_target,
     pr_payload,
     serve_in_process,
+    settled_metrics,
     wait_for,
     wait_until_settled,
     write_config,
@@ -210,7 +211,7 @@ async def test_port_outage_loses_nothing_and_retries_follow_the_backoff(
             [schema_dead] = await wait_for(lambda: journal_deliveries(state, DeliveryState.DEAD),
                                            what="the schema violation dead-lettered")
             shown = json.loads(await cli(config, "deliveries", "show", rejected))
-            metrics = await (await http.get(server.url + "/metrics")).text()
+            metrics = await settled_metrics(http, server.url, len(journal) + 1 + len(wave_1))
 
     by_id = {d.delivery_id: d for d in journal}
     last_value = {n: max(v for m, v in sender.sent.values() if m == n) for n, _ in sender.sent.values()}

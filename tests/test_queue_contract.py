@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,7 +490,6 @@ async def test_sqlite_put_is_on_disk_when_it_returns(tmp_path: Path, clock: Cloc
     result = await journal.put(delivery(1, clock, key="k"))
     with sqlite3.connect(path) as other:  # another connection, as another process would see it
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert await journal._call(lambda: journal._conn.execute("PRAGMA synchronous").fetchone()) == (2,)
         row = other.execute("SELECT delivery_id, body, state FROM deliveries WHERE id = ?", (int(result.id),))
         assert row.fetchone() == ("gh-1", delivery(1, clock).body, "pending")
     await journal.close()
@@ -498,6 +499,57 @@ async def test_sqlite_put_is_on_disk_when_it_returns(tmp_path: Path, clock: Cloc
         got = await reopened.get(result.id)
         assert got is not None and got.body == delivery(1, clock).body and got.order_key == "k"
         assert not (await reopened.put(delivery(1, clock))).accepted
+
+
+async def test_sqlite_put_is_answered_only_once_its_wal_is_fsynced(tmp_path: Path, clock: Clock) -> None:
+    """`synchronous=NORMAL` does not sync at commit: the journal's own fsync of the WAL file,
+    held back here on its helper thread, is what a put waits for."""
+    path = tmp_path / "j.db"
+    release, synced = threading.Event(), []
+
+    def held_fsync(fd: int) -> None:
+        release.wait(10)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        assert journal._connection().execute("PRAGMA synchronous").fetchone() == (1,)
+        journal.fsync = held_fsync
+        put = asyncio.create_task(journal.put(delivery(1, clock)))
+        await asyncio.sleep(0.3)
+        with sqlite3.connect(path) as other:  # committed, visible to others, yet not answered
+            assert other.execute("SELECT COUNT(*) FROM deliveries").fetchone() == (1,)
+        assert not put.done()
+        release.set()
+        assert (await put).accepted
+    assert synced == [f"{path}-wal"]
+
+
+async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's write lock: the put waits between attempts on the loop (which keeps
+    running), succeeds once the lock goes, and gives up with QueueUnavailable after BUSY_SECONDS."""
+    path = tmp_path / "j.db"
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        put = asyncio.create_task(journal.put(delivery(1, clock)))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not put.done() and ticks == 20
+        other.execute("COMMIT")
+        assert (await asyncio.wait_for(put, 5)).accepted
+
+        monkeypatch.setattr("ocean_hook.queue.sqlite.BUSY_SECONDS", 0.2)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(QueueUnavailable, match="locked"):
+            await journal.put(delivery(2, clock))
+        other.execute("ROLLBACK")
+        other.close()
+        assert (await journal.put(delivery(2, clock))).accepted
 
 
 async def test_sqlite_closed_journal_is_unavailable(tmp_path: Path, clock: Clock) -> None:
@@ -529,7 +581,7 @@ async def test_sqlite_full_disk_fails_the_batch_not_the_journal(tmp_path: Path, 
             pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
             journal._conn.execute(f"PRAGMA max_page_count = {pages}")
 
-        await journal._call(fill_up)
+        fill_up()
         big = delivery(1, clock)
         big.body = b"x" * 200_000
         results = await asyncio.gather(journal.put(big), journal.put(delivery(2, clock)), return_exceptions=True)

@@ -37,6 +37,7 @@ from serve_helpers import (
     pr_payload,
     read_entity,
     serve_in_process,
+    settled_metrics,
     wait_for,
     wait_for_entity,
     wait_until_settled,
@@ -227,7 +228,7 @@ async def test_duplicate_delivery_id_is_200_and_processed_once(tmp_path: Path, h
         second = await post(http, server.hook_url, again_body, again_headers)
         await wait_for_entity(server.catalog_path, BLUEPRINT, "9")
         await wait_until_settled(server.state_dir, 1)
-        metrics = await (await http.get(server.url + "/metrics")).text()
+        metrics = await settled_metrics(http, server.url, 1)
         entity = await read_entity(server.catalog_path, BLUEPRINT, "9")
     assert first == (202, {"status": "accepted", "delivery_id": delivery_id_of(headers)})
     assert second == (200, {"status": "duplicate", "delivery_id": delivery_id_of(headers)})
@@ -265,7 +266,7 @@ async def test_failing_target_is_retried_with_backoff_then_applied(tmp_path: Pat
             body, headers = github_delivery(pr_payload(11, value=4))
             assert (await post(http, server.hook_url, body, headers))[0] == 202
             [delivery] = await wait_until_settled(server.state_dir, 1)
-            metrics = await (await http.get(server.url + "/metrics")).text()
+            metrics = await settled_metrics(http, server.url, 1)
         assert port.entity(BLUEPRINT, "11")["properties"]["value"] == 4
     assert (delivery.state, delivery.attempts) == (DeliveryState.DONE, 3)
     assert metric_value(metrics, "ocean_hook_deliveries_failed_total") == 2
@@ -296,7 +297,7 @@ async def test_dead_lettered_with_its_error_then_retried_from_the_cli(tmp_path: 
             assert retried.exit_code == 0, retried.output
             await wait_for(lambda: port.entity(BLUEPRINT, "12"), what="the retried delivery applied")
             [done] = await wait_until_settled(server.state_dir, 1)
-            metrics = await (await http.get(server.url + "/metrics")).text()
+            metrics = await settled_metrics(http, server.url, 2)  # dead-lettered once, then applied
     assert (done.state, done.attempts) == (DeliveryState.DONE, 1)
     assert metric_value(metrics, "ocean_hook_deliveries_dead_lettered_total") == 1
     assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
@@ -370,9 +371,9 @@ async def test_health_ready_and_metrics_count_what_happened(tmp_path: Path, http
             assert (await post(http, server.hook_url, *github_delivery(pr_payload(9), secret="wrong")))[0] == 401
         assert (await post(http, server.hook_url, *github_delivery({}, event="push")))[0] == 202
         await wait_until_settled(server.state_dir, 3)
+        text = await settled_metrics(http, server.url, 3)
         async with http.get(server.url + "/metrics") as response:
             assert response.content_type == "text/plain"
-            text = await response.text()
     received = "ocean_hook_deliveries_received_total"
     assert metric_value(text, received, {"path": HOOK_PATH, "status": "202"}) == 4  # 3 accepted + 1 ignored
     assert metric_value(text, received, {"path": HOOK_PATH, "status": "401"}) == 2

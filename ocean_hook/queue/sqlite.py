@@ -1,14 +1,21 @@
 """The embedded journal: one SQLite file in the state directory.
 
-The promise is that a 2xx means the delivery is on disk, so the file runs in WAL mode with
-`synchronous=FULL` and `put` returns only after its transaction committed. An fsync per request
-would cap the listener (and the workers' acks) at the disk's fsync rate, hence *group commit*:
-every write (put, claim, ack, retry, ...) queues up while the previous transaction is being
-written, and the single writer then runs all of them in one transaction (one fsync) before
-resolving each caller's future. `commits` counts those transactions.
+The promise is that a 2xx means the delivery is on disk: `put` returns only after its
+transaction committed and the WAL file holding it was fsynced. An fsync per request would cap
+the listener (and the workers' acks) at the disk's fsync rate, hence *group commit*: every write
+(put, claim, ack, retry, ...) queues up while the previous round is being written, and the
+single writer then runs all of them in one transaction and one fsync before resolving each
+caller's future. `commits` counts those transactions.
 
-All SQLite work runs on one dedicated thread that owns the only connection, so the event loop is
-never blocked by an fsync and no connection is ever shared between threads.
+Where it runs: the SQLite work on the event loop's thread (one connection, never shared), the
+fsync alone on a helper thread, so the loop never waits for the disk. The file is in WAL mode
+with `synchronous=NORMAL`, under which a commit writes the WAL without syncing it, and the
+writer fsyncs the WAL itself before anyone hears of the commit: what `synchronous=FULL` does at
+each commit, without a thread that owns the connection and needs the GIL back after every
+statement while the loop is busy (that handover made each round several times slower than its
+work, measured under load). A write lock held by another process (`deliveries retry`, a second
+`serve`) is waited for on the loop, between attempts, never inside SQLite's busy handler: it
+sleeps, and on the loop's thread that would stall every connection.
 
 Ordering: among unfinished deliveries (pending, in progress, failed) with the same non-empty
 `order_key`, only the oldest is claimable, and only while none with that key is in progress.
@@ -27,11 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -46,6 +53,9 @@ from ocean_hook.queue.codec import (
 )
 
 T = TypeVar("T")
+
+#: how long a write lock held by another connection is waited for before the journal gives up
+BUSY_SECONDS = 10.0
 
 SCHEMA_VERSION = 2
 
@@ -171,8 +181,11 @@ class SqliteJournal(Queue):
         self.dedup_window_seconds = dedup_window_seconds
         self.clock = clock
         self.commits = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only on the executor thread
+        #: the one call made off the loop (replaceable, so a test can hold it back)
+        self.fsync: Callable[[int], None] = os.fsync
+        self._syncer: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._wal: int | None = None  # a descriptor of the WAL file, for the fsync
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
@@ -186,13 +199,8 @@ class SqliteJournal(Queue):
         clock: Callable[[], float] = time.time,
     ) -> SqliteJournal:
         journal = cls(path, dedup_window_seconds=dedup_window_seconds, clock=clock)
-        journal._executor = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-journal")
-        try:
-            await journal._call(journal._connect)
-        except QueueUnavailable:
-            journal._executor.shutdown(wait=False)
-            journal._executor = None
-            raise
+        await journal._run(journal._connect)
+        journal._syncer = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-fsync")
         return journal
 
     async def __aenter__(self) -> SqliteJournal:
@@ -201,30 +209,42 @@ class SqliteJournal(Queue):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # ------------------------------------------------------------------ thread plumbing
+    # ------------------------------------------------------------------ running SQLite
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` on the journal thread; any SQLite error becomes QueueUnavailable."""
-        if self._executor is None:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the loop; a busy database is asked again until BUSY_SECONDS have
+        passed, and any other SQLite or OS error becomes QueueUnavailable."""
+        waited, pause = 0.0, 0.002
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or waited >= BUSY_SECONDS:
+                    raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
+            except (sqlite3.Error, OSError) as exc:
+                raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise QueueUnavailable(f"journal {self.path} is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(self._guarded, fn, *args))
-
-    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except (sqlite3.Error, OSError) as exc:
-            raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
+        return self._conn
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # statements differ by how many puts they store at once: keep them all prepared
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10, cached_statements=1024)
+        # statements differ by how many puts they store at once: keep them all prepared;
+        # timeout 0: a busy database answers at once, and `_run` waits off SQLite
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0, cached_statements=1024)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # the writer fsyncs the WAL itself
             self._create_or_upgrade(conn)
-        except sqlite3.Error:
+            # the WAL file exists from the first transaction on, and lives as long as a connection
+            self._wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except (sqlite3.Error, OSError):
             conn.close()
             raise
         self._conn = conn
@@ -251,16 +271,12 @@ class SqliteJournal(Queue):
             raise
 
     def _commit_batch(self, works: list[Work[Any]]) -> list[Any]:
-        """Run every queued write in one IMMEDIATE transaction: one commit, one fsync.
+        """Run every queued write in one IMMEDIATE transaction (the fsync follows in `_drain`).
 
         Puts (and acks) queued one after another are written by a few statements for all of
-        them: each SQLite call lets go of the GIL and has to win it back from the busy event
-        loop, so a statement per put made the batch, and every sender waiting on it, several
-        times slower.
+        them: a statement per put made each round, and every sender waiting on it, slower.
         """
-        conn = self._conn
-        if conn is None:
-            raise sqlite3.ProgrammingError("journal is closed")
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             now = self.clock()
@@ -282,17 +298,22 @@ class SqliteJournal(Queue):
         return results
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
-        def query() -> list[Row]:
-            assert self._conn is not None
-            return self._conn.execute(sql, params).fetchall()
+        return await self._run(lambda: self._connection().execute(sql, params).fetchall())
 
-        return await self._call(query)
+    def _sync_wal(self) -> None:
+        """On the helper thread: everything committed so far reaches the disk."""
+        if self._wal is None:
+            raise QueueUnavailable(f"journal {self.path} is closed")
+        try:
+            self.fsync(self._wal)
+        except OSError as exc:
+            raise QueueUnavailable(f"journal {self.path}: cannot sync the WAL: {exc}") from exc
 
     # ------------------------------------------------------------------ group commit
 
     async def _write(self, work: Work[T]) -> T:
         """Queue `work(conn, now)` for the writer; return once its transaction has committed."""
-        if self._executor is None:
+        if self._conn is None:
             raise QueueUnavailable(f"journal {self.path} is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((work, future))
@@ -301,11 +322,14 @@ class SqliteJournal(Queue):
         return await future
 
     async def _drain(self) -> None:
-        """The single writer: each round commits everything that queued up during the last."""
+        """The single writer: each round commits everything that queued up during the last,
+        then waits for the fsync (off the loop) before telling anyone."""
+        loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await self._call(self._commit_batch, [work for work, _ in batch])
+                results = await self._run(self._commit_batch, [work for work, _ in batch])
+                await loop.run_in_executor(self._syncer, self._sync_wal)
             except BaseException as exc:
                 error = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable(str(exc))
                 for _, future in batch:
@@ -487,20 +511,20 @@ class SqliteJournal(Queue):
         return counts
 
     async def close(self) -> None:
-        if self._executor is None:
+        if self._conn is None:
             return
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
-        with contextlib.suppress(QueueUnavailable):
-            await self._call(self._disconnect)
-        self._executor.shutdown(wait=True)
-        self._executor = None
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
+        if self._syncer is not None:
+            self._syncer.shutdown(wait=True)
+            self._syncer = None
+        with contextlib.suppress(sqlite3.Error):
             self._conn.close()
-            self._conn = None
+        self._conn = None
+        if self._wal is not None:
+            os.close(self._wal)
+            self._wal = None
 
 
 class _Put:
