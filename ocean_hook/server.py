@@ -31,6 +31,8 @@ from ocean_hook.targets.base import Target, TargetError
 log = logging.getLogger("ocean_hook.server")
 
 BODY_TIMEOUT_SECONDS = 10.0
+#: more senders than this waiting for their answers at once, and the workers give way (WorkerPool)
+PRESSURE = 8
 
 
 def answer(status: int, state: str, **extra: object) -> web.Response:
@@ -106,7 +108,9 @@ class WebhookDoor:
         notify: Callable[[], None] | None = None,
         capture_dir: Path | None = None,
         health: JournalHealth | None = None,
+        calm: asyncio.Event | None = None,
     ) -> None:
+        """`calm` is kept set while at most PRESSURE requests are being answered."""
         self.config = config
         self.queue = queue
         self.metrics = metrics
@@ -117,10 +121,21 @@ class WebhookDoor:
         self.max_body = config.server.max_body_bytes
         self.routes = {path: config.processors_for_path(path) for path in config.paths}
         self._received: dict[tuple[str, int], Counter] = {}  # labelled children, looked up once
+        self.calm = calm if calm is not None else asyncio.Event()
+        self.calm.set()
+        self._answering = 0
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        response = await self._receive(request)
+        self._answering += 1
+        if self._answering > PRESSURE:
+            self.calm.clear()
+        try:
+            response = await self._receive(request)
+        finally:
+            self._answering -= 1
+            if self._answering <= PRESSURE:
+                self.calm.set()
         key = (request.path, response.status)
         counter = self._received.get(key)
         if counter is None:

@@ -66,13 +66,15 @@ async def serve(
         if recovered:
             log.info("recovered %d delivery(ies) left in progress by an earlier run", recovered)
         metrics = Metrics()
+        door_calm = asyncio.Event()  # clear while many senders wait: the workers give way
         pool = WorkerPool(
             queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
             concurrency=options.workers or config.server.workers, metrics=metrics,
-            log_plans=runtime.target.name == "dry-run",
+            log_plans=runtime.target.name == "dry-run", door_calm=door_calm,
         )
         health = JournalHealth()
-        door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health)
+        door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health,
+                           calm=door_calm)
         ops = Operations(queue, runtime.target, metrics, health)
         # bounded, so idle clients and slow headers cannot hold sockets for aiohttp's default hour
         runner = web.AppRunner(create_app(door, ops), access_log=None,

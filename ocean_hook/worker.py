@@ -56,6 +56,8 @@ class WorkerPool:
         poll_seconds: float = 0.25,
         clock: Callable[[], float] = time.time,
         log_plans: bool = False,
+        door_calm: asyncio.Event | None = None,
+        give_way_seconds: float = 0.2,
     ) -> None:
         self.queue = queue
         self.processors = processors
@@ -68,6 +70,8 @@ class WorkerPool:
         self.poll_seconds = poll_seconds
         self.clock = clock
         self.log_plans = log_plans
+        self.door_calm = door_calm  # clear while the listener has many senders waiting
+        self.give_way_seconds = give_way_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -116,7 +120,19 @@ class WorkerPool:
         async with self._slots:
             if self._stopping.is_set():
                 return  # claimed ahead, never started: left in progress, pending again at the next start
+            await self._give_way()
             await self.handle(delivery)
+
+    async def _give_way(self) -> None:
+        """Acceptance first. Senders wait for their answers (and some never send again), while
+        the catalog can be a moment late; workers and listener share one event loop. So while
+        the listener is under pressure (`door_calm` clear), a delivery waits up to
+        `give_way_seconds` before it starts: the pool still applies at least `concurrency /
+        give_way_seconds` a second, and runs at full speed as soon as the pressure drops."""
+        if self.door_calm is None or self.door_calm.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.door_calm.wait(), self.give_way_seconds)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._outstanding.discard(task)
