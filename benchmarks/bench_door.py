@@ -9,7 +9,7 @@ by the same client as in bench_serve.py, round after round in turn:
     bare     an aiohttp handler answering 200 without doing anything (the reference)
     door     ocean-hook's listener (match, HMAC, parse, validate, log, metrics) with an
              instant in-memory stand-in for the journal and no workers
-    journal  the same listener with the real SQLite journal (WAL, synchronous=FULL), no workers
+    journal  the same listener with the real SQLite journal (WAL fsynced before each answer), no workers
     serve    `ocean-hook serve` as shipped: journal and workers applying to the local catalog
 
 `door` and `journal` are built here from ocean-hook's own classes (server.WebhookDoor and

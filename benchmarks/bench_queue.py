@@ -183,7 +183,7 @@ def report(results: dict[Scenario, list[Result]], args: argparse.Namespace) -> s
         f"{args.deliveries} deliveries per round, {args.concurrency} concurrent requests, {args.rounds} round(s), "
         f"{os.cpu_count()} CPU core(s) shared by client, instances and redis-server; median of rounds; "
         f"load average {args.load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine); "
-        f"{args.persistence}; SQLite journal synchronous=FULL.",
+        f"{args.persistence}; SQLite journal: WAL fsynced before each answer.",
         "",
         "| queue | instances | accepted/s | best round | applied/s | accepted/s per round | answers |",
         "|---|---:|---:|---:|---:|---|---|",

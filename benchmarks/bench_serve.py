@@ -6,7 +6,7 @@
     python benchmarks/bench_serve.py --markdown results.md
 
 (a) throughput: signed GitHub deliveries (HMAC-SHA256 verified at the door, journaled in SQLite
-    WAL with synchronous=FULL before the 202, workers applying them to the local catalog) sent by
+    WAL, fsynced before the 202, workers applying them to the local catalog) sent by
     a concurrent aiohttp client on 127.0.0.1, then (b) the same client, same concurrency, same
     requests against a bare aiohttp handler answering 200 without doing anything. Both servers
     are child processes; rounds alternate between them. The median ratio (a)/(b) over the rounds
