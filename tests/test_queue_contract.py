@@ -642,6 +642,33 @@ async def test_redis_stale_worker_cannot_end_a_taken_over_claim(redis_url: str, 
         assert ids_of(await fast.claim(10)) == [a2]
 
 
+async def test_redis_a_retry_claimed_again_before_the_first_worker_resumes_can_be_acked(
+    redis_url: str, clock: Clock
+) -> None:
+    """Two workers share one queue object. Worker A's retry_later moves the delivery out, and
+    (delay 0) worker B claims it again before A's call has returned: A finishing must not take
+    B's claim with it, or B's ack is ignored and the key stays blocked until the takeover."""
+    async with await RedisQueue.open(redis_url, consumer="shared", clock=clock) as queue:
+        [first_id] = await put_all(queue, delivery(1, clock, key="k"))
+        [first] = await queue.claim(1)
+        again: list[Delivery] = []
+        run = queue._run
+
+        async def run_then_let_b_claim(script: str, *args: Any) -> Any:
+            result = await run(script, *args)
+            if script == "finish" and not again:
+                again.extend(await queue.claim(1))  # B, while A waits for its answer
+            return result
+
+        queue._run = run_then_let_b_claim  # type: ignore[method-assign]
+        await queue.retry_later(first, "flaky", 0)
+        queue._run = run  # type: ignore[method-assign]
+        assert ids_of(again) == [first_id]
+        await queue.ack(again[0])
+        done = await queue.get(first_id)
+        assert done is not None and done.state == DONE
+
+
 async def test_redis_heartbeat_keeps_a_live_claim(redis_url: str, clock: Clock) -> None:
     async with (
         await RedisQueue.open(redis_url, consumer="a", clock=clock, claim_idle_seconds=0.2) as worker,

@@ -583,7 +583,10 @@ class RedisQueue(Queue):
             "finish", self.consumer, entry_id, delivery.id, outcome, repr(now),
             delivery.attempts, error, due, self.maxlen,
         )  # fmt: skip
-        self._claims.pop(delivery.id, None)
+        # only this claim: while we waited, another worker of this object may have claimed the
+        # delivery again (a retry due at once), and that claim is its to end
+        if self._claims.get(delivery.id) == entry_id:
+            del self._claims[delivery.id]
         if not done:
             log.warning("claim of delivery %s was taken over; its %s is ignored", delivery.id, outcome)
             return
