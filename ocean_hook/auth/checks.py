@@ -115,7 +115,7 @@ def require_match(expected: Iterable[bytes], given: Iterable[bytes | None], head
     candidates = [g for g in given if g is not None]
     for digest in expected:
         for candidate in candidates:
-            if hmac.compare_digest(digest, candidate):
+            if constant_time_equal(digest, candidate):
                 return
     raise Rejected(f"signature mismatch in header {header}")
 

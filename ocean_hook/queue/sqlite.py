@@ -312,7 +312,8 @@ class SqliteJournal(Queue):
     # ------------------------------------------------------------------ group commit
 
     async def _write(self, work: Work[T]) -> T:
-        """Queue `work(conn, now)` for the writer; return once its transaction has committed."""
+        """Queue `work(conn, now)` for the writer; return once its transaction has committed
+        and the WAL holding it was fsynced."""
         if self._conn is None:
             raise QueueUnavailable(f"journal {self.path} is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -317,9 +317,9 @@ class PortTarget(Target):
         except _RetryableReply as exc:
             return exc.reply
         except CONNECTION_ERRORS as exc:
-            detail = str(exc) or type(exc).__name__
-            self._saw(f"Port at {self.base_url} is unreachable: {detail}")
-            raise _Unreachable(f"Port at {self.base_url} is unreachable: {detail}") from exc
+            problem = f"Port at {self.base_url} is unreachable: {str(exc) or type(exc).__name__}"
+            self._saw(problem)
+            raise _Unreachable(problem) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(
@@ -372,14 +372,12 @@ class PortTarget(Target):
         """Port as the last exchange with it found it, whoever made it. With none in the last
         `ready_window` seconds, one token request (a single attempt, so a probe answers fast)
         asks afresh: a token cached for an hour says nothing about Port now."""
-        contact = self._contact
-        if contact is None or time.monotonic() - contact.at > self.ready_window:
-            async with self._probe_lock:  # concurrent probes share one request
+        async with self._probe_lock:  # concurrent probes share one request
+            contact = self._contact
+            if contact is None or time.monotonic() - contact.at > self.ready_window:
+                with contextlib.suppress(TargetError):  # recorded by _token
+                    await self._token(stale=self._token_value, attempts=1)
                 contact = self._contact
-                if contact is None or time.monotonic() - contact.at > self.ready_window:
-                    with contextlib.suppress(TargetError):  # recorded by _token
-                        await self._token(stale=self._token_value, attempts=1)
-                    contact = self._contact
         if contact is not None and contact.problem is not None:
             raise TargetError(contact.problem, retryable=contact.retryable)
 
