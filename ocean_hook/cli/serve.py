@@ -10,7 +10,7 @@ import typer
 
 from ocean_hook.cli.common import run, setup_logging, user_errors
 from ocean_hook.config import load_config
-from ocean_hook.service import ServeOptions, serve
+from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
 
 
 class LogFormat(StrEnum):
@@ -55,6 +55,7 @@ def command(
     loaded = load_config(config)
 
     def ready(url: str) -> None:
+        tune_gc_for_serving()  # this process now only serves: everything long-lived is loaded
         print(f"ocean-hook listening on {url}", file=sys.stderr, flush=True)
 
     options = ServeOptions(host, port, workers, capture, queue, target.value if target else None)
