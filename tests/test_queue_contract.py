@@ -12,7 +12,7 @@ import random
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -523,6 +523,33 @@ async def test_sqlite_put_is_answered_only_once_its_wal_is_fsynced(tmp_path: Pat
         release.set()
         assert (await put).accepted
     assert synced == [f"{path}-wal"]
+
+
+async def test_sqlite_checkpoints_on_its_helper_thread_and_keeps_the_wal_small(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never inside a commit on the loop: every CHECKPOINT_AFTER writes the helper thread copies
+    the WAL back into the database, between two rounds, so the next commit starts the WAL over
+    and it stays the size of a few rounds however much goes through it."""
+    monkeypatch.setattr("ocean_hook.queue.sqlite.CHECKPOINT_AFTER", 100)
+    path = tmp_path / "j.db"
+    threads: list[str] = []
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        assert journal._connection().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        checkpoint = journal._checkpoint
+
+        def recorded() -> None:
+            threads.append(threading.current_thread().name)
+            checkpoint()
+
+        journal._checkpoint = recorded  # type: ignore[method-assign]
+        for start in range(0, 2000, 50):  # 2,000 deliveries of 4 KB: 8 MB through the WAL
+            batch = [replace(delivery(n, clock), body=bytes(4000)) for n in range(start, start + 50)]
+            assert all(r.accepted for r in await asyncio.gather(*(journal.put(d) for d in batch)))
+        wal_bytes = os.path.getsize(f"{path}-wal")
+        assert (await journal.depth())["pending"] == 2000
+    assert len(threads) >= 15 and {name.split("_")[0] for name in threads} == {"ocean-hook-fsync"}
+    assert wal_bytes < 2 * 2**20
 
 
 async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(

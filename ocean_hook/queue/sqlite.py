@@ -13,7 +13,10 @@ with `synchronous=NORMAL`, under which a commit writes the WAL without syncing i
 writer fsyncs the WAL itself before anyone hears of the commit: what `synchronous=FULL` does at
 each commit, without a thread that owns the connection and needs the GIL back after every
 statement while the loop is busy (that handover made each round several times slower than its
-work, measured under load). A write lock held by another process (`deliveries retry`, a second
+work, measured under load). The checkpoint (copying the WAL back into the database file, and
+syncing it) runs on the helper thread too, after every CHECKPOINT_AFTER writes, between two
+commit rounds: SQLite's automatic one ran inside a COMMIT on the loop, about a quarter of the
+loop's time per put (measured). A write lock held by another process (`deliveries retry`, a second
 `serve`) is waited for on the loop, between attempts, never inside SQLite's busy handler: it
 sleeps, and on the loop's thread that would stall every connection.
 
@@ -56,6 +59,9 @@ T = TypeVar("T")
 
 #: how long a write lock held by another connection is waited for before the journal gives up
 BUSY_SECONDS = 10.0
+
+#: writes (puts, claims, acks...) between two checkpoints: about SQLite's own 1,000 WAL pages
+CHECKPOINT_AFTER = 500
 
 SCHEMA_VERSION = 2
 
@@ -189,6 +195,8 @@ class SqliteJournal(Queue):
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
+        self._since_checkpoint = 0
+        self._checkpointer: sqlite3.Connection | None = None  # the helper thread's own connection
 
     @classmethod
     async def open(
@@ -241,6 +249,7 @@ class SqliteJournal(Queue):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # the writer fsyncs the WAL itself
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop
             self._create_or_upgrade(conn)
             # the WAL file exists from the first transaction on, and lives as long as a connection
             self._wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
@@ -309,6 +318,23 @@ class SqliteJournal(Queue):
         except OSError as exc:
             raise QueueUnavailable(f"journal {self.path}: cannot sync the WAL: {exc}") from exc
 
+    def _checkpoint(self) -> None:
+        """On the helper thread, while no round of this journal is being written: so the
+        checkpoint can copy the whole WAL, and the next commit start it over from the beginning
+        instead of growing it. PASSIVE: a reader or another process in the way makes it copy
+        less, not wait; a failure is left for the next one (the WAL holds everything)."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+
     # ------------------------------------------------------------------ group commit
 
     async def _write(self, work: Work[T]) -> T:
@@ -342,6 +368,10 @@ class SqliteJournal(Queue):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+            self._since_checkpoint += len(batch)
+            if self._since_checkpoint >= CHECKPOINT_AFTER:
+                self._since_checkpoint = 0
+                await loop.run_in_executor(self._syncer, self._checkpoint)
 
     # ------------------------------------------------------------------ put
 
@@ -518,6 +548,7 @@ class SqliteJournal(Queue):
             with contextlib.suppress(Exception):
                 await self._writer
         if self._syncer is not None:
+            self._syncer.submit(self._close_checkpointer)  # on the thread that opened it
             self._syncer.shutdown(wait=True)
             self._syncer = None
         with contextlib.suppress(sqlite3.Error):
