@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_server import redis_server
 
-from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailable
+from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.redis import RedisQueue
 from ocean_hook.queue.sqlite import SqliteJournal
 
@@ -226,13 +226,13 @@ async def test_dead_letter_list_and_requeue(queue: Queue, backend: Backend) -> N
     [dead] = await queue.list(DEAD)
     assert (dead.id, dead.state, dead.attempts, dead.last_error) == (ids[0], DEAD, 1, "mapping failed: .foo is null")
     assert dead.body == delivery(1, backend.clock).body
-    assert not await queue.requeue(ids[1])  # in progress: not requeueable
+    assert (await queue.requeue(ids[1])).count == 0  # in progress: not requeueable
 
-    assert await queue.requeue("gh-1")
+    assert (await queue.requeue("gh-1")).count == 1
     assert await queue.list(DEAD) == []
     [back] = await queue.claim(10)
     assert (back.id, back.attempts) == (ids[0], 1)
-    assert not await queue.requeue("no-such-delivery")
+    assert (await queue.requeue("no-such-delivery")).count == 0
 
 
 async def test_requeue_dead_takes_every_dead_letter_and_nothing_else(queue: Queue, backend: Backend) -> None:
@@ -241,8 +241,8 @@ async def test_requeue_dead_takes_every_dead_letter_and_nothing_else(queue: Queu
     await queue.dead_letter(a, "x")
     await queue.dead_letter(b, "y")
     await queue.retry_later(c, "z", 600)
-    assert await queue.requeue_dead() == 2
-    assert await queue.requeue_dead() == 0
+    assert (await queue.requeue_dead()).count == 2
+    assert (await queue.requeue_dead()).count == 0
     assert sorted(ids_of(await queue.claim(10)), key=int) == ids[:2]
     failed = await queue.get(ids[2])
     assert failed is not None and failed.state == FAILED
@@ -252,7 +252,7 @@ async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superse
     queue: Queue, backend: Backend
 ) -> None:
     """Requeuing it would write its older content over the newer: `superseded` names it, with the
-    delivery that replaced it, and `requeue_dead(keep=...)` leaves it dead."""
+    delivery that replaced it, and a requeue that spares superseded dead letters leaves it dead."""
     [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
     [first] = await queue.claim(1)
     await queue.dead_letter(first, "Port answered 422")
@@ -266,11 +266,12 @@ async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superse
     await queue.dead_letter(claimed[unkeyed], "no order key: nothing to compare with")
 
     assert await queue.superseded() == {old: newer}
-    assert await queue.requeue_dead(keep=(await queue.superseded()).keys()) == 2
+    assert await queue.requeue(old, spare_superseded=True) == Requeued(0, {old: newer})
+    assert await queue.requeue_dead(spare_superseded=True) == Requeued(2, {old: newer})
     assert ids_of(await queue.list(DEAD)) == [old]
     assert await queue.superseded() == {old: newer}  # still dead, still superseded
 
-    assert await queue.requeue_dead() == 1  # asked for explicitly: it goes back
+    assert await queue.requeue_dead() == Requeued(1)  # asked for explicitly: it goes back
     assert await queue.superseded() == {}
     again = await queue.get(old)
     assert again is not None and again.state == PENDING
@@ -298,7 +299,7 @@ async def test_requeue_makes_a_failed_delivery_due_now(queue: Queue, backend: Ba
     [id1] = await put_all(queue, delivery(1, backend.clock))
     [d] = await queue.claim(1)
     await queue.retry_later(d, "timeout", 3600)
-    assert await queue.requeue(id1)
+    assert (await queue.requeue(id1)).count == 1
     [again] = await queue.claim(1)
     assert (again.id, again.attempts) == (id1, 1)
 
@@ -355,7 +356,7 @@ async def test_requeued_dead_letter_runs_before_later_ones_of_its_key(queue: Que
     [d2] = await queue.claim(10)
     assert d2.id == a2
 
-    assert await queue.requeue(a1)
+    assert (await queue.requeue(a1)).count == 1
     assert await queue.claim(10) == []  # a2 still in progress
     await queue.ack(d2)
     [again] = await queue.claim(10)
@@ -463,7 +464,7 @@ async def test_purge_forgets_only_old_done_and_dead(queue: Queue, backend: Backe
 async def test_unknown_ids(queue: Queue) -> None:
     assert await queue.get("12345") is None
     assert await queue.get("nope") is None
-    assert not await queue.requeue("12345")
+    assert (await queue.requeue("12345")).count == 0
 
 
 # ----------------------------------------------------------------------------- SQLite only

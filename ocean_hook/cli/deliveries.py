@@ -13,7 +13,7 @@ from rich.table import Table
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
-from ocean_hook.queue.base import Delivery, DeliveryState, Queue
+from ocean_hook.queue.base import DeliveryState, Queue, Requeued
 from ocean_hook.runtime import open_queue, queue_spec_from_option
 
 T = TypeVar("T")
@@ -118,28 +118,25 @@ def retry(
     if all_dead == (delivery is not None):
         raise fail("give a delivery id or --all-dead (one of them)")
 
-    async def work(q: Queue) -> tuple[int, dict[str, str], Delivery | None]:
-        superseded = {} if include_superseded else await q.superseded()
+    async def work(q: Queue) -> Requeued:
         if delivery is None:
-            return await q.requeue_dead(keep=superseded.keys()), superseded, None
-        found = await q.get(delivery)
-        if found is None or found.id in superseded:
-            return 0, superseded, found
-        return int(await q.requeue(delivery)), superseded, found
+            return await q.requeue_dead(spare_superseded=not include_superseded)
+        return await q.requeue(delivery, spare_superseded=not include_superseded)
 
-    count, superseded, found = _on_queue(config, queue, work)
+    done = _on_queue(config, queue, work)
     out = stdout()
     if delivery is None:
-        out.print(f"{count} dead deliveries are pending again")
-        if superseded:
-            pairs = ", ".join(f"{old} (by {new})" for old, new in superseded.items())
-            out.print(f"{len(superseded)} left dead, superseded by a newer delivery of the same resource: {pairs}; "
+        out.print(f"{done.count} dead deliveries are pending again")
+        if done.spared:
+            pairs = ", ".join(f"{old} (by {new})" for old, new in done.spared.items())
+            out.print(f"{len(done.spared)} left dead, superseded by a newer delivery of the same resource: {pairs}; "
                       "--include-superseded retries them anyway", markup=False)
         return
-    if found is not None and found.id in superseded:
-        raise fail(f"delivery {delivery} was superseded by delivery {superseded[found.id]}, applied after it; "
+    if done.spared:
+        [newer] = done.spared.values()
+        raise fail(f"delivery {delivery} was superseded by delivery {newer}, applied after it; "
                    "--include-superseded retries it anyway", 1)
-    if not count:
+    if not done.count:
         raise fail(f"no dead or failed delivery {delivery!r} in the journal", 1)
     out.print(f"delivery {delivery} is pending again")
 

@@ -11,7 +11,6 @@ An empty `order_key` means unordered: such deliveries are claimed independently 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -98,6 +97,15 @@ class PutResult:
     id: str
 
 
+@dataclass(frozen=True)
+class Requeued:
+    """What a requeue did: how many deliveries are pending again, and the superseded dead
+    letters it was asked to spare and left dead (queue id -> the newer delivery's queue id)."""
+
+    count: int
+    spared: dict[str, str] = field(default_factory=dict)
+
+
 class QueueUnavailable(OceanHookError):
     """The queue cannot store deliveries now: the listener answers 503, never 2xx.
 
@@ -139,12 +147,15 @@ class Queue(ABC):
     async def get(self, id_or_delivery_id: str) -> Delivery | None: ...
 
     @abstractmethod
-    async def requeue(self, id_or_delivery_id: str) -> bool:
-        """Make a dead or failed delivery pending again, attempts reset."""
+    async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
+        """Make a dead or failed delivery pending again, attempts reset. `spare_superseded`:
+        unless it is a superseded dead letter, decided in the same atomic write, so a newer
+        delivery of its key applied a moment before cannot slip through."""
 
     @abstractmethod
-    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
-        """Make every dead letter pending again, except the queue ids in `keep`; how many."""
+    async def requeue_dead(self, *, spare_superseded: bool = False) -> Requeued:
+        """Make every dead letter pending again (with `spare_superseded`, all but the
+        superseded ones, decided as in `requeue`)."""
 
     @abstractmethod
     async def superseded(self) -> dict[str, str]:

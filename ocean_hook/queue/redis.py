@@ -68,7 +68,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,7 +77,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable
+from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.codec import (
     clip_error,
     decode_headers,
@@ -311,26 +311,34 @@ end
 return n
 """
 
-# ARGV: P, G, now, only_code (r|d|any), seqs...
+# ARGV: P, G, now, only_code (r|d|any), spare (1: leave superseded dead letters dead), seqs...
+# Returns {requeued count, then pairs of spared seq and the newer applied seq}.
 LUA_REQUEUE = r"""
-local now, only = ARGV[3], ARGV[4]
-local n = 0
-for i = 5, #ARGV do
+local now, only, spare = ARGV[3], ARGV[4], ARGV[5] == '1'
+local n, spared = 0, {}
+for i = 6, #ARGV do
   local seq = ARGV[i]
   local code, id = locate(seq)
   if (code == 'd' or code == 'r') and (only == 'any' or only == code) then
     local stream = code == 'd' and k('dead') or k('retry')
     local fields = entry(stream, id)
-    redis.call('XDEL', stream, id)
-    if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
-    if fields and code == 'd' then undead(field(fields, 'order_key') or '') end
-    if fields then
-      place(seq, with(fields, {attempts = '0', next_attempt_at = '', updated_at = now}))
-      n = n + 1
+    local key = fields and field(fields, 'order_key') or ''
+    local later = spare and code == 'd' and key ~= '' and redis.call('HGET', k('applied'), key)
+    if later and tonumber(later) > tonumber(seq) then
+      table.insert(spared, seq)
+      table.insert(spared, later)
+    else
+      redis.call('XDEL', stream, id)
+      if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
+      if fields and code == 'd' then undead(key) end
+      if fields then
+        place(seq, with(fields, {attempts = '0', next_attempt_at = '', updated_at = now}))
+        n = n + 1
+      end
     end
   end
 end
-return n
+return {n, unpack(spared)}
 """
 
 # ARGV: P, G, code (d|D), then pairs of entry id, seq
@@ -696,20 +704,26 @@ class RedisQueue(Queue):
         pending = await self._redis.xpending_range(self.stream, self.group, "-", "+", PEL_SCAN)
         return {cast(bytes, p["message_id"]) for p in pending}  # bytes: decode_responses=False
 
-    async def requeue(self, id_or_delivery_id: str) -> bool:
+    async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
         seq = await self._locate(id_or_delivery_id)
         if seq is None:
-            return False
-        return int(await self._run("requeue", repr(self.clock()), "any", seq)) == 1
+            return Requeued(0)
+        return await self._requeue("any", [seq], spare_superseded)
 
-    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
-        kept = set(keep)
-        seqs = [seq for _, seq, _, _ in await self._scan(":dead") if seq not in kept]
-        total = 0
+    async def requeue_dead(self, *, spare_superseded: bool = False) -> Requeued:
+        return await self._requeue("d", [seq for _, seq, _, _ in await self._scan(":dead")], spare_superseded)
+
+    async def _requeue(self, only: str, seqs: builtins.list[str], spare_superseded: bool) -> Requeued:
+        """A page of seqs per script call; each decides (and spares) atomically for its page."""
+        count = 0
+        spared: dict[str, str] = {}
         for start in range(0, len(seqs), PAGE):
             batch = seqs[start : start + PAGE]
-            total += int(await self._run("requeue", repr(self.clock()), "d", *batch))
-        return total
+            reply = await self._run("requeue", repr(self.clock()), only, "1" if spare_superseded else "0", *batch)
+            count += int(reply[0])
+            pairs = [_text(part) for part in reply[1:]]
+            spared.update(zip(pairs[::2], pairs[1::2], strict=True))
+        return Requeued(count, spared)
 
     async def purge(self, older_than_seconds: float) -> int:
         cutoff = self.clock() - older_than_seconds

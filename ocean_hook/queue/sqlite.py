@@ -40,12 +40,12 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable
+from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.codec import (
     clip_error,
     decode_headers,
@@ -493,25 +493,27 @@ class SqliteJournal(Queue):
         )
         return to_delivery(rows[0]) if rows else None
 
-    async def requeue(self, id_or_delivery_id: str) -> bool:
+    async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
         found = await self.get(id_or_delivery_id)
         if found is None:
-            return False
-        return await self._requeue("id = ? AND state IN ('dead', 'failed')", (int(found.id),)) == 1
+            return Requeued(0)
+        return await self._requeue("id = ? AND state IN ('dead', 'failed')", (int(found.id),), spare_superseded)
 
-    async def requeue_dead(self, *, keep: Collection[str] = ()) -> int:
-        return await self._requeue("state = 'dead'", (), keep={int(id_) for id_ in keep if id_.isdigit()})
+    async def requeue_dead(self, *, spare_superseded: bool = False) -> Requeued:
+        return await self._requeue("state = 'dead'", (), spare_superseded)
 
     async def superseded(self) -> dict[str, str]:
         return {str(dead): str(newer) for dead, newer in await self._read(SUPERSEDED)}
 
-    async def _requeue(self, where: str, params: tuple[Any, ...], keep: Collection[int] = ()) -> int:
+    async def _requeue(self, where: str, params: tuple[Any, ...], spare_superseded: bool) -> Requeued:
         """Back to pending with a fresh attempt budget; the old id keeps its place per key."""
 
-        def work(conn: sqlite3.Connection, now: float) -> int:
-            rows = [row for row in conn.execute(
-                f"SELECT id, order_key, state FROM deliveries WHERE {where} ORDER BY id", params
-            ) if row[0] not in keep]
+        def work(conn: sqlite3.Connection, now: float) -> Requeued:
+            # in the same transaction as the requeue: nothing can be applied in between
+            newer = dict(conn.execute(SUPERSEDED).fetchall()) if spare_superseded else {}
+            found = conn.execute(f"SELECT id, order_key, state FROM deliveries WHERE {where} ORDER BY id",
+                                 params).fetchall()
+            rows = [row for row in found if row[0] not in newer]
             for id_, order_key, state in rows:
                 # a dead letter rejoins the unfinished deliveries of its key, maybe as the oldest
                 if state == DeliveryState.DEAD:
@@ -521,7 +523,7 @@ class SqliteJournal(Queue):
                     " updated_at = ? WHERE id = ?",
                     (now, id_),
                 )
-            return len(rows)
+            return Requeued(len(rows), {str(row[0]): str(newer[row[0]]) for row in found if row[0] in newer})
 
         return await self._write(work)
 
