@@ -553,6 +553,21 @@ async def test_sqlite_checkpoints_on_its_helper_thread_and_keeps_the_wal_small(
     assert wal_bytes < 2 * 2**20
 
 
+async def test_sqlite_a_failing_checkpoint_is_logged_and_fails_no_put(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("ocean_hook.queue.sqlite.CHECKPOINT_AFTER", 10)
+    async with await SqliteJournal.open(tmp_path / "j.db", clock=clock) as journal:
+
+        def refuse(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr("ocean_hook.queue.sqlite.sqlite3.connect", refuse)  # the checkpointer's
+        results = [await journal.put(delivery(n, clock)) for n in range(30)]
+        assert all(r.accepted for r in results) and (await journal.depth())["pending"] == 30
+    assert "checkpoint failed, the WAL keeps growing until one succeeds: unable to open database file" in caplog.text
+
+
 async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
