@@ -134,6 +134,15 @@ def unix_timestamp(text: str) -> int | None:
     return int(text) if _UNIX_TIME.fullmatch(text) else None
 
 
+def timestamp_header(headers: Headers, name: str) -> tuple[str, int]:
+    """A header holding a Unix timestamp: its text, signed as sent, and its value."""
+    text = single_header(headers, name)
+    timestamp = unix_timestamp(text)
+    if timestamp is None:
+        raise Rejected(f"malformed header {name}: not a Unix timestamp")
+    return text, timestamp
+
+
 def check_window(timestamp: int, now: float | None, tolerance: int) -> None:
     """Refuse replays: the timestamp must be within `tolerance` seconds of `now`, either way."""
     if now is None:

@@ -17,7 +17,7 @@ from ocean_hook.auth.checks import (
     require_match,
     returns_verdict,
     single_header,
-    unix_timestamp,
+    timestamp_header,
 )
 from ocean_hook.events import Headers
 
@@ -35,10 +35,7 @@ class SlackVerifier:
     @returns_verdict
     def verify(self, body: bytes, headers: Headers, *, now: float | None) -> None:
         signature = single_header(headers, SIGNATURE)
-        stamp = single_header(headers, TIMESTAMP)
-        timestamp = unix_timestamp(stamp)
-        if timestamp is None:
-            raise Rejected(f"malformed header {TIMESTAMP}: not a Unix timestamp")
+        stamp, timestamp = timestamp_header(headers, TIMESTAMP)
         if not signature.startswith("v0="):
             raise Rejected(f"malformed header {SIGNATURE}: no v0= signature")
         signed = b"v0:" + stamp.encode() + b":" + body

@@ -22,7 +22,7 @@ from ocean_hook.auth.checks import (
     returns_verdict,
     single_header,
     split_pairs,
-    unix_timestamp,
+    timestamp_header,
 )
 from ocean_hook.events import Headers
 
@@ -46,10 +46,7 @@ class StandardWebhooksVerifier:
         id_name, stamp_name, signature_name = _family(headers, self.scheme)
         pairs = split_pairs(single_header(headers, signature_name), sep=" ", kv=",")
         message_id = single_header(headers, id_name)
-        stamp = single_header(headers, stamp_name)
-        timestamp = unix_timestamp(stamp)
-        if timestamp is None:
-            raise Rejected(f"malformed header {stamp_name}: not a Unix timestamp")
+        stamp, timestamp = timestamp_header(headers, stamp_name)
         given = [decode_digest(sig, "base64") for version, sig in pairs if version == "v1"]
         if not given:
             raise Rejected(f"malformed header {signature_name}: no v1, signature")
