@@ -232,7 +232,7 @@ def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
          "field properties.status: jq does not compile: syntax error"),
         (("data", '[\n  {"number": 1},\n  {"number": 2,,}\n]\n'), "{data}:3:16: invalid JSON: "),
         (("data", '{"number": 1}\n{"number": 2}\n{"number": \n'), "{data}:3:12: invalid JSON Lines record: "),
-        (("data", '{\n  "number": 1,\n}\n'), "{data}:3:1: invalid JSON: "),
+        (("data", '{\n  "number": 1\n  "title": "x"\n}\n'), "{data}:3:3: invalid JSON: Expecting ',' delimiter"),
         (("data", ""), "{data}: file is empty"),
         (("state", '[{"identifier": "1"}]'), "{state}: entity 0 needs string 'identifier' and 'blueprint'"),
     ],
