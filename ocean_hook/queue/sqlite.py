@@ -145,15 +145,21 @@ WITH dead AS (SELECT id, order_key FROM deliveries WHERE state = 'dead' AND orde
 SELECT dead.id, newest.id FROM dead JOIN newest USING (order_key) WHERE newest.id > dead.id ORDER BY dead.id
 """
 
+#: what a put's row holds, in order (`put` builds it, `_insert_rows` and INSERT_UNLESS_DUPLICATE store it)
+ROW_FIELDS = ("delivery_id", "method", "path", "headers", "body", "processors", "order_key", "received_at")
+
 # A new delivery is the head of its key when no earlier one is unfinished; a delivery id already
-# journaled since ?11 (the dedup window) stores nothing.
+# journaled since :since (the dedup window) stores nothing. Named parameters: Python 3.14 refuses
+# numbered ones (?1) bound from a sequence.
 INSERT_UNLESS_DUPLICATE = f"""
 INSERT INTO deliveries (delivery_id, method, path, headers, body, processors, order_key, received_at,
                         state, attempts, created_at, updated_at, head)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10,
-    ?7 = '' OR NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_unfinished
-                           WHERE order_key = ?7 AND state IN {UNFINISHED})
-WHERE ?1 = '' OR NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_id = ?1 AND received_at >= ?11)
+SELECT :delivery_id, :method, :path, :headers, :body, :processors, :order_key, :received_at, 'pending', 0,
+    :now, :now,
+    :order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_unfinished
+                                   WHERE order_key = :order_key AND state IN {UNFINISHED})
+WHERE :delivery_id = '' OR NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_id = :delivery_id
+                                       AND received_at >= :since)
 """
 
 # The oldest unfinished delivery of a key.
@@ -577,7 +583,8 @@ class _Put:
 
     def __call__(self, conn: sqlite3.Connection, now: float) -> PutResult:
         since = now - self.dedup_window_seconds
-        cursor = conn.execute(INSERT_UNLESS_DUPLICATE, (*self.row, now, now, since))
+        cursor = conn.execute(INSERT_UNLESS_DUPLICATE, {**dict(zip(ROW_FIELDS, self.row, strict=True)),
+                                                        "now": now, "since": since})
         if cursor.rowcount == 1:
             return PutResult(accepted=True, id=str(cursor.lastrowid))
         existing = conn.execute(
