@@ -59,6 +59,17 @@ def _chunks(items: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+def _identifier_chunks(keys: Iterable[EntityKey]) -> Iterator[tuple[str, Sequence[str], str]]:
+    """(blueprint, identifiers, their `?` marks) for `... blueprint = ? AND identifier IN (marks)`:
+    the keys grouped by blueprint, each group in chunks under SQLite's parameter limit."""
+    by_blueprint: dict[str, list[str]] = {}
+    for blueprint, identifier in dict.fromkeys(keys):
+        by_blueprint.setdefault(blueprint, []).append(identifier)
+    for blueprint, identifiers in by_blueprint.items():
+        for chunk in _chunks(identifiers):
+            yield blueprint, chunk, ",".join("?" * len(chunk))
+
+
 def _relation_targets(entity: Entity) -> set[str]:
     """Identifiers this entity's relations point at (search-query values point nowhere here)."""
     relations = entity.get("relations")
@@ -141,18 +152,13 @@ class LocalCatalog(Target):
         self.writes += 1
 
     def _existing(self, db: sqlite3.Connection, keys: Iterable[EntityKey]) -> set[EntityKey]:
-        by_blueprint: dict[str, list[str]] = {}
-        for blueprint, identifier in dict.fromkeys(keys):
-            by_blueprint.setdefault(blueprint, []).append(identifier)
         found: set[EntityKey] = set()
-        for blueprint, identifiers in by_blueprint.items():
-            for chunk in _chunks(identifiers):
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"SELECT blueprint, identifier FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
-                    (blueprint, *chunk),
-                ).fetchall()
-                found.update(rows)
+        for blueprint, chunk, marks in _identifier_chunks(keys):
+            rows = db.execute(
+                f"SELECT blueprint, identifier FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
+                (blueprint, *chunk),
+            ).fetchall()
+            found.update(rows)
         return found
 
     def _dependents(self, db: sqlite3.Connection, doomed: set[EntityKey]) -> set[EntityKey]:
@@ -177,18 +183,13 @@ class LocalCatalog(Target):
     # -- Target -------------------------------------------------------------------------------
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
-        by_blueprint: dict[str, list[str]] = {}
-        for blueprint, identifier in dict.fromkeys(keys):
-            by_blueprint.setdefault(blueprint, []).append(identifier)
         found: dict[EntityKey, Entity] = {}
-        for blueprint, identifiers in by_blueprint.items():
-            for chunk in _chunks(identifiers):
-                marks = ",".join("?" * len(chunk))
-                rows = self._select(
-                    f"SELECT identifier, entity FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
-                    (blueprint, *chunk),
-                )
-                found.update({(blueprint, ident): json.loads(text) for ident, text in rows})
+        for blueprint, chunk, marks in _identifier_chunks(keys):
+            rows = self._select(
+                f"SELECT identifier, entity FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
+                (blueprint, *chunk),
+            )
+            found.update({(blueprint, ident): json.loads(text) for ident, text in rows})
         return found
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
