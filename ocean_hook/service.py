@@ -127,7 +127,7 @@ def tune_gc_for_serving() -> None:
 
     A listener allocates a few dozen short-lived containers per delivery, so CPython's default
     young-generation threshold (700) ran a collection every ~30 deliveries, each walking the
-    objects of every request in flight: 190 ms of a 8,500-delivery benchmark, and 110 ms more
+    objects of every request in flight: 190 ms of an 8,500-delivery benchmark, and 110 ms more
     in full collections walking the ~65,000 objects of imported modules, compiled jq programs
     and the config, which live as long as the process. Freezing those and collecting the young
     generation every 10,000 allocations cut the process's garbage collection time from 340 to

@@ -9,10 +9,10 @@ caller's future. `commits` counts those transactions.
 
 Where it runs: the SQLite work on the event loop's thread (one connection, never shared), the
 fsync alone on a helper thread, so the loop does not wait for the disk (but once per
-CHECKPOINT_AFTER writes, when a commit starts the WAL over and SQLite syncs its new header). The file is in WAL mode
-with `synchronous=NORMAL`, under which a commit writes the WAL without syncing it, and the
-writer fsyncs the WAL itself before anyone hears of the commit: what `synchronous=FULL` does at
-each commit, without a thread that owns the connection and needs the GIL back after every
+CHECKPOINT_AFTER writes, when a commit starts the WAL over and SQLite syncs its new header).
+The file is in WAL mode with `synchronous=NORMAL`, under which a commit writes the WAL without
+syncing it, and the writer fsyncs the WAL itself before anyone hears of the commit: what
+`synchronous=FULL` does at each commit, without a thread that owns the connection and needs the GIL back after every
 statement while the loop is busy (that handover made each round several times slower than its
 work, measured under load). The checkpoint (copying the WAL back into the database file, and
 syncing it) runs on the helper thread too, after every CHECKPOINT_AFTER writes, between two
@@ -583,8 +583,8 @@ class _Put:
 
     def __call__(self, conn: sqlite3.Connection, now: float) -> PutResult:
         since = now - self.dedup_window_seconds
-        cursor = conn.execute(INSERT_UNLESS_DUPLICATE, {**dict(zip(ROW_FIELDS, self.row, strict=True)),
-                                                        "now": now, "since": since})
+        params = dict(zip(ROW_FIELDS, self.row, strict=True), now=now, since=since)
+        cursor = conn.execute(INSERT_UNLESS_DUPLICATE, params)
         if cursor.rowcount == 1:
             return PutResult(accepted=True, id=str(cursor.lastrowid))
         existing = conn.execute(
