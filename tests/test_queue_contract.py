@@ -537,13 +537,13 @@ async def test_sqlite_checkpoints_on_its_helper_thread_and_keeps_the_wal_small(
     threads: list[str] = []
     async with await SqliteJournal.open(path, clock=clock) as journal:
         assert journal._connection().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-        checkpoint = journal._checkpoint
+        checkpoint = journal._checkpoints.run
 
         def recorded() -> None:
             threads.append(threading.current_thread().name)
             checkpoint()
 
-        journal._checkpoint = recorded  # type: ignore[method-assign]
+        journal._checkpoints.run = recorded  # type: ignore[method-assign]
         for start in range(0, 2000, 50):  # 2,000 deliveries of 4 KB: 8 MB through the WAL
             batch = [replace(delivery(n, clock), body=bytes(4000)) for n in range(start, start + 50)]
             assert all(r.accepted for r in await asyncio.gather(*(journal.put(d) for d in batch)))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -175,6 +178,85 @@ async def test_a_failed_write_rolls_back_the_whole_call(catalog: LocalCatalog):
     with pytest.raises(TypeError):
         await catalog.upsert([svc("api", lang="go"), svc("bad", blob=object())], MERGE)
     assert catalog.list_entities() == [svc("api", lang="py")]
+
+
+async def test_checkpoints_run_on_the_helper_thread_and_keep_the_wal_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Never inside a commit on the event loop (SQLite's automatic checkpoint syncs the disk
+    there): every CHECKPOINT_AFTER entity writes the helper thread copies the WAL back, so the
+    WAL stays the size of a few hundred writes however much goes through it."""
+    monkeypatch.setattr("ocean_hook.targets.local.CHECKPOINT_AFTER", 50)
+    path = tmp_path / "catalog.db"
+    cat = LocalCatalog(path)
+    threads: list[str] = []
+    checkpoint = cat._checkpoints.run
+
+    def recorded() -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint()
+
+    cat._checkpoints.run = recorded  # type: ignore[method-assign]
+    try:
+        assert cat._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        for n in range(2000):  # 2,000 entities of 4 KB: 8 MB through the WAL
+            await cat.upsert([svc(f"s{n}", blob="x" * 4000)], MERGE)
+        wal_bytes = os.path.getsize(f"{path}-wal")
+        assert len(cat.list_entities("service")) == 2000
+    finally:
+        await cat.close()
+    assert len(threads) == 40 and {name.split("_")[0] for name in threads} == {"ocean-hook-catalog"}
+    assert wal_bytes < 2 * 2**20
+
+
+async def test_a_write_waits_for_a_running_checkpoint_and_the_loop_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("ocean_hook.targets.local.CHECKPOINT_AFTER", 2)
+    cat = LocalCatalog(tmp_path / "catalog.db")
+    release = threading.Event()
+    checkpoint = cat._checkpoints.run
+
+    def held() -> None:
+        release.wait(10)
+        checkpoint()
+
+    cat._checkpoints.run = held  # type: ignore[method-assign]
+    try:
+        await cat.upsert([svc("a"), svc("b")], MERGE)  # two writes: a checkpoint starts, held
+        write = asyncio.create_task(cat.upsert([svc("c")], MERGE))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not write.done()
+        assert len(cat.list_entities()) == 2
+        release.set()
+        assert [o.ok for o in await write] == [True]
+        assert len(cat.list_entities()) == 3
+    finally:
+        release.set()
+        await cat.close()
+
+
+async def test_a_failing_checkpoint_is_logged_and_fails_no_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    monkeypatch.setattr("ocean_hook.targets.local.CHECKPOINT_AFTER", 3)
+    cat = LocalCatalog(tmp_path / "catalog.db")
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr("ocean_hook.checkpoints.sqlite3.connect", refuse)  # the checkpoint's connection
+    try:
+        for n in range(10):
+            assert [o.ok for o in await cat.upsert([svc(f"s{n}")], MERGE)] == [True]
+        assert len(cat.list_entities()) == 10
+    finally:
+        await cat.close()
+    assert "local catalog" in caplog.text
+    assert "checkpoint failed, the WAL keeps growing until one succeeds: unable to open database file" in caplog.text
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path):

@@ -12,11 +12,10 @@ fsync alone on a helper thread, so the loop does not wait for the disk (but once
 CHECKPOINT_AFTER writes, when a commit starts the WAL over and SQLite syncs its new header).
 The file is in WAL mode with `synchronous=NORMAL`, under which a commit writes the WAL without
 syncing it, and the writer fsyncs the WAL itself before anyone hears of the commit: what
-`synchronous=FULL` does at each commit, without a thread that owns the connection and needs the GIL back after every
-statement while the loop is busy (that handover made each round several times slower than its
-work, measured under load). The checkpoint (copying the WAL back into the database file, and
-syncing it) runs on the helper thread too, after every CHECKPOINT_AFTER writes, between two
-commit rounds: SQLite's automatic one ran inside a COMMIT on the loop, fdatasync included
+`synchronous=FULL` does at each commit, without a thread that owns the connection and needs
+the GIL back after every statement while the loop is busy (that handover made each round
+several times slower than its work, measured under load). The checkpoint runs on the helper
+thread too (`checkpoints.py`), after every CHECKPOINT_AFTER writes, between two commit rounds
 (in a micro-benchmark, COMMIT time on the loop fell from 1.4 to 0.8 s per 100,000 writes). A
 write lock held by another process (`deliveries retry`, a second `serve`) is waited for on the
 loop, between attempts, never inside SQLite's busy handler: it sleeps, and on the loop's thread
@@ -48,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.codec import (
     clip_error,
@@ -206,8 +206,7 @@ class SqliteJournal(Queue):
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
-        self._since_checkpoint = 0
-        self._checkpointer: sqlite3.Connection | None = None  # the helper thread's own connection
+        self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="journal", log=log)
 
     @classmethod
     async def open(
@@ -329,24 +328,6 @@ class SqliteJournal(Queue):
         except OSError as exc:
             raise QueueUnavailable(f"journal {self.path}: cannot sync the WAL: {exc}") from exc
 
-    def _checkpoint(self) -> None:
-        """On the helper thread, while no round of this journal is being written: so the
-        checkpoint can copy the whole WAL, and the next commit start it over from the beginning
-        instead of growing it. PASSIVE: a reader or another process in the way makes it copy
-        less, not wait; a failure is logged and left for the next one (the WAL holds everything,
-        it only grows meanwhile)."""
-        try:
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(self.path, isolation_level=None, timeout=0)
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except Exception as exc:  # whatever it is, it must not stop the writer that awaits it
-            log.warning("journal %s: checkpoint failed, the WAL keeps growing until one succeeds: %s", self.path, exc)
-
-    def _close_checkpointer(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
-
     # ------------------------------------------------------------------ group commit
 
     async def _write(self, work: Work[T]) -> T:
@@ -380,10 +361,8 @@ class SqliteJournal(Queue):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
-            self._since_checkpoint += len(batch)
-            if self._since_checkpoint >= CHECKPOINT_AFTER:
-                self._since_checkpoint = 0
-                await loop.run_in_executor(self._syncer, self._checkpoint)
+            if self._checkpoints.wrote(len(batch)):  # between two rounds: none is being written
+                await loop.run_in_executor(self._syncer, self._checkpoints.run)
 
     # ------------------------------------------------------------------ put
 
@@ -562,7 +541,7 @@ class SqliteJournal(Queue):
             with contextlib.suppress(Exception):
                 await self._writer
         if self._syncer is not None:
-            self._syncer.submit(self._close_checkpointer)  # on the thread that opened it
+            self._syncer.submit(self._checkpoints.close)  # on the thread that opened it
             self._syncer.shutdown(wait=True)
             self._syncer = None
         with contextlib.suppress(sqlite3.Error):

@@ -5,6 +5,8 @@ process. Inside one process all calls share one connection; each write call is o
 `BEGIN IMMEDIATE ... COMMIT` transaction, so a crash leaves either all of a call or none of it.
 The methods are `async` only to satisfy `Target`: SQLite on a local disk is fast enough to run
 in the event loop, and running it there keeps concurrent tasks from interleaving inside a write.
+The exception is the WAL checkpoint, which syncs the disk: it runs on a helper thread every
+CHECKPOINT_AFTER entity writes, and the next write waits for it (`checkpoints.py`).
 
 Merge semantics are Port's (`diff.resulting_entity`), so the local catalog and Port hold the
 same entity after the same upserts. An upsert that would not change the stored entity writes
@@ -18,14 +20,18 @@ blueprint. `relation_targets` indexes relation values so finding dependents is a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
 from ocean_hook.errors import InputError
@@ -35,6 +41,11 @@ from ocean_hook.targets.outcomes import as_key, outcome_key
 
 SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
 _CHUNK = 500  # well under SQLite's bound-parameter limit
+
+#: entities written between two checkpoints: each writes about 6 pages, SQLite's own interval is 1,000
+CHECKPOINT_AFTER = 200
+
+log = logging.getLogger("ocean_hook.catalog")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -99,9 +110,13 @@ class LocalCatalog(Target):
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
             self._db.executescript(_SCHEMA)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
+        self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
+        self._helper: ThreadPoolExecutor | None = None  # started by the first checkpoint
+        self._checkpointing: Future[None] | None = None
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -121,6 +136,20 @@ class LocalCatalog(Target):
                 self.writes = writes
                 raise
             self._db.execute("COMMIT")
+            if self._checkpoints.wrote(self.writes - writes):
+                self._checkpoint_later()
+
+    def _checkpoint_later(self) -> None:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-catalog")
+        self._checkpointing = self._helper.submit(self._checkpoints.run)
+
+    async def _after_checkpoint(self) -> None:
+        """A write waits for a running checkpoint (the workers wait, not the event loop), so the
+        checkpoint copies the whole WAL and the next commit starts the WAL over."""
+        running = self._checkpointing
+        if running is not None and not running.done():
+            await asyncio.wrap_future(running)
 
     def _select(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
@@ -193,6 +222,7 @@ class LocalCatalog(Target):
         return found
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
+        await self._after_checkpoint()
         with self._transaction() as db:
             return [self._upsert_one(db, e, flags.enable_merge_entity) for e in entities]
 
@@ -212,6 +242,7 @@ class LocalCatalog(Target):
         return WriteOutcome(key, ok=True)
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
+        await self._after_checkpoint()
         with self._transaction() as db:
             doomed = self._existing(db, keys)
             if flags.delete_dependent_entities:
@@ -221,6 +252,10 @@ class LocalCatalog(Target):
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def close(self) -> None:
+        if self._helper is not None:
+            self._helper.submit(self._checkpoints.close)  # on the thread that opened it
+            self._helper.shutdown(wait=True)
+            self._helper = None
         with self._lock:
             self._db.close()
 
