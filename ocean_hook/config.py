@@ -53,9 +53,7 @@ class ServerSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     dedup_window_seconds: float = 7 * 86400
     shutdown_timeout_seconds: float = 30.0
-    #: deliveries processed at once. Each spends part of its time waiting for the target (Port's
-    #: API, the local catalog's fsync) with the loop idle: 4 applied 657/s, 8 794/s (benchmark)
-    workers: int = 8
+    workers: int = 4
     #: a connection without a complete request this long is closed: idle keep-alive ones, and
     #: slow headers however slowly they trickle (aiohttp counts from the connection or the last
     #: answer). Slow bodies have their own 10 s.

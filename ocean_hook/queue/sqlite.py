@@ -15,7 +15,7 @@ syncing it, and the writer fsyncs the WAL itself before anyone hears of the comm
 `synchronous=FULL` does at each commit, without a thread that owns the connection and needs
 the GIL back after every statement while the loop is busy (that handover made each round
 several times slower than its work, measured under load). The checkpoint runs on the helper
-thread too (`wal.py`), after every CHECKPOINT_AFTER writes, between two commit rounds
+thread too (`checkpoints.py`), after every CHECKPOINT_AFTER writes, between two commit rounds
 (in a micro-benchmark, COMMIT time on the loop fell from 1.4 to 0.8 s per 100,000 writes). A
 write lock held by another process (`deliveries retry`, a second `serve`) is waited for on the
 loop, between attempts, never inside SQLite's busy handler: it sleeps, and on the loop's thread
@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.codec import (
     clip_error,
@@ -56,7 +57,6 @@ from ocean_hook.queue.codec import (
     encode_headers,
     encode_processors,
 )
-from ocean_hook.wal import Checkpoints
 
 T = TypeVar("T")
 

@@ -5,10 +5,8 @@ process. Inside one process all calls share one connection; each write call is o
 `BEGIN IMMEDIATE ... COMMIT` transaction, so a crash leaves either all of a call or none of it.
 The methods are `async` only to satisfy `Target`: SQLite on a local disk is fast enough to run
 in the event loop, and running it there keeps concurrent tasks from interleaving inside a write.
-The exceptions touch the disk and run on a helper thread (`wal.py`): the fsync of the WAL, which
-a write call waits for before it returns (the journal then marks the delivery done, so a power
-cut must not take back what it wrote), and the checkpoint every CHECKPOINT_AFTER entity writes,
-which the next write waits for.
+The exception is the WAL checkpoint, which syncs the disk: it runs on a helper thread every
+CHECKPOINT_AFTER entity writes, and the next write waits for it (`checkpoints.py`).
 
 Merge semantics are Port's (`diff.resulting_entity`), so the local catalog and Port hold the
 same entity after the same upserts. An upsert that would not change the stored entity writes
@@ -33,13 +31,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
-from ocean_hook.wal import Checkpoints, SharedSync
 
 SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
 _CHUNK = 500  # well under SQLite's bound-parameter limit
@@ -107,19 +105,17 @@ class LocalCatalog(Target):
         #: rows written (inserted, replaced or deleted) by this object: no-op upserts add nothing
         self.writes = 0
         self._lock = threading.Lock()  # one connection; safe even if a caller uses threads
-        self._helper = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-catalog")  # a thread from its first use
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-            # an in-memory catalog (`check`) has no WAL, and nothing to put on disk
-            on_disk = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
             self._db.executescript(_SCHEMA)
-            self._sync = SharedSync(Path(f"{self.path}-wal"), self._helper) if on_disk else None
         except (sqlite3.DatabaseError, OSError) as exc:
             raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
+        self._helper: ThreadPoolExecutor | None = None  # started by the first checkpoint
         self._checkpointing: Future[None] | None = None
 
     # -- transactions -------------------------------------------------------------------------
@@ -140,20 +136,13 @@ class LocalCatalog(Target):
                 self.writes = writes
                 raise
             self._db.execute("COMMIT")
-            if self._sync is not None and self._checkpoints.wrote(self.writes - writes):
+            if self._checkpoints.wrote(self.writes - writes):
                 self._checkpoint_later()
 
     def _checkpoint_later(self) -> None:
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-catalog")
         self._checkpointing = self._helper.submit(self._checkpoints.run)
-
-    async def _on_disk(self, writes_before: int) -> None:
-        """Whatever this call wrote is on disk when it returns (nothing to wait for if nothing was)."""
-        if self.writes == writes_before or self._sync is None:
-            return
-        try:
-            await self._sync.wait()
-        except OSError as exc:
-            raise TargetError(f"{self.path}: cannot sync the local catalog to disk: {exc}") from exc
 
     async def _after_checkpoint(self) -> None:
         """A write waits for a running checkpoint (the workers wait, not the event loop), so the
@@ -234,11 +223,8 @@ class LocalCatalog(Target):
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
         await self._after_checkpoint()
-        before = self.writes
         with self._transaction() as db:
-            outcomes = [self._upsert_one(db, e, flags.enable_merge_entity) for e in entities]
-        await self._on_disk(before)
-        return outcomes
+            return [self._upsert_one(db, e, flags.enable_merge_entity) for e in entities]
 
     def _upsert_one(self, db: sqlite3.Connection, entity: Entity, merge: bool) -> WriteOutcome:
         key = entity_key(entity)
@@ -257,21 +243,19 @@ class LocalCatalog(Target):
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
         await self._after_checkpoint()
-        before = self.writes
         with self._transaction() as db:
             doomed = self._existing(db, keys)
             if flags.delete_dependent_entities:
                 doomed |= self._dependents(db, doomed)
             for key in sorted(doomed):
                 self._remove(db, key)
-        await self._on_disk(before)
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def close(self) -> None:
-        self._helper.submit(self._checkpoints.close)  # on the thread that opened it
-        self._helper.shutdown(wait=True)
-        if self._sync is not None:
-            self._sync.close()
+        if self._helper is not None:
+            self._helper.submit(self._checkpoints.close)  # on the thread that opened it
+            self._helper.shutdown(wait=True)
+            self._helper = None
         with self._lock:
             self._db.close()
 
@@ -303,6 +287,4 @@ class LocalCatalog(Target):
         with self._transaction() as db:
             for key, entity in zip(keys, entities, strict=True):
                 self._store(db, key, entity)
-        if self._sync is not None:
-            self._sync.sync_now()
         return len(entities)

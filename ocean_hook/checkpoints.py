@@ -1,8 +1,4 @@
-"""What touches the disk for the SQLite files `serve` writes (journal, local catalog), done on a
-helper thread instead of the event loop: WAL fsyncs and checkpoints.
-
-Both files are in WAL mode with `synchronous=NORMAL`: a commit writes the WAL without syncing it,
-and the writer has the WAL fsynced off the loop before it tells anyone the write happened.
+"""WAL checkpoints off the event loop, for the SQLite files `serve` writes (journal, local catalog).
 
 SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL past 1,000 pages: it
 copies the WAL back into the database file and syncs both, on the thread that committed. In
@@ -15,12 +11,8 @@ the next commit starts the WAL over from the beginning instead of growing it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 
 
@@ -60,42 +52,3 @@ class Checkpoints:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-class SharedSync:
-    """fsyncs of one WAL file on a helper thread, shared by the writers that ask at once.
-
-    `wait()` returns once an fsync that started after the call has finished, so whatever the
-    caller committed before calling is on disk. Callers arriving while an fsync runs share the
-    next one: a handful of concurrent writers cost one fsync, not one each.
-    """
-
-    def __init__(self, wal: Path, executor: Executor) -> None:
-        # the WAL file exists from the first transaction on, and lives as long as a connection
-        self._fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
-        self._executor = executor
-        #: the one call made off the loop (replaceable, so a test can hold it back)
-        self.fsync: Callable[[int], None] = os.fsync
-        self._asked = 0  # calls to wait() so far
-        self._synced = 0  # of those, how many a finished fsync covers
-        self._running: asyncio.Task[None] | None = None
-
-    async def wait(self) -> None:
-        """Raises OSError when the fsync fails (the caller's write may then not be on disk)."""
-        self._asked += 1
-        mine = self._asked
-        while self._synced < mine:
-            if self._running is None or self._running.done():
-                self._running = asyncio.create_task(self._sync(self._asked))
-            await asyncio.shield(self._running)
-
-    async def _sync(self, covers: int) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.fsync, self._fd)
-        self._synced = max(self._synced, covers)
-
-    def sync_now(self) -> None:
-        """For callers with no event loop (a command importing entities)."""
-        self.fsync(self._fd)
-
-    def close(self) -> None:
-        os.close(self._fd)
