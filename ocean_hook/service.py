@@ -22,8 +22,10 @@ from aiohttp import web
 from ocean_hook.config import Config
 from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
+from ocean_hook.queue.sqlite import SqliteJournal
 from ocean_hook.runtime import Runtime, open_queue, queue_spec_from_option
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
+from ocean_hook.targets.local import LocalCatalog
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
@@ -63,6 +65,9 @@ async def serve(
             dedup_window_seconds=config.server.dedup_window_seconds,
         )
         resources.push_async_callback(queue.close)
+        if isinstance(queue, SqliteJournal) and isinstance(runtime.target, LocalCatalog):
+            # a delivery the journal marks done has its entities on disk, even across a power cut
+            queue.sync_before(runtime.target.sync_writes)
         recovered = await queue.recover()
         if recovered:
             log.info("recovered %d delivery(ies) left in progress by an earlier run", recovered)

@@ -526,6 +526,32 @@ async def test_sqlite_put_is_answered_only_once_its_wal_is_fsynced(tmp_path: Pat
     assert synced == [f"{path}-wal"]
 
 
+async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Path, clock: Clock) -> None:
+    """`sync_before`: the local catalog's writes reach the disk before the journal records the
+    delivery done, in the same step on the helper thread; a failure there fails the round."""
+    steps: list[tuple[str, str]] = []
+    async with await SqliteJournal.open(tmp_path / "j.db", clock=clock) as journal:
+        real_fsync = journal.fsync
+
+        def fsync(fd: int) -> None:
+            real_fsync(fd)
+            steps.append(("journal", threading.current_thread().name.split("_")[0]))
+
+        journal.fsync = fsync  # type: ignore[method-assign]
+        journal.sync_before(lambda: steps.append(("first", threading.current_thread().name.split("_")[0])))
+        assert (await journal.put(delivery(1, clock))).accepted
+        [claimed] = await journal.claim(1)
+        await journal.ack(claimed)
+        assert steps == [("first", "ocean-hook-fsync"), ("journal", "ocean-hook-fsync")] * 3
+
+        def broken() -> None:
+            raise OSError(5, "Input/output error")
+
+        journal.sync_before(broken)
+        with pytest.raises(QueueUnavailable, match=r"cannot sync the WAL: .*Input/output error"):
+            await journal.put(delivery(2, clock))
+
+
 async def test_sqlite_checkpoints_on_its_helper_thread_and_keeps_the_wal_small(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

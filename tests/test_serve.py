@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import socket
@@ -207,6 +208,31 @@ async def test_accepted_then_applied_to_the_local_catalog(tmp_path: Path, http) 
     assert entity == {"identifier": "7", "title": "PR 7", "blueprint": BLUEPRINT,
                       "properties": {"value": 3, "state": "open"}}
     assert (delivery.state, delivery.attempts, delivery.body) == (DeliveryState.DONE, 1, body)
+
+
+async def test_a_delivery_marked_done_has_its_catalog_write_fsynced_first(tmp_path: Path, http, monkeypatch) -> None:
+    """The catalog commits without syncing (synchronous=NORMAL); the journal's helper thread
+    fsyncs the catalog's WAL right before its own, so the fsync that makes a delivery's `done`
+    durable also makes its entity durable: a power cut cannot keep one without the other."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(pr_payload(7, value=3))
+        assert (await post(http, server.hook_url, body, headers))[0] == 202
+        await wait_for_entity(server.catalog_path, BLUEPRINT, "7")
+        await wait_until_settled(server.state_dir, 1)
+        done_at = len(synced)
+    assert "catalog.db-wal" in synced[:done_at]
+    first = synced.index("catalog.db-wal")
+    assert synced[first + 1] == "journal.db-wal"  # the same step, the catalog first
+    # once for the write; the rounds after it (the ack's among them) find nothing new to sync
+    assert synced[:done_at].count("catalog.db-wal") == 1 and synced[:done_at].count("journal.db-wal") >= 2
 
 
 async def test_github_form_encoded_delivery_is_accepted(tmp_path: Path, http) -> None:

@@ -259,6 +259,37 @@ async def test_a_failing_checkpoint_is_logged_and_fails_no_write(
     assert "checkpoint failed, the WAL keeps growing until one succeeds: unable to open database file" in caplog.text
 
 
+async def test_sync_writes_fsyncs_the_wal_only_when_something_was_committed_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    synced: list[str] = []
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr("ocean_hook.targets.local.os.fsync", record)
+    cat = LocalCatalog(tmp_path / "catalog.db")
+    try:
+        cat.sync_writes()
+        assert synced == []  # nothing written yet
+        await cat.upsert([svc("api", lang="py")], MERGE)
+        await cat.upsert([svc("web")], MERGE)
+        cat.sync_writes()
+        assert synced == [f"{cat.path}-wal"]  # one fsync for both
+        await cat.upsert([svc("api", lang="py")], MERGE)  # unchanged: nothing committed
+        cat.sync_writes()
+        await cat.delete([("service", "web")], MERGE)
+        cat.sync_writes()
+        assert synced == [f"{cat.path}-wal"] * 2
+    finally:
+        await cat.close()
+    in_memory = LocalCatalog(":memory:")  # `check` uses one: there is no file to sync
+    await in_memory.upsert([svc("api")], MERGE)
+    in_memory.sync_writes()
+    await in_memory.close()
+    assert len(synced) == 2
+
+
 def test_not_a_database_is_a_clear_error(tmp_path: Path):
     bad = tmp_path / "catalog.db"
     bad.write_text("this is not sqlite " * 100)

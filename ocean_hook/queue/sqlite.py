@@ -207,6 +207,7 @@ class SqliteJournal(Queue):
         self._writer: asyncio.Task[None] | None = None
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="journal", log=log)
+        self._sync_first: list[Callable[[], None]] = []  # see sync_before
 
     @classmethod
     async def open(
@@ -319,11 +320,19 @@ class SqliteJournal(Queue):
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         return await self._run(lambda: self._connection().execute(sql, params).fetchall())
 
+    def sync_before(self, sync: Callable[[], None]) -> None:
+        """Have `sync()` run, on the helper thread, before each fsync of the journal's WAL: for a
+        file whose writes must be on disk before the journal records them done (the local
+        catalog). An OSError from it fails the round like the journal's own fsync would."""
+        self._sync_first.append(sync)
+
     def _sync_wal(self) -> None:
         """On the helper thread: everything committed so far reaches the disk."""
         if self._wal is None:
             raise QueueUnavailable(f"journal {self.path} is closed")
         try:
+            for sync in self._sync_first:
+                sync()
             self.fsync(self._wal)
         except OSError as exc:
             raise QueueUnavailable(f"journal {self.path}: cannot sync the WAL: {exc}") from exc

@@ -6,7 +6,10 @@ process. Inside one process all calls share one connection; each write call is o
 The methods are `async` only to satisfy `Target`: SQLite on a local disk is fast enough to run
 in the event loop, and running it there keeps concurrent tasks from interleaving inside a write.
 The exception is the WAL checkpoint, which syncs the disk: it runs on a helper thread every
-CHECKPOINT_AFTER entity writes, and the next write waits for it (`checkpoints.py`).
+CHECKPOINT_AFTER entity writes, and the next write waits for it (`checkpoints.py`). Commits do
+not sync the disk either (`synchronous=NORMAL`): `serve` has the journal call `sync_writes` on
+its own helper thread before each fsync of its WAL, so a delivery the journal marks done has its
+entities on disk even across a power cut, for one more fsync per journal round.
 
 Merge semantics are Port's (`diff.resulting_entity`), so the local catalog and Port hold the
 same entity after the same upserts. An upsert that would not change the stored entity writes
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -108,15 +112,20 @@ class LocalCatalog(Target):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
             self._db.executescript(_SCHEMA)
+            # the WAL exists from the first transaction on, as long as a connection is open; an
+            # in-memory catalog (`check`) has none, and nothing to put on disk
+            self._wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC) if mode == "wal" else None
         except (sqlite3.DatabaseError, OSError) as exc:
             raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
         self._helper: ThreadPoolExecutor | None = None  # started by the first checkpoint
         self._checkpointing: Future[None] | None = None
+        self._committed = 0  # write transactions committed, and of those, the ones fsynced
+        self._synced = 0
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -136,8 +145,18 @@ class LocalCatalog(Target):
                 self.writes = writes
                 raise
             self._db.execute("COMMIT")
+            if self.writes != writes:
+                self._committed += 1
             if self._checkpoints.wrote(self.writes - writes):
                 self._checkpoint_later()
+
+    def sync_writes(self) -> None:
+        """Any thread: whatever was committed before the call is on disk when it returns."""
+        committed = self._committed
+        if self._wal is None or committed == self._synced:
+            return
+        os.fsync(self._wal)
+        self._synced = committed
 
     def _checkpoint_later(self) -> None:
         if self._helper is None:
@@ -258,6 +277,9 @@ class LocalCatalog(Target):
             self._helper = None
         with self._lock:
             self._db.close()
+            if self._wal is not None:
+                os.close(self._wal)
+                self._wal = None
 
     # -- CLI ----------------------------------------------------------------------------------
 
