@@ -147,7 +147,7 @@ class LocalCatalog(Target):
             self._db.execute("COMMIT")
             if self.writes != writes:
                 self._committed += 1
-            if self._checkpoints.wrote(self.writes - writes):
+            if self._wal is not None and self._checkpoints.wrote(self.writes - writes):
                 self._checkpoint_later()
 
     def sync_writes(self) -> None:
