@@ -545,10 +545,10 @@ async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Pa
         assert steps == [("first", "ocean-hook-fsync"), ("journal", "ocean-hook-fsync")] * 3
 
         def broken() -> None:
-            raise OSError(5, "Input/output error")
+            raise OSError(5, "cannot sync the local catalog /state/catalog.db: Input/output error")
 
         journal.sync_before(broken)
-        with pytest.raises(QueueUnavailable, match=r"cannot sync the WAL: .*Input/output error"):
+        with pytest.raises(QueueUnavailable, match=r"j\.db: .*cannot sync the local catalog /state/catalog\.db: Input"):
             await journal.put(delivery(2, clock))
 
 

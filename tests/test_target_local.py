@@ -283,6 +283,17 @@ async def test_sync_writes_fsyncs_the_wal_only_when_something_was_committed_sinc
         assert synced == [f"{cat.path}-wal"] * 2
     finally:
         await cat.close()
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("ocean_hook.targets.local.os.fsync", broken)
+    cat = LocalCatalog(tmp_path / "catalog.db")
+    try:
+        await cat.upsert([svc("db")], MERGE)
+        with pytest.raises(OSError, match=r"cannot sync the local catalog .*catalog\.db: Input/output error"):
+            cat.sync_writes()
+    finally:
+        await cat.close()
     in_memory = LocalCatalog(":memory:")  # `check` uses one: there is no file to sync
     await in_memory.upsert([svc("api")], MERGE)
     in_memory.sync_writes()

@@ -323,7 +323,8 @@ class SqliteJournal(Queue):
     def sync_before(self, sync: Callable[[], None]) -> None:
         """Have `sync()` run, on the helper thread, before each fsync of the journal's WAL: for a
         file whose writes must be on disk before the journal records them done (the local
-        catalog). An OSError from it fails the round like the journal's own fsync would."""
+        catalog). An OSError from it, naming its file, fails the round like the journal's own
+        fsync would."""
         self._sync_first.append(sync)
 
     def _sync_wal(self) -> None:
@@ -333,6 +334,9 @@ class SqliteJournal(Queue):
         try:
             for sync in self._sync_first:
                 sync()
+        except OSError as exc:  # its message names its file
+            raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
+        try:
             self.fsync(self._wal)
         except OSError as exc:
             raise QueueUnavailable(f"journal {self.path}: cannot sync the WAL: {exc}") from exc

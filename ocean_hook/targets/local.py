@@ -155,7 +155,10 @@ class LocalCatalog(Target):
         committed = self._committed
         if self._wal is None or committed == self._synced:
             return
-        os.fsync(self._wal)
+        try:
+            os.fsync(self._wal)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot sync the local catalog {self.path}: {exc.strerror}") from exc
         self._synced = committed
 
     def _checkpoint_later(self) -> None:
