@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,34 @@ async def test_sync_writes_fsyncs_the_wal_only_when_something_was_committed_sinc
     in_memory.sync_writes()
     await in_memory.close()
     assert len(synced) == 2
+
+
+OPEN_AT = """
+import sys, time
+from ocean_hook.targets.local import LocalCatalog
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time() - 0.05))
+while time.time() < start:
+    pass
+LocalCatalog(sys.argv[1])
+"""
+
+
+def test_processes_opening_one_new_catalog_at_once_all_succeed(tmp_path: Path):
+    """Two `serve`s starting on one new catalog (tests/test_redis_scaleout.py) collided: SQLite's
+    switch of a new file to WAL does not wait on the busy handler. A race, so this test caught
+    the old code in most runs, not all; the fixed code never fails it."""
+    failures = []
+    for trial in range(6):
+        path = tmp_path / str(trial) / "catalog.db"
+        start = time.time() + 0.8  # every process has imported ocean-hook by then
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(path), str(start)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            if proc.returncode:
+                failures.append(err.strip().splitlines()[-1])
+    assert failures == []
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path):

@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ from ocean_hook.targets.outcomes import as_key, outcome_key
 
 SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
 _CHUNK = 500  # well under SQLite's bound-parameter limit
+
+#: how long a busy catalog is waited for, when opening it and by each write
+OPEN_BUSY_SECONDS = 5.0
 
 #: entities written between two checkpoints: each writes about 6 pages, SQLite's own interval is 1,000
 CHECKPOINT_AFTER = 200
@@ -111,14 +115,7 @@ class LocalCatalog(Target):
         self._lock = threading.Lock()  # one connection; safe even if a caller uses threads
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
-            self._db.executescript(_SCHEMA)
-            # the WAL exists from the first transaction on, as long as a connection is open; an
-            # in-memory catalog (`check`) has none, and nothing to put on disk
-            self._wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC) if mode == "wal" else None
+            self._db, self._wal = self._open()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
@@ -126,6 +123,34 @@ class LocalCatalog(Target):
         self._checkpointing: Future[None] | None = None
         self._committed = 0  # write transactions committed, and of those, the ones fsynced
         self._synced = 0
+
+    def _open(self) -> tuple[sqlite3.Connection, int | None]:
+        """The connection, and a descriptor of its WAL. Switching a new file to WAL does not wait
+        on SQLite's busy handler: processes opening one new catalog at once failed with "database
+        is locked" in 3 to 21 of 120 opens (measured), so a busy open is tried again for a while."""
+        deadline = time.monotonic() + OPEN_BUSY_SECONDS
+        while True:
+            try:
+                return self._connect()
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
+
+    def _connect(self) -> tuple[sqlite3.Connection, int | None]:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=OPEN_BUSY_SECONDS)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
+            db.executescript(_SCHEMA)
+            # the WAL exists from the first transaction on, as long as a connection is open; an
+            # in-memory catalog (`check`) has none, and nothing to put on disk
+            return db, os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC) if mode == "wal" else None
+        except BaseException:
+            db.close()
+            raise
 
     # -- transactions -------------------------------------------------------------------------
 
