@@ -48,7 +48,7 @@ SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local c
 _CHUNK = 500  # well under SQLite's bound-parameter limit
 
 #: how long a busy catalog is waited for, when opening it and by each write
-OPEN_BUSY_SECONDS = 5.0
+BUSY_SECONDS = 5.0
 
 #: entities written between two checkpoints: each writes about 6 pages, SQLite's own interval is 1,000
 CHECKPOINT_AFTER = 200
@@ -121,14 +121,16 @@ class LocalCatalog(Target):
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
         self._helper: ThreadPoolExecutor | None = None  # started by the first checkpoint
         self._checkpointing: Future[None] | None = None
-        self._committed = 0  # write transactions committed, and of those, the ones fsynced
+        # write transactions committed, and of those, the ones fsynced; not `writes`, which a
+        # transaction raises before it commits, while `sync_writes` may read it from another thread
+        self._committed = 0
         self._synced = 0
 
     def _open(self) -> tuple[sqlite3.Connection, int | None]:
         """The connection, and a descriptor of its WAL. Switching a new file to WAL does not wait
         on SQLite's busy handler: processes opening one new catalog at once failed with "database
         is locked" in 3 to 21 of 120 opens (measured), so a busy open is tried again for a while."""
-        deadline = time.monotonic() + OPEN_BUSY_SECONDS
+        deadline = time.monotonic() + BUSY_SECONDS
         while True:
             try:
                 return self._connect()
@@ -139,7 +141,7 @@ class LocalCatalog(Target):
             time.sleep(0.02)
 
     def _connect(self) -> tuple[sqlite3.Connection, int | None]:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=OPEN_BUSY_SECONDS)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
@@ -170,9 +172,10 @@ class LocalCatalog(Target):
                 self.writes = writes
                 raise
             self._db.execute("COMMIT")
-            if self.writes != writes:
+            wrote = self.writes - writes
+            if wrote:
                 self._committed += 1
-            if self._wal is not None and self._checkpoints.wrote(self.writes - writes):
+            if self._wal is not None and self._checkpoints.wrote(wrote):
                 self._checkpoint_later()
 
     def sync_writes(self) -> None:
