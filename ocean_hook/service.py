@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ocean_hook.config import Config
+from ocean_hook.errors import OceanHookError
 from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
 from ocean_hook.queue.sqlite import SqliteJournal
@@ -29,6 +33,12 @@ from ocean_hook.targets.local import LocalCatalog
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
+
+
+class StartError(OceanHookError):
+    """`serve` cannot start where it was told to (address, capture directory): one line, exit 1."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -56,6 +66,8 @@ async def serve(
     quiet_sender_errors()
     for warning in config.warnings:
         log.warning(warning)
+    if options.capture_dir is not None:
+        _prepare_capture_dir(options.capture_dir)
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
         runtime = Runtime.build(config, target=options.target)
         resources.push_async_callback(runtime.close)
@@ -90,8 +102,7 @@ async def serve(
         # signals are handled before anyone is told the URL, and through draining (a second
         # SIGTERM is ignored rather than killing the process mid-drain)
         stopping = resources.enter_context(_stop_signals(stop))
-        site = web.TCPSite(runner, options.host, options.port)
-        await site.start()
+        site = await _listen(runner, options.host, options.port)
         url = _url(site, options.host)
         log.info("listening on %s (paths: %s)", url, ", ".join(config.paths))
         if on_ready is not None:
@@ -142,6 +153,39 @@ def tune_gc_for_serving() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+
+
+def _prepare_capture_dir(directory: Path) -> None:
+    """Found unusable at start rather than at every accepted delivery (those would only log it)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StartError(f"--capture {directory}: not a directory") from None
+    except OSError as exc:
+        raise StartError(f"--capture {directory}: cannot create the directory: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartError(f"--capture {directory}: the directory is not writable")
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> web.TCPSite:
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartError(f"cannot listen on {host}:{port}: {_bind_problem(exc)}") from None
+    return site
+
+
+def _bind_problem(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"no such host or address ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return "the port is already in use (another ocean-hook?); choose another --port"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges); choose another --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address; check --host"
+    return exc.strerror or str(exc)
 
 
 def _url(site: web.TCPSite, host: str) -> str:

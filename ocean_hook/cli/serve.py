@@ -39,7 +39,7 @@ Examples:
 def command(
     config: Path = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
+    port: int = typer.Option(8000, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Deliveries processed at once."),
     capture: Path | None = typer.Option(
         None, "--capture", help="Write each accepted delivery here as a capture file for replay."

@@ -1,0 +1,80 @@
+"""`serve` told to start where it cannot work says so on one line and exits 1, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_helpers import hook_env, journal_depth, write_config
+
+
+def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ocean_hook", "serve", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=30, env={**os.environ, **hook_env(), "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+def refused(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line `serve` printed, having exited 1 without starting."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening on" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_in_use_is_named_and_the_journal_is_left_as_it_was(tmp_path: Path, taken_port: int) -> None:
+    config = write_config(tmp_path)
+    line = refused(serve(config, "--port", str(taken_port)))
+    assert line == (f"error: cannot listen on 127.0.0.1:{taken_port}: the port is already in use "
+                    "(another ocean-hook?); choose another --port")
+    depth = asyncio.run(journal_depth(tmp_path / "state"))  # the journal opened, closed and is usable
+    assert sum(depth.values()) == 0
+
+
+def test_an_unknown_host_is_named(tmp_path: Path) -> None:
+    line = refused(serve(write_config(tmp_path), "--host", "no-such-host.invalid", "--port", "0"))
+    assert line.startswith("error: cannot listen on no-such-host.invalid:0: no such host or address")
+
+
+def test_an_address_this_machine_does_not_have_is_named(tmp_path: Path) -> None:
+    line = refused(serve(write_config(tmp_path), "--host", "192.0.2.1", "--port", "0"))  # TEST-NET-1
+    assert line == "error: cannot listen on 192.0.2.1:0: this machine has no such address; check --host"
+
+
+def test_a_capture_path_that_is_a_file_is_refused_before_listening(tmp_path: Path) -> None:
+    afile = tmp_path / "captures"
+    afile.write_text("not a directory")
+    line = refused(serve(write_config(tmp_path), "--capture", str(afile), "--port", "0"))
+    assert line == f"error: --capture {afile}: not a directory"
+    assert afile.read_text() == "not a directory"
+
+
+def test_a_capture_directory_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    inside_a_file = tmp_path / "file" / "captures"
+    line = refused(serve(write_config(tmp_path), "--capture", str(inside_a_file), "--port", "0"))
+    assert line == f"error: --capture {inside_a_file}: cannot create the directory: Not a directory"
+
+
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    result = serve(write_config(tmp_path), "--port", "99999")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "'--port'" in result.stderr and "65535" in result.stderr
