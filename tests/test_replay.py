@@ -356,6 +356,16 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
     assert ("githubRelease", "acme/payments-api@v1.8.0") not in catalog(config)
 
 
+@pytest.mark.parametrize("to", ["notaurl", "ftp://127.0.0.1:8000", "http://", "http://[::1", "http://h:99999"])
+def test_a_to_that_is_not_a_listener_url_is_refused_once_before_anything_is_sent(tmp_path: Path, to: str) -> None:
+    config = source_config(tmp_path, "github")
+    files = write_captures(tmp_path / "caps", [capture("github", "issues.opened"), capture("github", "issues.opened")])
+    result = replay(*files, "--config", config, "--to", to)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: --to must be the http:// or https:// URL of a running listener, got {to!r}"
+    assert result.stdout == ""
+
+
 # ----------------------------------------------------------------------------- rejections
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import typer
 from rich.progress import Progress
 
 from ocean_hook import render
-from ocean_hook.cli.common import run, stderr, stdout, user_errors
+from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
 from ocean_hook.config import Config, load_config
 from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
@@ -66,6 +67,7 @@ def command(
     header: list[str] = typer.Option([], "--header", "-H", help="For bare payloads: 'Name: value' (repeatable)."),
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
+    _check_listener_url(to)
     loaded = load_config(config)
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
     outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to))
@@ -74,6 +76,19 @@ def command(
 
 
 Loaded = list[tuple[str, WebhookEvent | ReplayOutcome]]
+
+
+def _check_listener_url(to: str | None) -> None:
+    """Once, up front: a mistyped `--to` would otherwise fail every file with a puzzling reason."""
+    if to is None:
+        return
+    try:
+        parts = urlsplit(to)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # an unclosed bracket, or a port that is not one
+        usable = False
+    if not usable:
+        raise fail(f"--to must be the http:// or https:// URL of a running listener, got {to!r}")
 
 
 async def _replay_all(
