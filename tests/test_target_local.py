@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -155,6 +156,23 @@ async def test_list_filter_and_export_import_round_trip(tmp_path: Path, catalog:
         assert other.export() == exported  # all or nothing
     finally:
         await other.close()
+
+
+def test_catalog_import_names_the_file_and_the_entity_at_fault_and_imports_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ocean_hook.cli import app
+
+    db = tmp_path / "catalog.db"
+    lines = tmp_path / "entities.jsonl"
+    lines.write_text('{"identifier": "a", "blueprint": "service"}\n{"blueprint": "service"}\n')
+    result = CliRunner().invoke(app, ["catalog", "import", str(lines), "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {lines}: entity #1 needs a string 'identifier' and 'blueprint', "
+                                     'got {"blueprint": "service"}')
+    if db.exists():  # opened for the import, and left empty: all or nothing
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM entities").fetchone() == (0,)
 
 
 async def test_another_process_reads_while_a_write_is_open(catalog: LocalCatalog):

@@ -124,5 +124,5 @@ Examples:
 def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
     """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""
     entities = list(iter_items(file))
-    count = run(_with(_catalog(config, db), lambda c: c.import_entities(entities)))
+    count = run(_with(_catalog(config, db), lambda c: c.import_entities(entities, source=str(file))))
     stdout().print(f"imported {count} entities")

@@ -325,8 +325,9 @@ class LocalCatalog(Target):
     def export(self) -> list[Entity]:
         return self.list_entities(None)
 
-    def import_entities(self, entities: Iterable[Entity]) -> int:
-        """Store each entity as given (replacing one with the same key), all or nothing."""
+    def import_entities(self, entities: Iterable[Entity], *, source: str | None = None) -> int:
+        """Store each entity as given (replacing one with the same key), all or nothing; an
+        error names `source`, the file they came from."""
         entities = list(entities)
         keys: list[EntityKey] = []
         for n, entity in enumerate(entities):
@@ -334,7 +335,8 @@ class LocalCatalog(Target):
             if key is None:
                 raise InputError(
                     f"entity #{n} needs a string 'identifier' and 'blueprint', got "
-                    f"{json.dumps(entity, default=str)[:120]}"
+                    f"{json.dumps(entity, default=str)[:120]}",
+                    where=source,
                 )
             keys.append(key)
         with self._transaction() as db:
