@@ -204,6 +204,9 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     if mapping and not mapping_path.is_file():
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
     state_dir = base / str(r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook")))
+    if state_dir.exists() and not state_dir.is_dir():
+        where: KeyPath = ("state_dir",) if "state_dir" in raw else ()  # else the default, on no line
+        r.problem(where, f"state_dir {state_dir} (journal and local catalog) exists and is not a directory")
     jq_opts = r.mapping(("jq",), raw.get("jq"))
     allow_env = jq_opts.get("allow_env", False) is True
     server = _server(r, r.mapping(("server",), raw.get("server")))

@@ -24,7 +24,6 @@ async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_s
         from ocean_hook.queue.sqlite import SqliteJournal
 
         path = Path(spec.get("path") or state_dir / "journal.db")
-        path.parent.mkdir(parents=True, exist_ok=True)
         return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
     if kind == "redis":
         from ocean_hook.queue.redis import RedisQueue

@@ -71,7 +71,6 @@ async def serve(
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
         runtime = Runtime.build(config, target=options.target)
         resources.push_async_callback(runtime.close)
-        config.state_dir.mkdir(parents=True, exist_ok=True)
         queue = await open_queue(
             queue_spec_from_option(options.queue, config.queue), config.state_dir,
             dedup_window_seconds=config.server.dedup_window_seconds,

@@ -118,6 +118,23 @@ def test_missing_mapping_file_and_bad_yaml(tmp_path: Path) -> None:
     assert f"{path}:3" in str(info.value) and "invalid YAML" in str(info.value)
 
 
+@pytest.mark.parametrize("written", [True, False], ids=["state_dir written", "the default"])
+def test_a_state_dir_that_is_a_file_is_a_config_problem(tmp_path: Path, written: bool) -> None:
+    name = "state" if written else ".ocean-hook"
+    (tmp_path / name).write_text("a file")
+    path = write(tmp_path, f"""\
+        mapping: m.yml
+        {"state_dir: state" if written else ""}
+        processors:
+          - {{name: open, path: /open, kinds: [pull-request], auth: {{scheme: none}}}}
+    """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={})
+    line = 2 if written else 1
+    assert str(info.value) == (f"{path}:{line}{' (key state_dir)' if written else ''}: state_dir {tmp_path / name} "
+                               "(journal and local catalog) exists and is not a directory")
+
+
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), (45, 45.0)])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
