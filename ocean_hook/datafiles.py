@@ -13,7 +13,7 @@ from typing import Any
 
 import ijson
 
-from ocean_hook.entity import Entity, EntityKey, entity_key
+from ocean_hook.entity import Entity, EntityKey, required_key
 from ocean_hook.errors import InputError
 
 
@@ -118,10 +118,5 @@ def load_state(path: Path) -> dict[EntityKey, Entity]:
     """A JSON list of Port entities (as `catalog export` writes), keyed by (blueprint, identifier)."""
     state: dict[EntityKey, Entity] = {}
     for n, entity in enumerate(iter_items(path)):
-        key = entity_key(entity) if isinstance(entity, dict) else None
-        if key is None:
-            raise InputError(
-                f"entity {n} needs string 'identifier' and 'blueprint' fields", where=str(path)
-            )
-        state[key] = entity
+        state[required_key(entity, n, where=str(path))] = entity
     return state

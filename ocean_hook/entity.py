@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from ocean_hook.errors import InputError
 
 Entity = dict[str, Any]
 EntityKey = tuple[str, str]  # (blueprint, identifier)
@@ -22,3 +25,13 @@ def entity_key(entity: Entity) -> EntityKey | None:
     if isinstance(identifier, str) and isinstance(blueprint, str):
         return (blueprint, identifier)
     return None
+
+
+def required_key(entity: Any, n: int, *, where: str | None) -> EntityKey:
+    """The key of entity #`n` of a list a user gave (a state file, an import): one without a
+    plain key cannot be stored or diffed against, so it is an error naming it, not skipped."""
+    key = entity_key(entity) if isinstance(entity, dict) else None
+    if key is None:
+        shown = json.dumps(entity, default=str)
+        raise InputError(f"entity #{n} needs a string 'identifier' and 'blueprint', got {shown[:120]}", where=where)
+    return key

@@ -202,6 +202,15 @@ def test_expect_passes_on_the_same_result_and_fails_with_a_diff_otherwise(files:
     assert invoke(*args).exit_code == 0
 
 
+def test_an_expected_file_that_cannot_be_written_is_named(files: dict[str, Path]) -> None:
+    blocker = files["data"].parent / "not-a-folder"
+    blocker.write_text("")
+    expected = blocker / "pr.json"
+    result = invoke("-m", files["mapping"], "-d", files["data"], "--expect", expected, "--update-expected")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {expected}: cannot write the expected result: {blocker} is not a directory\n"
+
+
 # ------------------------------------------------------------------------------- exit codes
 def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -> None:
     args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-q"]
@@ -234,7 +243,7 @@ def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
         (("data", '{"number": 1}\n{"number": 2}\n{"number": \n'), "{data}:3:12: invalid JSON Lines record: "),
         (("data", '{\n  "number": 1\n  "title": "x"\n}\n'), "{data}:3:3: invalid JSON: Expecting ',' delimiter"),
         (("data", ""), "{data}: file is empty"),
-        (("state", '[{"identifier": "1"}]'), "{state}: entity 0 needs string 'identifier' and 'blueprint'"),
+        (("state", '[{"identifier": "1"}]'), "{state}: entity #0 needs a string 'identifier' and 'blueprint', got "),
     ],
     ids=["invalid yaml", "jq compile error", "invalid json array", "invalid json lines", "invalid json object",
          "empty data", "bad state"],

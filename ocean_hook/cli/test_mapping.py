@@ -17,6 +17,7 @@ from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items, load_json, load_state
 from ocean_hook.diff import Change
+from ocean_hook.errors import InputError
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
@@ -187,8 +188,12 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
 def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int:
     actual = report.to_json()
     if update:
-        expect.parent.mkdir(parents=True, exist_ok=True)
-        expect.write_text(render.dumps(actual) + "\n")
+        try:
+            expect.parent.mkdir(parents=True, exist_ok=True)
+            expect.write_text(render.dumps(actual) + "\n")
+        except OSError as exc:  # a parent that is a file fails the mkdir with "File exists"
+            reason = f"{expect.parent} is not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+            raise InputError(f"cannot write the expected result: {reason}", where=str(expect)) from None
         stderr().print(f"wrote {expect}")
         return 0
     expected = load_json(expect)

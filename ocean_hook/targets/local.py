@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
-from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
+from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
@@ -329,16 +329,7 @@ class LocalCatalog(Target):
         """Store each entity as given (replacing one with the same key), all or nothing; an
         error names `source`, the file they came from."""
         entities = list(entities)
-        keys: list[EntityKey] = []
-        for n, entity in enumerate(entities):
-            key = entity_key(entity) if isinstance(entity, dict) else None
-            if key is None:
-                raise InputError(
-                    f"entity #{n} needs a string 'identifier' and 'blueprint', got "
-                    f"{json.dumps(entity, default=str)[:120]}",
-                    where=source,
-                )
-            keys.append(key)
+        keys = [required_key(entity, n, where=source) for n, entity in enumerate(entities)]
         with self._transaction() as db:
             for key, entity in zip(keys, entities, strict=True):
                 self._store(db, key, entity)
