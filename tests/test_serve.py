@@ -64,8 +64,9 @@ async def post(http: aiohttp.ClientSession, url: str, body: Any, headers: dict[s
 
 
 async def cli(*args: str) -> Any:
-    """The real `ocean-hook` command in a thread (it runs its own event loop)."""
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), catch_exceptions=False)
+    """The real `ocean-hook` command in a thread (it runs its own event loop), tables unwrapped."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), catch_exceptions=False,
+                                   env={"COLUMNS": "200"})
 
 
 async def in_chunks(body: bytes, size: int) -> AsyncIterator[bytes]:
@@ -345,6 +346,8 @@ async def test_retry_all_dead_leaves_an_update_that_a_newer_one_replaced(tmp_pat
             settled = {(d.state, d.attempts) for d in await wait_until_settled(server.state_dir, 3)}
             assert settled == {(DeliveryState.DEAD, 1), (DeliveryState.DONE, 1)}
             assert port.entity(BLUEPRINT, "13")["properties"]["value"] == 2
+            listed = await cli("deliveries", "list", "--state", "dead", "--config", str(config))
+            assert listed.exit_code == 0 and "│ dead (superseded by 2) │" in listed.output, listed.output
 
             kept = await cli("deliveries", "retry", "--all-dead", "--config", str(config))
             assert kept.exit_code == 0, kept.output

@@ -57,18 +57,24 @@ Examples:
 @user_errors
 def list_(
     state: DeliveryState | None = typer.Option(None, "--state", "-s", help="Only this state."),
-    limit: int = typer.Option(50, "--limit", "-n", help="How many, newest first."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest first."),
     config: Path = CONFIG,
     queue: str | None = QUEUE,
 ) -> None:
-    """List deliveries, newest first, with their state, attempts and last error."""
-    async def work(q: Queue) -> tuple[list[Any], dict[str, int]]:
-        return await q.list(state, limit), await q.depth()
+    """List deliveries, newest first, with their state, attempts and last error.
 
-    deliveries, depth = _on_queue(config, queue, work)
+    A dead letter that a newer delivery of its resource replaced is shown as superseded, since
+    `retry` leaves those dead: the reader sees why before asking."""
+    async def work(q: Queue) -> tuple[list[Any], dict[str, str], dict[str, int]]:
+        listed = await q.list(state, limit)
+        any_dead = any(d.state is DeliveryState.DEAD for d in listed)
+        return listed, await q.superseded() if any_dead else {}, await q.depth()
+
+    deliveries, superseded, depth = _on_queue(config, queue, work)
     table = Table("id", "delivery id", "state", "attempts", "received", "next attempt", "last error")
     for d in deliveries:
-        table.add_row(d.id, d.delivery_id, str(d.state), str(d.attempts), _when(d.received_at),
+        shown = f"{d.state} (superseded by {superseded[d.id]})" if d.id in superseded else str(d.state)
+        table.add_row(d.id, d.delivery_id, shown, str(d.attempts), _when(d.received_at),
                       _when(d.next_attempt_at), (d.last_error or "")[:80])
     out = stdout()
     out.print(table)
