@@ -192,7 +192,7 @@ def _url(site: web.TCPSite, host: str) -> str:
     # concrete server (asyncio's or uvloop's), not on the AbstractServer aiohttp declares
     sockets = getattr(site._server, "sockets", None)
     port = sockets[0].getsockname()[1] if sockets else site._port
-    return f"http://{host}:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"  # IPv6 in brackets
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""`serve` told to start where it cannot work says so on one line and exits 1, never a traceback."""
+"""Where `serve` listens: told to start where it cannot work, it says so on one line and exits 1,
+never a traceback; where it can, the URL it prints is one a client can use."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
-from serve_helpers import hook_env, journal_depth, write_config
+from serve_helpers import ServeProcess, hook_env, journal_depth, write_config
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -78,3 +80,13 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "'--port'" in result.stderr and "65535" in result.stderr
+
+
+async def test_an_ipv6_address_is_printed_as_a_url_that_works(tmp_path: Path) -> None:
+    server = await ServeProcess.start(write_config(tmp_path), "--host", "::1")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/healthz") as response:
+            assert response.status == 200
+    finally:
+        await server.stop()
