@@ -7,6 +7,7 @@ Errors name the file and line.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,13 @@ import ijson
 
 from ocean_hook.entity import Entity, EntityKey, required_key
 from ocean_hook.errors import InputError
+
+
+def too_many_digits() -> str:
+    """Why json (or ijson) raised a plain ValueError, not a JSONDecodeError: Python refuses to
+    convert an integer of more than `sys.get_int_max_str_digits()` digits (a guard against
+    quadratic-time conversion), and says nothing of where the number was."""
+    return f"a number has more than {sys.get_int_max_str_digits()} digits"
 
 
 def _open(path: Path) -> Any:
@@ -46,11 +54,22 @@ def iter_items(path: Path) -> Iterator[Any]:
             yield from _iter_lines_or_object(handle, path)
 
 
+#: how yajl, ijson's fast parser, refuses a number past 64 bits: valid JSON all the same
+_NUMBER_OVERFLOW = ("integer overflow", "numeric (floating point) overflow")
+
+
 def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
+    done = 0
     try:
-        yield from ijson.items(handle, "item", use_float=True)
+        for item in ijson.items(handle, "item", use_float=True):
+            yield item
+            done += 1
+        return
     except ijson.JSONError as exc:
-        raise _located(path, str(exc)) from None
+        if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
+            raise _located(path, str(exc)) from None
+    # a number past 64 bits (a 128-bit id, say): Python's own parser takes it, reading the file whole
+    yield from load_json(path)[done:]
 
 
 def _located(path: Path, fallback: str) -> InputError:
@@ -59,7 +78,7 @@ def _located(path: Path, fallback: str) -> InputError:
         json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         return InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}")
-    except (UnicodeDecodeError, OSError):
+    except (ValueError, OSError):
         pass
     return InputError(f"invalid JSON: {fallback.strip().splitlines()[0]}", where=str(path))
 
@@ -67,7 +86,7 @@ def _located(path: Path, fallback: str) -> InputError:
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
     try:
         first = json.loads(handle.readline())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:  # not one JSON document on the first line: the whole file is one
         first = None
     rest, line_no = handle.readline(), 2
     while rest and not rest.strip():
@@ -91,6 +110,8 @@ def _record(line: bytes, path: Path, line_no: int) -> Any:
         raise InputError(f"invalid JSON Lines record: {exc.msg}", where=f"{path}:{line_no}:{column}") from None
     except UnicodeDecodeError:
         raise InputError("invalid JSON Lines record: not UTF-8 text", where=f"{path}:{line_no}") from None
+    except ValueError:
+        raise InputError(f"invalid JSON Lines record: {too_many_digits()}", where=f"{path}:{line_no}") from None
 
 
 def _whole_document(handle: Any, path: Path) -> Iterator[Any]:
@@ -112,6 +133,8 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
         raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", where=str(path)) from None
+    except ValueError:
+        raise InputError(f"invalid JSON: {too_many_digits()}", where=str(path)) from None
 
 
 def load_state(path: Path) -> dict[EntityKey, Entity]:

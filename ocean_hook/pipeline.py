@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ocean_hook.apply import ApplyError, apply_changes
+from ocean_hook.datafiles import too_many_digits
 from ocean_hook.diff import Change, plan_changes
 from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.events import WebhookEvent, new_delivery_id
@@ -145,6 +146,8 @@ def parse_payload(event: WebhookEvent) -> Any:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError:
+        raise PayloadError(f"malformed JSON: {too_many_digits()}") from None
     except RecursionError:
         raise PayloadError("JSON nested too deeply") from None
     jq_can_read.parsed_from(payload, text)  # the jq queries about to run on it need not check

@@ -259,6 +259,33 @@ def test_input_errors_exit_2_with_one_line_naming_file_and_line(
     assert result.stderr.startswith("error: " + expected.format(**{k: str(v) for k, v in files.items()}))
 
 
+@pytest.mark.parametrize("layout", ["array", "json lines"])
+def test_numbers_past_64_bits_are_read_like_any_json(files: dict[str, Path], layout: str) -> None:
+    """The streaming parser refuses them (yajl's 64-bit numbers); they are valid JSON all the same."""
+    items = [{**item, "id": 2**64 + n if n else n, "size": 1e300 * n} for n, item in enumerate(ITEMS)]
+    if layout == "array":
+        files["data"].write_text(json.dumps(items))
+    else:
+        files["data"].write_text("".join(json.dumps(item) + "\n" for item in items))
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json")
+    assert result.exit_code == 0, result.output
+    mapped = [e["entity"]["identifier"] for e in json.loads(result.stdout)["entities"]]
+    assert mapped == ["1", "2", "4"]  # every item read (#3 is a draft), the first one only once
+
+
+@pytest.mark.parametrize("layout", ["object", "array", "json lines"])
+def test_a_number_too_long_to_convert_is_an_input_error(files: dict[str, Path], layout: str) -> None:
+    huge = "9" * 5000
+    text = {"object": f'{{"number": {huge}}}', "array": f'[{{"number": 1}}, {{"number": {huge}}}]',
+            "json lines": f'{{"number": 1}}\n{{"number": {huge}}}\n'}[layout]
+    files["data"].write_text(text)
+    result = invoke("-m", files["mapping"], "-d", files["data"])
+    assert result.exit_code == 2
+    data = files["data"]
+    where = f"{data}:2: invalid JSON Lines record" if layout == "json lines" else f"{data}: invalid JSON"
+    assert result.stderr == f"error: {where}: a number has more than 4300 digits\n"
+
+
 @pytest.mark.parametrize("missing", ["mapping", "data", "state", "kind"])
 def test_missing_files_and_unknown_kinds_exit_2(files: dict[str, Path], missing: str) -> None:
     paths = {k: str(v) for k, v in files.items()}

@@ -349,6 +349,18 @@ def test_json_nested_100k_levels_is_400_signed_and_401_forged(settled: Listener,
                 words=(reason,))
 
 
+def test_a_number_too_long_for_python_is_400_never_500(settled: Listener) -> None:
+    """Python refuses to convert an integer of over 4300 digits (a guard against quadratic time)
+    with a plain ValueError, not json's JSONDecodeError: the door answered it 500."""
+    body = json.dumps(pr_payload(5)).encode()[:-1] + b', "n": ' + b"9" * 5000 + b"}"
+    settled.bad(400, "POST", HOOK_PATH, body, gh(body), words=("malformed JSON: a number has more than 4300 digits",))
+    settled.bad(401, "POST", HOOK_PATH, body, gh(body, secret="forger"), words=("signature mismatch",))
+
+
+def test_numbers_past_64_bits_are_accepted_and_applied(settled: Listener) -> None:
+    settled.valid("github", extra={"id128": 2**127 + 1, "big": -(10**4000), "far": 1e308})
+
+
 def test_deep_but_legal_json_is_accepted_and_applied(settled: Listener) -> None:
     settled.valid("github", extra={"deep": json.loads("[" * 500 + "]" * 500)})
 
