@@ -118,7 +118,11 @@ def expand_files(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
+            found = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
+            if not found:  # a wrong folder would otherwise "replay" nothing, successfully
+                raise InputError("no .json files in this directory (captures are read from it, not below)",
+                                 where=str(path))
+            out += found
         elif path.exists():
             out.append(path)
         else:

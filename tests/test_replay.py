@@ -325,6 +325,14 @@ def test_directory_of_captures_summary_and_exit_code(tmp_path: Path) -> None:
     write_captures(clean, [capture("github", "pull_request.opened"), capture("github", "push")])
     assert replay(clean, "--config", config, "--verify").exit_code == 0
 
+    nothing = tmp_path / "nothing"
+    (nothing / "below").mkdir(parents=True)
+    write_captures(nothing / "below", [capture("github", "push")])
+    empty = replay(nothing, "--config", config)
+    assert empty.exit_code == 2
+    assert empty.stderr == (f"error: {nothing}: no .json files in this directory "
+                            "(captures are read from it, not below)\n")
+
 
 async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> None:
     """A real `ocean-hook replay --to` subprocess sends captures to the in-process listener."""
