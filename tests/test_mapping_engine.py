@@ -229,6 +229,34 @@ resources:
     assert result.errors == []
 
 
+@pytest.mark.parametrize(
+    ("item", "problem"),
+    [
+        ({"id": 42, "bp": "thing"}, "identifier must be a string or a search query, got 42 (add | tostring)"),
+        ({"id": ["a"], "bp": "thing"}, 'identifier must be a string or a search query, got ["a"] (add | tostring)'),
+        ({"id": {"rules": []}, "bp": "thing"},
+         'identifier must be a string or a search query, got {"rules": []} (add | tostring)'),
+        ({"id": "1", "bp": 7}, "blueprint must be a string, got 7"),
+    ],
+    ids=["number", "list", "object that is no search query", "numeric blueprint"],
+)
+def test_a_key_port_would_refuse_is_an_error_not_an_entity(item: dict[str, Any], problem: str) -> None:
+    """Ocean passes such an entity on and Port refuses the write; test-mapping should say so."""
+    text = """
+resources:
+  - kind: thing
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: .bp
+"""
+    result = mapper(text).map_items([{"id": "ok", "bp": "thing"}, item])
+    assert [e.entity for e in result.entities] == [{"identifier": "ok", "blueprint": "thing"}]
+    assert result.errors == [f"kind 'thing', item 1: {problem}"]
+    assert result.skipped == 0
+
+
 def test_root_flags_default_to_true_as_in_ocean() -> None:
     flags = load(resource({"a": ".a"})).flags
     assert (flags.enable_merge_entity, flags.delete_dependent_entities, flags.create_missing_related_entities) == (

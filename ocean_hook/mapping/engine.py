@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.entity import Entity
+from ocean_hook.entity import Entity, is_search_query
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.jq import JqCompileError, JqQuery, compile_jq, normalize_quotes
 from ocean_hook.mapping.models import PortAppConfig, ResourceConfig, load_port_app_config
@@ -300,7 +300,23 @@ class ResourceMapper:
         if not entity.get("identifier") or not entity.get("blueprint"):
             result.skipped += 1
             return
+        problem = _key_problem(entity)
+        if problem:
+            result.errors.append(f"kind '{self.kind}', item {index}: {problem}")
+            return
         result.entities.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
+
+
+def _key_problem(entity: Entity) -> str | None:
+    """Port takes a string identifier (or a search query it resolves) and a string blueprint, and
+    refuses anything else: Ocean sends such an entity and the write fails; here it is an error of
+    the mapping, so that `test-mapping` in CI reports what `serve` would fail on."""
+    identifier, blueprint = entity["identifier"], entity["blueprint"]
+    if not isinstance(identifier, str) and not is_search_query(identifier):
+        return f"identifier must be a string or a search query, got {_short(identifier)} (add | tostring)"
+    if not isinstance(blueprint, str):
+        return f"blueprint must be a string, got {_short(blueprint)}"
+    return None
 
 
 def _short(value: Any, limit: int = 80) -> str:
