@@ -48,7 +48,8 @@ def summary_line(summary: Mapping[str, int]) -> str:
         f"{summary.get('create', 0)} to create, {summary.get('update', 0)} to update, "
         f"{summary.get('delete', 0)} to delete, {summary.get('unchanged', 0)} unchanged"
     )
-    extras = [f"{summary[k]} {k}" for k in ("filtered", "skipped", "misconfigured", "errors") if summary.get(k)]
+    extras = [f"{summary[k]} {'error' if k == 'errors' and summary[k] == 1 else k}"
+              for k in ("filtered", "skipped", "misconfigured", "errors") if summary.get(k)]
     return line + (f" ({', '.join(extras)})" if extras else "")
 
 

@@ -221,6 +221,16 @@ def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -
     assert invoke("-m", files["mapping"], "-d", clean, "-k", "pull-request", "--strict").exit_code == 0
 
 
+def test_an_identifier_port_would_refuse_exits_1_naming_the_item(files: dict[str, Path]) -> None:
+    files["mapping"].write_text(MAPPING.replace("identifier: .number | tostring", "identifier: .number"))
+    files["data"].write_text(json.dumps([{**ITEMS[0], "number": "1"}, ITEMS[1]]))
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: kind 'pull-request', item 1: identifier must be a string or a search query, "
+                             "got 2 (add | tostring)\n")
+    assert result.stdout.splitlines()[-1] == "1 to create, 0 to update, 0 to delete, 0 unchanged (1 error)"
+
+
 def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
     files["mapping"].write_text(MAPPING.replace(".state == 'open' or .state == 'closed'", ".number"))
     result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request")
