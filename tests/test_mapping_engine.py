@@ -208,13 +208,7 @@ resources:
     assert result.entities[0].entity == {"identifier": "api", "blueprint": "service", "properties": {"lang": "go"}}
 
 
-@pytest.mark.parametrize(
-    "item",
-    [{"id": "", "bp": "thing"}, {"bp": "thing"}, {"id": "1", "bp": ""}, {"id": "1"}],
-    ids=["empty identifier", "null identifier", "empty blueprint", "null blueprint"],
-)
-def test_an_entity_without_identifier_or_blueprint_is_skipped_and_counted(item: dict[str, Any]) -> None:
-    text = """
+ID_AND_BLUEPRINT = """
 resources:
   - kind: thing
     port:
@@ -223,7 +217,15 @@ resources:
           identifier: .id
           blueprint: .bp
 """
-    result = mapper(text).map_items([item, {"id": "ok", "bp": "thing"}])
+
+
+@pytest.mark.parametrize(
+    "item",
+    [{"id": "", "bp": "thing"}, {"bp": "thing"}, {"id": "1", "bp": ""}, {"id": "1"}],
+    ids=["empty identifier", "null identifier", "empty blueprint", "null blueprint"],
+)
+def test_an_entity_without_identifier_or_blueprint_is_skipped_and_counted(item: dict[str, Any]) -> None:
+    result = mapper(ID_AND_BLUEPRINT).map_items([item, {"id": "ok", "bp": "thing"}])
     assert [e.entity for e in result.entities] == [{"identifier": "ok", "blueprint": "thing"}]
     assert result.skipped == 1
     assert result.errors == []
@@ -242,16 +244,7 @@ resources:
 )
 def test_a_key_port_would_refuse_is_an_error_not_an_entity(item: dict[str, Any], problem: str) -> None:
     """Ocean passes such an entity on and Port refuses the write; test-mapping should say so."""
-    text = """
-resources:
-  - kind: thing
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: .bp
-"""
-    result = mapper(text).map_items([{"id": "ok", "bp": "thing"}, item])
+    result = mapper(ID_AND_BLUEPRINT).map_items([{"id": "ok", "bp": "thing"}, item])
     assert [e.entity for e in result.entities] == [{"identifier": "ok", "blueprint": "thing"}]
     assert result.errors == [f"kind 'thing', item 1: {problem}"]
     assert result.skipped == 0
