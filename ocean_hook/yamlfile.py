@@ -41,18 +41,43 @@ class YamlDocument:
         return ConfigError(message, where=self.where(path))
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, path: KeyPath, line: int, first: int) -> None:
+        self.path, self.line, self.first = path, line, first
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _merge(node: yaml.Node, path: KeyPath, out: dict[Any, Any], lines: dict[KeyPath, int], loader: Any) -> None:
+    """`<<: *anchor` (or a list of them): keys of the anchored mappings not already in `out`,
+    with the lines they were written on; a key written after the merge replaces it."""
+    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    for source in sources:
+        if not isinstance(source, yaml.MappingNode):
+            raise yaml.constructor.ConstructorError(None, None, "<< merges mappings only", source.start_mark)
+        found: dict[KeyPath, int] = {}
+        for key, value in _construct(source, path, found, loader).items():
+            if key not in out:
+                out[key] = value
+                child = (*path, str(key))
+                lines.update({p: n for p, n in found.items() if p[: len(child)] == child})
+
+
 def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], loader: Any) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
+        written: set[Any] = set()  # keys written out here (a key merged in with << may be overridden)
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if key == "<<":  # YAML merge key: let PyYAML resolve it the normal way
-                merged = loader.construct_object(value_node, deep=True)
-                for item in merged if isinstance(merged, list) else [merged]:
-                    out.update({k: v for k, v in item.items() if k not in out})
+            if key_node.tag == _MERGE:
+                _merge(value_node, path, out, lines, loader)
                 continue
+            key = loader.construct_object(key_node, deep=True)
             child = (*path, str(key))
+            if key in written:  # PyYAML would keep the last silently: a line of config ignored
+                raise _DuplicateKey(child, key_node.start_mark.line + 1, lines[child])
+            written.add(key)
             lines[child] = key_node.start_mark.line + 1
             out[key] = _construct(value_node, child, lines, loader)
         return out
@@ -73,6 +98,9 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", where=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", where=file) from None
+    except _DuplicateKey as dup:
+        raise ConfigError(f"duplicate key '{dup.path[-1]}' (first at line {dup.first}; YAML keys must be unique)",
+                          where=f"{file}:{dup.line} (key {dotted(dup.path)})") from None
     finally:
         loader.dispose()
     return YamlDocument(file=file, data=data, lines=lines)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ocean_hook.config import ConfigProblems, load_config, parse_duration
+from ocean_hook.errors import ConfigError
 from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.processors.declarative import DeclarativeProcessor
 
@@ -108,6 +109,49 @@ def test_secret_file_and_unknown_keys(tmp_path: Path) -> None:
         load_config(path, env={})
     assert info.value.problems == [f"{path}:2 (key colour): unknown key 'colour' (known: fetch, integration, jq, "
                                    "mapping, processors, queue, server, state_dir, target)"]
+
+
+def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys: a second `auth:` would silently replace the first."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: gh
+            preset: github
+            kinds: [pull-request]
+            auth: {secret: '${GH_SECRET}'}
+            auth: {scheme: none}
+        """)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"GH_SECRET": "s"})
+    assert str(info.value) == (f"{path}:7 (key processors[0].auth): duplicate key 'auth' "
+                               "(first at line 6; YAML keys must be unique)")
+
+
+def test_merge_keys_share_settings_and_a_key_written_after_one_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - &shared
+            name: gh
+            preset: github
+            kinds: [pull-request]
+            auth: {secret: '${GH_SECRET}'}
+          - <<: *shared
+            name: gh-issues
+            path: /webhooks/github-issues
+          - <<: [*shared]
+            name: broken
+            order_key: .[
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={"GH_SECRET": "s"})
+    assert str(info.value).startswith(f"{path}:13 (key processors[2].order_key): jq does not compile")
+    path.write_text(path.read_text().replace("    order_key: .[\n", ""))
+    config = load_config(path, env={"GH_SECRET": "s"})
+    assert [(p.name, p.path) for p in config.processors] == [
+        ("gh", "/webhooks/github"), ("gh-issues", "/webhooks/github-issues"), ("broken", "/webhooks/github")]
+    assert {p.settings.verifier.scheme for p in config.processors} == {"github"}
 
 
 def test_missing_mapping_file_and_bad_yaml(tmp_path: Path) -> None:
