@@ -38,6 +38,11 @@ _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
+#: the listener's own endpoints, on the same port as the webhook routes (server.create_app)
+OPERATIONS_PATHS = ("/healthz", "/readyz", "/metrics")
+#: a plain URL path: RFC 3986 path characters, no percent-escapes, no aiohttp {placeholders}
+_ROUTE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$")
+
 TOP_KEYS = {"mapping", "state_dir", "target", "queue", "server", "jq", "processors", "integration", "fetch"}
 FETCH_KEYS = {"timeout_seconds", "attempts", "allow_loopback"}
 PROCESSOR_KEYS = {
@@ -272,6 +277,14 @@ def _processors(r: _Reader, raw: Any, base: Path) -> list[WebhookProcessor]:
     return out
 
 
+def _route_problem(route: str) -> str | None:
+    if route in OPERATIONS_PATHS:
+        return f"{route} is one of the listener's own endpoints ({', '.join(OPERATIONS_PATHS)}); choose another path"
+    if not _ROUTE.match(route):
+        return f"must be a plain URL path (letters, digits, / - _ . ~ and no {{ }} ? # % or spaces), got {route!r}"
+    return None
+
+
 def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> WebhookProcessor | None:
     r.unknown_keys(path, raw, PROCESSOR_KEYS)
     preset_name = raw.get("preset")
@@ -285,6 +298,9 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
     route = raw.get("path") or (preset.path if preset else None)
     if not isinstance(route, str) or not route.startswith("/"):
         r.problem((*path, "path"), f"needs a URL path starting with '/', got {route!r}")
+        route = "/"
+    elif problem := _route_problem(route):
+        r.problem((*path, "path"), problem)
         route = "/"
     kinds = r.string_list((*path, "kinds"), raw.get("kinds"))
     if not kinds:

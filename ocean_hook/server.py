@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import StreamReader, web
 from prometheus_client import Counter
 
-from ocean_hook.config import Config
+from ocean_hook.config import OPERATIONS_PATHS, Config
 from ocean_hook.events import WebhookEvent, write_capture
 from ocean_hook.logs import for_delivery
 from ocean_hook.metrics import Metrics
@@ -265,8 +265,9 @@ def create_app(door: WebhookDoor, ops: Operations) -> web.Application:
     app = web.Application(client_max_size=door.max_body + 1)
     for path in door.routes:
         app.router.add_route("*", path, door.receive)
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics_text)
+    healthz, readyz, metrics = OPERATIONS_PATHS  # named in config.py, where processor paths are checked
+    app.router.add_get(healthz, ops.healthz)
+    app.router.add_get(readyz, ops.readyz)
+    app.router.add_get(metrics, ops.metrics_text)
     app.router.add_route("*", "/{tail:.*}", door.unknown_path)
     return app

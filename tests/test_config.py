@@ -111,6 +111,35 @@ def test_secret_file_and_unknown_keys(tmp_path: Path) -> None:
                                    "mapping, processors, queue, server, state_dir, target)"]
 
 
+@pytest.mark.parametrize(
+    ("route", "problem"),
+    [
+        ("webhooks/x", "needs a URL path starting with '/', got 'webhooks/x'"),
+        ("/healthz", "/healthz is one of the listener's own endpoints (/healthz, /readyz, /metrics); "
+                     "choose another path"),
+        ("/metrics", "/metrics is one of the listener's own endpoints (/healthz, /readyz, /metrics); "
+                     "choose another path"),
+        ("/hooks/{team}", "must be a plain URL path (letters, digits, / - _ . ~ and no { } ? # % or spaces), "
+                          "got '/hooks/{team}'"),
+        ("/hooks?x=1", "must be a plain URL path (letters, digits, / - _ . ~ and no { } ? # % or spaces), "
+                       "got '/hooks?x=1'"),
+        ("/my hooks", "must be a plain URL path (letters, digits, / - _ . ~ and no { } ? # % or spaces), "
+                      "got '/my hooks'"),
+    ],
+)
+def test_a_processor_path_the_listener_cannot_route_is_named(tmp_path: Path, route: str, problem: str) -> None:
+    """'/healthz' would take the health check over (its GET answered 405); '{team}' would be an
+    aiohttp placeholder that no delivery's path is looked up by."""
+    path = write(tmp_path, f"""\
+        mapping: m.yml
+        processors:
+          - {{name: open, path: '{route}', kinds: [pull-request], auth: {{scheme: none}}}}
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}:3 (key processors[0].path): {problem}"
+
+
 def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys: a second `auth:` would silently replace the first."""
     path = write(tmp_path, """\
