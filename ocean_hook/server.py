@@ -222,7 +222,11 @@ class WebhookDoor:
             dlog.warning("cannot write the capture file in %s: %s", self.capture_dir, exc)
 
     async def unknown_path(self, request: web.Request) -> web.Response:
-        return self._reject(404, "unknown_path", f"no processor listens on {request.path}")
+        reason = f"no processor listens on {request.path}"
+        twin = request.path[:-1] if request.path.endswith("/") else request.path + "/"
+        if twin in self.routes:  # the sender's URL and the config differ by a trailing slash
+            reason += f" (one listens on {twin})"
+        return self._reject(404, "unknown_path", reason)
 
 
 class Operations:

@@ -610,6 +610,13 @@ def test_unknown_paths_are_404_whatever_the_method(settled: Listener) -> None:
             settled.bad(404, method, path, body, gh(body), words=("no processor listens on",))
 
 
+def test_a_path_one_trailing_slash_away_from_a_route_is_404_naming_the_route(settled: Listener) -> None:
+    body = json.dumps(pr_payload(1)).encode()
+    reply = settled.bad(404, "POST", HOOK_PATH + "/", body, gh(body))
+    assert reply.reason == f"no processor listens on {HOOK_PATH}/ (one listens on {HOOK_PATH})"
+    assert "one listens" not in settled.bad(404, "POST", HOOK_PATH + "//", body, gh(body)).reason
+
+
 def test_post_to_operations_endpoints_is_404(settled: Listener) -> None:
     body = json.dumps(pr_payload(1)).encode()
     for path in ("/healthz", "/readyz", "/metrics"):
