@@ -20,7 +20,7 @@ from typing import Any
 
 from ocean_hook.auth import SCHEMES, build_verifier, options_for
 from ocean_hook.errors import ConfigError
-from ocean_hook.fetch import parse_allowed_host
+from ocean_hook.fetch import is_http_url, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RetryPolicy, WebhookProcessor
@@ -490,7 +490,7 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
         except ValueError as exc:
             r.problem((*path, "allowed_hosts", i), str(exc))
     base_url = r.expand((*path, "base_url"), raw.get("base_url"))
-    if base_url is not None and not (isinstance(base_url, str) and base_url.startswith(("http://", "https://"))):
+    if base_url is not None and not is_http_url(base_url):
         r.problem((*path, "base_url"), f"must be an http(s) URL, got {base_url!r}")
         base_url = None
     if not hosts and not base_url:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -108,6 +109,18 @@ class AllowedHost:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port is None else f"{host}:{self.port}"
+
+
+def is_http_url(text: Any) -> bool:
+    """An absolute http(s) URL with a host and, if any, a valid port: what a fetch or Port
+    `base_url` and `replay --to` must be, checked when read rather than at first use."""
+    if not isinstance(text, str):
+        return False
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # an unclosed bracket, or a port that is not one
+        return False
 
 
 def parse_allowed_host(entry: str) -> AllowedHost:

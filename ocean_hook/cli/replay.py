@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import typer
@@ -16,6 +15,7 @@ from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
 from ocean_hook.config import Config, load_config
 from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
+from ocean_hook.fetch import is_http_url
 from ocean_hook.replay import (
     ReplayOutcome,
     expand_files,
@@ -80,14 +80,7 @@ Loaded = list[tuple[str, WebhookEvent | ReplayOutcome]]
 
 def _check_listener_url(to: str | None) -> None:
     """Once, up front: a mistyped `--to` would otherwise fail every file with a puzzling reason."""
-    if to is None:
-        return
-    try:
-        parts = urlsplit(to)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
-    except ValueError:  # an unclosed bracket, or a port that is not one
-        usable = False
-    if not usable:
+    if to is not None and not is_http_url(to):
         raise fail(f"--to must be the http:// or https:// URL of a running listener, got {to!r}")
 
 

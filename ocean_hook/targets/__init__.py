@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ocean_hook.fetch import is_http_url
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.dry_run import DryRunTarget
 from ocean_hook.targets.local import LocalCatalog
@@ -93,8 +94,11 @@ def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
     region = _string(spec, "region", "eu")
     if region not in REGIONS:
         raise ValueError(f"target.region must be 'eu' or 'us', got {region!r}")
+    base_url = _string(spec, "base_url", REGIONS[region])
+    if not is_http_url(base_url):
+        raise ValueError(f"target.base_url must be an http(s) URL like {DEFAULT_BASE_URL}, got {base_url!r}")
     return PortTarget(
-        _string(spec, "base_url", REGIONS[region]),
+        base_url,
         client_id=_secret(spec, "client_id_env", "PORT_CLIENT_ID", env),
         client_secret=_secret(spec, "client_secret_env", "PORT_CLIENT_SECRET", env),
         integration_name=_string(spec, "integration_name", "ocean-hook"),
