@@ -662,6 +662,14 @@ async def test_sqlite_full_disk_fails_the_batch_not_the_journal(tmp_path: Path, 
 # ----------------------------------------------------------------------------- Redis only
 
 
+async def test_redis_url_with_an_option_redis_does_not_know_is_unavailable_not_a_crash(redis_url: str) -> None:
+    """redis-py hands unknown ?options to each connection it makes, which raises TypeError."""
+    with pytest.raises(QueueUnavailable, match=r"the URL has an option Redis does not know \(.*'colour'\)"):
+        await RedisQueue.open(redis_url + "?colour=blue")
+    async with await RedisQueue.open(redis_url + "?socket_timeout=5") as queue:  # a real option
+        assert (await queue.depth())["pending"] == 0
+
+
 async def test_redis_put_is_one_stream_entry_with_raw_fields(redis_url: str, clock: Clock) -> None:
     async with await RedisQueue.open(redis_url, stream="hooks", clock=clock, dedup_window_seconds=600) as queue:
         sent = delivery(1, clock, key="k")

@@ -481,6 +481,10 @@ class RedisQueue(Queue):
         except QueueUnavailable:
             await queue._redis.aclose()
             raise
+        except TypeError as exc:  # redis-py hands unknown ?options of the URL to each connection
+            await queue._redis.aclose()
+            problem = f"the URL has an option Redis does not know ({exc})"
+            raise QueueUnavailable(f"redis {redact_url(url)}: {problem}") from None
         queue._heartbeat = asyncio.create_task(queue._keep_claims_alive())
         return queue
 
