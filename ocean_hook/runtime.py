@@ -17,13 +17,18 @@ from ocean_hook.targets import build_target
 from ocean_hook.targets.base import Target
 
 
+def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
+    """The SQLite journal's file, or None for a queue that is not one."""
+    return Path(spec.get("path") or state_dir / "journal.db") if spec.get("type", "sqlite") == "sqlite" else None
+
+
 async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float) -> Queue:
     """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`."""
     kind = spec.get("type", "sqlite")
-    if kind == "sqlite":
+    path = journal_path(spec, state_dir)
+    if path is not None:
         from ocean_hook.queue.sqlite import SqliteJournal
 
-        path = Path(spec.get("path") or state_dir / "journal.db")
         return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
     if kind == "redis":
         from ocean_hook.queue.redis import RedisQueue

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import typer
+from serve_helpers import write_config
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
@@ -104,3 +105,28 @@ def test_no_ansi_escapes_when_not_a_terminal_or_with_no_color(
     assert piped.returncode == 1
     assert "error:" in piped.stdout
     assert ANSI not in piped.stdout + piped.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["catalog", "list"], "no local catalog at {state}/catalog.db yet: serve creates it when it starts "
+                              "(replay and import too)"),
+        (["catalog", "export", "--db", "{tmp}/typo.db"], "no local catalog at {tmp}/typo.db yet"),
+        (["catalog", "get", "service", "api"], "no local catalog at {state}/catalog.db yet"),
+        (["deliveries", "list"], "no journal at {state}/journal.db yet: serve creates it when it starts"),
+        (["deliveries", "retry", "--all-dead"], "no journal at {state}/journal.db yet"),
+        (["deliveries", "purge", "--older-than", "1d"], "no journal at {state}/journal.db yet"),
+    ],
+)
+def test_looking_into_a_project_serve_never_ran_in_creates_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A mistyped --db or a fresh project used to get an empty file created, then '0 entities'."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    words = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, [*words, "--config", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: " + message.format(state=state, tmp=tmp_path))
+    assert not state.exists() and not (tmp_path / "typo.db").exists()

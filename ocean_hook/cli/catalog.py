@@ -27,14 +27,21 @@ class ExportFormat(StrEnum):
     jsonl = "jsonl"
 
 
-def _catalog(config: Path, db: Path | None) -> LocalCatalog:
-    if db is not None:
-        return LocalCatalog(db)
+def _catalog(config: Path, db: Path | None, *, create: bool = False) -> LocalCatalog:
+    """The catalog to look into; only `import` may create one (a mistyped --db would otherwise
+    leave an empty catalog file behind and list nothing, successfully)."""
+    path = db if db is not None else _configured_catalog(config)
+    if not create and not path.exists():
+        raise fail(f"no local catalog at {path} yet: serve creates it when it starts (replay and import too)", 1)
+    return LocalCatalog(path)
+
+
+def _configured_catalog(config: Path) -> Path:
     loaded = load_config(config, inspection=True)
     spec = loaded.target
     if spec.get("type", "local") != "local" and spec.get("read_from") != "local":
         raise fail(f"{config}: the target is '{spec.get('type')}', not the local catalog (use --db PATH)")
-    return LocalCatalog(Path(spec.get("path") or loaded.state_dir / "catalog.db"))
+    return Path(spec.get("path") or loaded.state_dir / "catalog.db")
 
 
 CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
@@ -124,5 +131,5 @@ Examples:
 def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
     """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""
     entities = list(iter_items(file))
-    count = run(_with(_catalog(config, db), lambda c: c.import_entities(entities, source=str(file))))
+    count = run(_with(_catalog(config, db, create=True), lambda c: c.import_entities(entities, source=str(file))))
     stdout().print(f"imported {count} entities")

@@ -14,7 +14,7 @@ from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
 from ocean_hook.queue.base import DeliveryState, Queue, Requeued
-from ocean_hook.runtime import open_queue, queue_spec_from_option
+from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -29,10 +29,13 @@ QUEUE = typer.Option(None, "--queue", help="sqlite (default) or redis://host:637
 
 def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
     loaded = load_config(config, inspection=True)
+    spec = queue_spec_from_option(queue, loaded.queue)
+    journal = journal_path(spec, loaded.state_dir)
+    if journal is not None and not journal.exists():  # looking must not leave an empty journal behind
+        raise fail(f"no journal at {journal} yet: serve creates it when it starts", 1)
 
     async def go() -> T:
-        q = await open_queue(queue_spec_from_option(queue, loaded.queue), loaded.state_dir,
-                             dedup_window_seconds=loaded.server.dedup_window_seconds)
+        q = await open_queue(spec, loaded.state_dir, dedup_window_seconds=loaded.server.dedup_window_seconds)
         try:
             return await work(q)
         finally:
