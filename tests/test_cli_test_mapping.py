@@ -4,6 +4,7 @@ errors with exit code 2 that name the file and line, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from port_server import FakePort
+from serve_helpers import hook_env, port_env, port_target, write_config
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
@@ -71,8 +74,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def invoke(*args: Any) -> Any:
-    result = CliRunner().invoke(app, ["test-mapping", *map(str, args)])
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Any:
+    result = CliRunner().invoke(app, ["test-mapping", *map(str, args)], env=env)
     assert "Traceback" not in result.stdout + result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     return result
@@ -209,6 +212,29 @@ def test_an_expected_file_that_cannot_be_written_is_named(files: dict[str, Path]
     result = invoke("-m", files["mapping"], "-d", files["data"], "--expect", expected, "--update-expected")
     assert result.exit_code == 2
     assert result.stderr == f"error: {expected}: cannot write the expected result: {blocker} is not a directory\n"
+
+
+async def test_config_diffs_against_the_live_port_state_and_names_a_refused_login(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """--config reads the current entities from the configured target (here Port's API, served
+    by FakePort), read-only; a target it cannot read from is one line, exit 2, not a traceback."""
+    async with FakePort() as port:
+        port.put(STATE[0])  # PR 2, open in Port, closed in the data
+        config = write_config(tmp_path / "project", target=port_target(port.url), mapping=MAPPING)
+        args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-c", config, "-f", "json"]
+        env = {**hook_env(), **port_env()}
+        result = await asyncio.to_thread(invoke, *args, env=env)
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)["summary"]
+        assert (summary["create"], summary["update"]) == (2, 1)
+        assert {r.method for r in port.requests} == {"POST"}  # the token and searches: nothing written
+        assert port.entity("githubPullRequest", "2") == STATE[0]
+
+        refused = await asyncio.to_thread(invoke, *args, env={**hook_env(), **port_env(client_secret="wrong")})
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(f"error: {config}: cannot read the current entities from the target: ")
+    assert "401" in refused.stderr and refused.stderr.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------- exit codes

@@ -21,6 +21,7 @@ from ocean_hook.errors import InputError
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
+from ocean_hook.targets.base import TargetError
 
 
 class Format(StrEnum):
@@ -149,6 +150,8 @@ async def _report(
         return await build_report(
             mappers, iter_items(data), target.get_entities, compiled.flags, on_batch=on_batch, keep=keep
         )
+    except TargetError as exc:  # no current state, no diff: nothing to report but why
+        raise InputError(f"cannot read the current entities from the target: {exc}", where=str(config)) from None
     finally:
         await target.close()
 
