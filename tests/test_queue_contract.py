@@ -23,6 +23,7 @@ from redis_server import redis_server
 from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.redis import RedisQueue
 from ocean_hook.queue.sqlite import SqliteJournal
+from ocean_hook.targets.local import LocalCatalog
 
 PENDING, IN_PROGRESS, DONE, FAILED, DEAD = (
     DeliveryState.PENDING,
@@ -633,6 +634,18 @@ async def test_sqlite_not_a_database_is_unavailable(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a sqlite file" * 100)
     with pytest.raises(QueueUnavailable, match=r"j\.db.*not a database"):
         await SqliteJournal.open(path)
+
+
+async def test_sqlite_file_of_something_else_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """The local catalog named as the journal (queue.path) keeps its tables, and gets no others."""
+    path = tmp_path / "catalog.db"
+    await LocalCatalog(path).close()
+    before = path.read_bytes()
+    with pytest.raises(QueueUnavailable) as info:
+        await SqliteJournal.open(path)
+    assert str(info.value) == (f"journal {path}: it holds the tables of something else (entities, relation_targets), "
+                               "not a journal; it was left as it was")
+    assert path.read_bytes() == before
 
 
 async def test_sqlite_unwritable_location_is_unavailable(tmp_path: Path) -> None:

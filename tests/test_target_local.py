@@ -175,6 +175,20 @@ def test_catalog_import_names_the_file_and_the_entity_at_fault_and_imports_nothi
             assert conn.execute("SELECT COUNT(*) FROM entities").fetchone() == (0,)
 
 
+def test_a_sqlite_file_of_something_else_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """A --db or target.path naming an application's database must not get catalog tables."""
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as app_db:
+        app_db.execute("CREATE TABLE users (id INTEGER)")
+        app_db.commit()
+    before = path.read_bytes()
+    with pytest.raises(InputError) as info:
+        LocalCatalog(path)
+    assert str(info.value) == (f"{path}: cannot open the local catalog: it holds the tables of something else "
+                               "(users), not a local catalog; it was left as it was")
+    assert path.read_bytes() == before and not Path(f"{path}-wal").exists()
+
+
 async def test_another_process_reads_while_a_write_is_open(catalog: LocalCatalog):
     await catalog.upsert([svc("api", lang="py")], MERGE)
     writer = sqlite3.connect(catalog.path, isolation_level=None)

@@ -57,6 +57,7 @@ from ocean_hook.queue.codec import (
     encode_headers,
     encode_processors,
 )
+from ocean_hook.sqlitefiles import is_busy, refuse_foreign
 
 T = TypeVar("T")
 
@@ -238,8 +239,7 @@ class SqliteJournal(Queue):
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or waited >= BUSY_SECONDS:
+                if not is_busy(exc) or waited >= BUSY_SECONDS:
                     raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
             except (sqlite3.Error, OSError) as exc:
                 raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
@@ -258,6 +258,7 @@ class SqliteJournal(Queue):
         # timeout 0: a busy database answers at once, and `_run` waits off SQLite
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=0, cached_statements=1024)
         try:
+            refuse_foreign(conn, "deliveries", "a journal")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # the writer fsyncs the WAL itself
             conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop

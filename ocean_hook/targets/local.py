@@ -41,6 +41,7 @@ from ocean_hook.diff import resulting_entity
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.sqlitefiles import is_busy, refuse_foreign
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
 
@@ -135,14 +136,14 @@ class LocalCatalog(Target):
             try:
                 return self._connect()
             except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or time.monotonic() >= deadline:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(0.02)
 
     def _connect(self) -> tuple[sqlite3.Connection, int | None]:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
+            refuse_foreign(db, "entities", "a local catalog")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
