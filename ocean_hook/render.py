@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -64,6 +64,11 @@ def _printable(line: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
 
 
+def _shown(text: str) -> str:
+    """Text from outside (payloads, ids, files) inside rich markup: neither markup nor control codes."""
+    return escape(_printable(text))
+
+
 def print_changes(console: Console, changes: Iterable[Change], *, show_unchanged: bool = False) -> None:
     """Many changes in one write, colored when the console is (not when piped or NO_COLOR)."""
     color = console.color_system is not None and not console.no_color
@@ -92,12 +97,12 @@ def print_problems(
     for kind, title, fields in misconfigurations:
         for path, expr in fields.items():
             console.print(
-                f"[yellow]! {escape(kind)} {escape(title)}: {escape(path)} is null "
-                f"(jq: {escape(expr)})[/]",
+                f"[yellow]! {_shown(kind)} {_shown(title)}: {_shown(path)} is null "
+                f"(jq: {_shown(expr)})[/]",
                 highlight=False,
             )
     for error in errors:
-        console.print(f"[red]error: {escape(error)}[/]", highlight=False)
+        console.print(f"[red]error: {_shown(error)}[/]", highlight=False)
 
 
 def print_misconfigured(console: Console, tally: Iterable[tuple[str, str, str, int, str]]) -> None:
@@ -105,8 +110,8 @@ def print_misconfigured(console: Console, tally: Iterable[tuple[str, str, str, i
     for kind, path, expr, count, example in tally:
         entities = "1 entity" if count == 1 else f"{count:,} entities"
         console.print(
-            f"[yellow]! {escape(kind)}: {escape(path)} is null in {entities} "
-            f"(jq: {escape(expr)}), e.g. {escape(example)}[/]",
+            f"[yellow]! {_shown(kind)}: {_shown(path)} is null in {entities} "
+            f"(jq: {_shown(expr)}), e.g. {_shown(example)}[/]",
             highlight=False,
         )
 
@@ -182,12 +187,25 @@ def _code(text: str) -> str:
 
 
 def escape_text(text: str) -> str:
-    return escape(text)
+    return _shown(text)
 
 
 def dumps(document: Any) -> str:
     """The JSON form of every machine-readable output: stable key order, two-space indent."""
     return json.dumps(document, indent=2, ensure_ascii=False, default=str)
+
+
+def data_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Any:
+    """A rich table of what came from outside (delivery ids, entity titles, errors): shown as
+    written, never read as rich markup ('[/]' in a title raised an error), control codes spelled
+    out (an ESC in a payload would otherwise reach the operator's terminal)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(Text(_printable(str(cell))) for cell in row))
+    return table
 
 
 def counts_table(title: str, counts: Mapping[str, int]) -> Any:
@@ -203,4 +221,4 @@ def counts_table(title: str, counts: Mapping[str, int]) -> Any:
 
 def print_outcome_header(console: Console, file: str, status: str, detail: str) -> None:
     style = {"processed": "green", "sent": "green", "skipped": "dim", "failed": "red"}.get(status, "")
-    console.print(f"[bold {style}]{escape(status):>9}[/] {escape(file)}  {escape(detail)}", highlight=False)
+    console.print(f"[bold {style}]{_shown(status):>9}[/] {_shown(file)}  {_shown(detail)}", highlight=False)

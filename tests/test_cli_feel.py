@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import subprocess
@@ -18,6 +19,10 @@ from serve_helpers import write_config
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
+from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.queue.base import Delivery
+from ocean_hook.queue.sqlite import SqliteJournal
+from ocean_hook.targets.local import LocalCatalog
 
 ANSI = "\x1b["
 OCEAN_HOOK = str(Path(sys.executable).parent / "ocean-hook")
@@ -130,3 +135,26 @@ def test_looking_into_a_project_serve_never_ran_in_creates_nothing(
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: " + message.format(state=state, tmp=tmp_path))
     assert not state.exists() and not (tmp_path / "typo.db").exists()
+
+
+async def test_tables_show_outside_text_as_written_never_as_markup_or_terminal_codes(tmp_path: Path) -> None:
+    """An entity titled '[/]...' made `catalog list` fail with a rich MarkupError; '[bold]' in a
+    delivery id vanished from `deliveries list`; an ESC from a payload reached the terminal."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    catalog = LocalCatalog(state / "catalog.db")
+    title = "[/]closed [bold]tag\x1b[31mred"
+    await catalog.upsert([{"identifier": "1", "blueprint": "pr", "title": title}], MappingFlags())
+    await catalog.close()
+    async with await SqliteJournal.open(state / "journal.db") as journal:
+        await journal.put(Delivery("[bold]7", "POST", "/webhooks/github", [], b"{}", 0.0))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "300"})
+
+    listed = await asyncio.to_thread(run, "catalog", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "│ [/]closed [bold]tag\\x1b[31mred │" in listed.stdout and "\x1b" not in listed.stdout
+    deliveries = await asyncio.to_thread(run, "deliveries", "list")
+    assert deliveries.exit_code == 0, deliveries.output
+    assert "│ [bold]7 " in deliveries.stdout

@@ -70,12 +70,8 @@ def list_(
 ) -> None:
     """List entities (blueprint, identifier, title)."""
     entities = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
-    from rich.table import Table
-
-    table = Table("blueprint", "identifier", "title")
-    for e in entities:
-        table.add_row(str(e.get("blueprint")), str(e.get("identifier")), str(e.get("title") or ""))
-    stdout().print(table)
+    rows = [(e.get("blueprint"), e.get("identifier"), e.get("title") or "") for e in entities]
+    stdout().print(render.data_table(["blueprint", "identifier", "title"], rows))
     stdout().print(f"{len(entities)} entities")
 
 

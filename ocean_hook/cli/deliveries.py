@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
@@ -74,13 +73,14 @@ def list_(
         return listed, await q.superseded() if any_dead else {}, await q.depth()
 
     deliveries, superseded, depth = _on_queue(config, queue, work)
-    table = Table("id", "delivery id", "state", "attempts", "received", "next attempt", "last error")
-    for d in deliveries:
-        shown = f"{d.state} (superseded by {superseded[d.id]})" if d.id in superseded else str(d.state)
-        table.add_row(d.id, d.delivery_id, shown, str(d.attempts), _when(d.received_at),
-                      _when(d.next_attempt_at), (d.last_error or "")[:80])
+    rows = [
+        (d.id, d.delivery_id, f"{d.state} (superseded by {superseded[d.id]})" if d.id in superseded else d.state,
+         d.attempts, _when(d.received_at), _when(d.next_attempt_at), (d.last_error or "")[:80])
+        for d in deliveries
+    ]
     out = stdout()
-    out.print(table)
+    out.print(render.data_table(["id", "delivery id", "state", "attempts", "received", "next attempt", "last error"],
+                                rows))
     out.print(", ".join(f"{count} {name}" for name, count in depth.items()))
 
 
@@ -147,7 +147,7 @@ def retry(
                    "--include-superseded retries it anyway", 1)
     if not done.count:
         raise fail(f"no dead or failed delivery {delivery!r} in the journal", 1)
-    out.print(f"delivery {delivery} is pending again")
+    out.print(f"delivery {delivery} is pending again", markup=False)
 
 
 @app.command("purge", epilog="""

@@ -197,7 +197,7 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
         except OSError as exc:  # a parent that is a file fails the mkdir with "File exists"
             reason = f"{expect.parent} is not a directory" if isinstance(exc, FileExistsError) else exc.strerror
             raise InputError(f"cannot write the expected result: {reason}", where=str(expect)) from None
-        stderr().print(f"wrote {expect}")
+        stderr().print(f"wrote {expect}", markup=False)
         return 0
     expected = load_json(expect)
     if expected == json.loads(json.dumps(actual, default=str)):
@@ -207,7 +207,7 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
         fromfile=str(expect), tofile="actual", lineterm="",
     )
     err = stderr()
-    err.print(f"[red]result differs from {expect}:[/]")
+    err.print(f"[red]result differs from {render.escape_text(str(expect))}:[/]")
     for line in diff:
         err.print(line, markup=False, highlight=False)
     return 1
