@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from ocean_hook.printable import printable
+
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
 
@@ -28,18 +30,27 @@ class _SecondStamp:
 
 class TextFormatter(logging.Formatter):
     """`2026-11-29 05:35:28,183 INFO ocean_hook.server: message`: the standard library's
-    `%(asctime)s %(levelname)s %(name)s: %(message)s`, byte for byte, at a fraction of the cost.
-    Lines with a traceback take the standard path."""
+    `%(asctime)s %(levelname)s %(name)s: %(message)s`, byte for byte, at a fraction of the cost,
+    except that control characters in the message are spelled out (`printable.py`)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self._stamp = _SecondStamp(self.default_time_format, time.localtime)
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info or record.exc_text or record.stack_info:
-            return super().format(record)
         stamp = f"{self._stamp(record.created)},{int(record.msecs):03d}"
-        return f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
+        message = record.getMessage()
+        if not message.isprintable():  # a payload's text in it must not forge a line or drive the terminal
+            message = printable(message)
+        line = f"{stamp} {record.levelname} {record.name}: {message}"
+        return line + self._trace(record) if record.exc_info or record.exc_text or record.stack_info else line
+
+    def _trace(self, record: logging.LogRecord) -> str:
+        """The traceback and stack lines the standard formatter puts after the message."""
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        trace = f"\n{record.exc_text}" if record.exc_text else ""
+        return trace + (f"\n{self.formatStack(record.stack_info)}" if record.stack_info else "")
 
 
 class JsonFormatter(logging.Formatter):

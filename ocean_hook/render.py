@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ocean_hook.diff import Change
+from ocean_hook.printable import printable
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "unchanged": " "}
 _STYLE = {"create": "green", "update": "yellow", "delete": "red", "unchanged": "dim"}
@@ -56,17 +57,9 @@ def summary_line(summary: Mapping[str, int]) -> str:
 #: SGR codes of `_STYLE`, written directly: rich lays out a line in ~40 µs, too slow for a plan
 #: of 100,000 entities
 _SGR = {"create": "32", "update": "33", "delete": "31", "unchanged": "2"}
-#: control characters from payload text must not reach the terminal as escape sequences
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
-
-def _printable(line: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
-
-
 def _shown(text: str) -> str:
     """Text from outside (payloads, ids, files) inside rich markup: neither markup nor control codes."""
-    return escape(_printable(text))
+    return escape(printable(text))
 
 
 def print_changes(console: Console, changes: Iterable[Change], *, show_unchanged: bool = False) -> None:
@@ -76,7 +69,7 @@ def print_changes(console: Console, changes: Iterable[Change], *, show_unchanged
     for change in changes:
         if change.action == "unchanged" and not show_unchanged:
             continue
-        lines = [_printable(line) for line in change_lines(change)]
+        lines = [printable(line) for line in change_lines(change)]
         if color:
             code = _SGR[change.action]
             lines = [f"\x1b[1;{code}m{lines[0]}\x1b[0m", *(f"\x1b[{code}m{x}\x1b[0m" for x in lines[1:])]
@@ -204,7 +197,7 @@ def data_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Any:
 
     table = Table(*columns)
     for row in rows:
-        table.add_row(*(Text(_printable(str(cell))) for cell in row))
+        table.add_row(*(Text(printable(str(cell))) for cell in row))
     return table
 
 

@@ -51,6 +51,17 @@ def test_a_traceback_is_kept() -> None:
     assert "Traceback (most recent call last)" in text and "ValueError: boom" in text
 
 
+@pytest.mark.parametrize("exc", [False, True], ids=["line", "with a traceback"])
+def test_text_from_a_payload_cannot_forge_a_line_or_reach_the_terminal(exc: bool) -> None:
+    made = record("dead-lettered: %s", "pr/1\n2026-11-29 00:00:00,000 INFO ocean_hook.server: forged\x1b[2J",
+                  created=1795931849.25, exc=exc, level=logging.ERROR)
+    first, *rest = TextFormatter().format(made).split("\n")
+    assert first == STDLIB.format(record("dead-lettered: %s", "pr/1\\x0a2026-11-29 00:00:00,000 INFO "
+                                         "ocean_hook.server: forged\\x1b[2J", created=1795931849.25,
+                                         level=logging.ERROR))
+    assert ("ValueError: boom" in rest[-1]) if exc else rest == []
+
+
 def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
     formatter = JsonFormatter()
     logger = logging.getLogger("ocean_hook.test_logs")
