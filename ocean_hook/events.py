@@ -107,15 +107,32 @@ def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:
         except (ValueError, TypeError):
             raise InputError("'body_base64' is not valid base64", where=where) from None
     else:
-        body = str(doc["body"]).encode("utf-8")
+        body = _text(doc, "body", where).encode("utf-8")
+    received_at = doc.get("received_at")
+    if received_at is not None and (isinstance(received_at, bool) or not isinstance(received_at, int | float)):
+        raise InputError(f"'received_at' must be a Unix time in seconds, got {_shown(received_at)}", where=where)
+    delivery_id = doc.get("delivery_id")
     return WebhookEvent(
-        method=str(doc.get("method", "POST")).upper(),
-        path=str(doc["path"]),
+        method=_text(doc, "method", where, "POST").upper(),
+        path=_text(doc, "path", where),
         headers=headers,
         body=body,
-        received_at=float(doc.get("received_at") or time.time()),
-        delivery_id=doc.get("delivery_id"),
+        received_at=float(received_at or time.time()),
+        delivery_id=None if delivery_id is None else _text(doc, "delivery_id", where),
     )
+
+
+def _text(doc: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    """A capture field that must be a string (a hand-edited capture may hold anything)."""
+    value = doc.get(key, default)
+    if not isinstance(value, str):
+        raise InputError(f"'{key}' must be a string, got {_shown(value)}", where=where)
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_capture(directory: Path, event: WebhookEvent) -> Path:

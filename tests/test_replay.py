@@ -374,6 +374,32 @@ def test_a_to_that_is_not_a_listener_url_is_refused_once_before_anything_is_sent
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"body": 5}, "'body' must be a string, got 5"),
+        ({"path": 5}, "'path' must be a string, got 5"),
+        ({"method": 7}, "'method' must be a string, got 7"),
+        ({"received_at": "yesterday"}, "'received_at' must be a Unix time in seconds, got \"yesterday\""),
+        ({"received_at": True}, "'received_at' must be a Unix time in seconds, got true"),
+        ({"delivery_id": ["x"]}, "'delivery_id' must be a string, got [\"x\"]"),
+    ],
+)
+def test_a_hand_edited_capture_with_a_wrong_field_fails_alone_naming_it(
+    tmp_path: Path, fields: dict, problem: str
+) -> None:
+    config = source_config(tmp_path, "github")
+    folder = tmp_path / "caps"
+    good, = write_captures(folder, [capture("github", "pull_request.opened")])
+    bad = folder / "zz-edited.json"
+    bad.write_text(json.dumps({**json.loads(good.read_text()), **fields}))
+    result = replay(folder, "--config", config)
+    assert result.exit_code == 1, result.output
+    outcomes = (["processed"], ["failed"])
+    lines = [line.split(None, 2) for line in result.stdout.splitlines() if line.split()[:1] in outcomes]
+    assert lines == [["processed", str(good), lines[0][2]], ["failed", str(bad), f"{bad}: {problem}"]]
+
+
 # ----------------------------------------------------------------------------- rejections
 
 
