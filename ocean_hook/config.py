@@ -402,7 +402,7 @@ def _python_processor(
     except (ImportError, AttributeError) as exc:
         r.problem(path, f"cannot import {ref}: {exc} (modules are looked up in {base} first, then sys.path)")
         return None
-    except Exception as exc:  # a user's module failing at import: report, don't crash
+    except (Exception, SystemExit) as exc:  # a user's module failing (or exiting) at import: report it
         r.problem(path, f"importing {module_name} failed: {type(exc).__name__}: {exc}")
         return None
     if not (isinstance(cls, type) and issubclass(cls, WebhookProcessor)):
@@ -410,7 +410,7 @@ def _python_processor(
         return None
     try:
         return cls(settings)
-    except Exception as exc:  # a user's constructor: report, don't crash
+    except (Exception, SystemExit) as exc:  # a user's constructor: report, don't crash
         r.problem(path, f"{ref}({settings.name!r}) failed: {exc}")
         return None
 

@@ -109,7 +109,11 @@ def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> No
     text = config.read_text()
     line = next(n for n, row in enumerate(text.splitlines(), start=1) if row.strip().startswith("class:"))
     (tmp_path / "custom" / "not_a_processor.py").write_text("class Thing:\n    pass\n")
+    (tmp_path / "custom" / "exits_at_import.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "custom" / "broken.py").write_text("def x(:\n")
     for ref, message in (
+        ("exits_at_import:X", "importing exits_at_import failed: SystemExit: 3"),
+        ("broken:X", "importing broken failed: SyntaxError: invalid syntax"),
         ("no_such_module:X", "cannot import no_such_module:X"),
         ("my_processor:Missing", "cannot import my_processor:Missing"),
         ("not_a_processor:Thing", "not a subclass of ocean_hook.processors.base.WebhookProcessor"),
