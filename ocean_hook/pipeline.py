@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,7 +105,8 @@ class Admission:
     def label(self) -> str:
         """Short machine label for metrics and JSON output."""
         return {202: "accepted" if self.processors else "ignored", 400: "bad_json", 401: "unauthorized",
-                404: "unknown_path", 415: "unsupported_media_type", 422: "invalid"}.get(self.status, str(self.status))
+                404: "unknown_path", 415: "unsupported_media_type", 422: "invalid",
+                500: "processing_failed"}.get(self.status, str(self.status))
 
 
 _JSON_TYPES = ("application/json", "text/json")
@@ -166,7 +168,24 @@ def admit(
     Authentication runs on the raw bytes before the body is parsed, so a forged request is
     never parsed. `now=None` skips timestamp-age checks; `verify=False` trusts the event
     (workers re-running a delivery that was authenticated when it arrived).
+
+    Code that raises on the way (a Python processor's own methods, say) makes a 500 whose
+    reason says what raised and where: the sender will send it again once that is fixed.
     """
+    try:
+        return _admit(event, processors, now=now, verify=verify)
+    except Exception as exc:
+        return Admission(500, f"processing code failed: {_raised(exc)}", event)
+
+
+def _raised(exc: Exception) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (in {last.name}, {last.filename}:{last.lineno})"
+
+
+def _admit(
+    event: WebhookEvent, processors: Sequence[WebhookProcessor], *, now: float | None, verify: bool
+) -> Admission:
     if not processors:
         return Admission(404, f"no processor listens on {event.path}", event)
     candidates = [p for p in processors if p.could_process(event)]

@@ -162,6 +162,11 @@ class WebhookDoor:
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
             return answer(202, "ignored", reason=admission.reason)
+        if admission.status == 500:  # our side: the details go to the log, not to the sender
+            self.metrics.rejected.labels(admission.label).inc()
+            log.error("cannot admit a delivery to %s: %s", request.path, admission.reason)
+            return answer(500, "error", reason="processing code failed on this delivery (see ocean-hook's log); "
+                                               "send again later")
         if not admission.accepted:
             return self._reject(admission.status, admission.label, admission.reason)
         return await self._journal(admission)

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from serve_helpers import journal_depth, serve_in_process
 from webhook_samples import MAPPINGS, SECRETS, catalog, changes, replay_json, sample, secrets_env, sign, source_config
 
 from ocean_hook.config import ConfigProblems, load_config
@@ -125,3 +128,38 @@ def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> No
         assert f"{config}:{line} (key processors[0].class)" in str(raised.value)
         assert message in str(raised.value)
     assert str((tmp_path / "custom").resolve()) not in sys.path
+
+
+async def test_a_processor_whose_code_raises_is_500_with_the_place_named_and_nothing_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its own bug is not the sender's fault (a 4xx would tell the sender to give up), and not a
+    delivery to keep (its filter never ran): 500, the sender sends it again once it is fixed."""
+    config = source_config(tmp_path, "custom")
+    folder = config.parent
+    code = (folder / "my_processor.py").read_text().replace(
+        "    def should_process_event(self, event: WebhookEvent) -> bool:\n",
+        "    def should_process_event(self, event: WebhookEvent) -> bool:\n"
+        "        if event.payload.get('boom'):\n            raise KeyError('boom')\n")
+    (folder / "buggy_processor.py").write_text(code)  # its own name: my_processor is imported already
+    config.write_text(config.read_text().replace("my_processor:", "buggy_processor:"))
+    line = next(n for n, row in enumerate(code.splitlines(), 1) if "raise KeyError('boom')" in row)
+    where = f"KeyError: 'boom' (in should_process_event, {folder / 'buggy_processor.py'}:{line})"
+    body = json.dumps(deployment() | {"boom": True}).encode()
+    headers = sign("custom", body, sample("custom", "deployment.finished")[1])
+
+    async with serve_in_process(config, env=secrets_env()) as server, aiohttp.ClientSession() as http:
+        async with http.post(server.url + "/webhooks/deploybot", data=body, headers=headers) as response:
+            assert response.status == 500
+            assert (await response.json())["reason"] == ("processing code failed on this delivery "
+                                                         "(see ocean-hook's log); send again later")
+        depth = await journal_depth(server.state_dir)
+    assert sum(depth.values()) == 0
+    assert f"cannot admit a delivery to /webhooks/deploybot: processing code failed: {where}" in caplog.text
+
+    bare = tmp_path / "boom.json"
+    bare.write_bytes(body)
+    args = ["--config", config, "--path", "/webhooks/deploybot", *[f"--header={k}: {v}" for k, v in headers.items()]]
+    (out,) = await asyncio.to_thread(replay_json, bare, *args, exit_code=1)  # the CLI runs its own loop
+    assert (out["status"], out["answer"]["status"]) == ("failed", 500)
+    assert out["answer"]["reason"] == f"processing code failed: {where}"
