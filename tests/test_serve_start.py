@@ -90,3 +90,22 @@ async def test_an_ipv6_address_is_printed_as_a_url_that_works(tmp_path: Path) ->
             assert response.status == 200
     finally:
         await server.stop()
+
+
+async def test_a_second_serve_on_the_same_journal_is_refused_and_the_first_keeps_serving(tmp_path: Path) -> None:
+    """Its crash recovery would take the first one's claims for a dead process's and run them again."""
+    config = write_config(tmp_path)
+    first = await ServeProcess.start(config)
+    try:
+        second = await asyncio.to_thread(serve, config, "--port", "0")
+        assert second.returncode == 2, second.stderr
+        assert "Traceback" not in second.stderr
+        assert second.stderr.strip() == (f"error: journal {tmp_path / 'state' / 'journal.db'}: another process "
+                                         f"(pid {first.pid}) is serving from it; one serve per journal (several "
+                                         "instances share the Redis queue)")
+        async with aiohttp.ClientSession() as http, http.get(first.url + "/readyz") as response:
+            assert response.status == 200
+    finally:
+        assert await first.stop() == 0
+    again = await ServeProcess.start(config)  # the lock went with the process
+    assert await again.stop() == 0

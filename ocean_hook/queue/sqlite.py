@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -209,6 +210,7 @@ class SqliteJournal(Queue):
         self._claimed: set[str] = set()  # ids this object handed to workers and not yet ended
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="journal", log=log)
         self._sync_first: list[Callable[[], None]] = []  # see sync_before
+        self._serve_lock: int | None = None  # see _serve_alone
 
     @classmethod
     async def open(
@@ -457,8 +459,10 @@ class SqliteJournal(Queue):
     async def recover(self) -> int:
         """Every in-progress row not claimed through this object belongs to a crashed process.
 
-        The journal has one serving process, so at start-up that is every in-progress row.
+        The journal has one serving process (`_serve_alone` sees to it), so at start-up that is
+        every in-progress row.
         """
+        self._serve_alone()
         mine = sorted(self._claimed, key=int)
 
         def work(conn: sqlite3.Connection, now: float) -> int:
@@ -470,6 +474,30 @@ class SqliteJournal(Queue):
             return cursor.rowcount
 
         return await self._write(work)
+
+    def _serve_alone(self) -> None:
+        """Hold `<journal>-serve.lock` (flock) while this object is open. A second `serve` on the
+        same journal would take the first one's claims for a crashed process's and run them
+        again, out of order. The kernel drops the lock when the process ends, SIGKILL included."""
+        if self._serve_lock is not None:
+            return
+        lock = f"{self.path}-serve.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise QueueUnavailable(f"journal {self.path}: cannot open {lock}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 20).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise QueueUnavailable(
+                f"journal {self.path}: another process (pid {holder}) is serving from it; one serve per "
+                "journal (several instances share the Redis queue)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._serve_lock = fd
 
     # ------------------------------------------------------------------ inspection and repair
 
@@ -564,6 +592,9 @@ class SqliteJournal(Queue):
         if self._wal is not None:
             os.close(self._wal)
             self._wal = None
+        if self._serve_lock is not None:
+            os.close(self._serve_lock)  # and with it the lock
+            self._serve_lock = None
 
 
 class _Put:
