@@ -92,6 +92,8 @@ class Admission:
     processors: list[WebhookProcessor] = field(default_factory=list)
     #: the processor whose check gave a 401 or 422 (for replay's report; the sender is not told)
     rejected_by: str | None = None
+    #: deliveries with the same key are applied one at a time, in arrival order (accepted ones)
+    order_key: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -216,16 +218,11 @@ def _admit(
     if event.delivery_id is None:
         found = next((d for p in valid if (d := p.delivery_id(event))), None)
         event = event.with_delivery_id(found or new_delivery_id())
-    return Admission(202, "accepted", event, valid)
+    return Admission(202, "accepted", event, valid, order_key=valid[0].order_key(event))
 
 
 def _ignored_reason(event: WebhookEvent) -> str:
     return f"no processor on {event.path} matches this event"
-
-
-def order_key(admission: Admission) -> str:
-    """Deliveries with the same key are applied one at a time, in arrival order."""
-    return admission.processors[0].order_key(admission.event)
 
 
 # ------------------------------------------------------------------------------ the work

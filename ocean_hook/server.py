@@ -24,7 +24,7 @@ from ocean_hook.config import OPERATIONS_PATHS, Config
 from ocean_hook.events import WebhookEvent, write_capture
 from ocean_hook.logs import for_delivery
 from ocean_hook.metrics import Metrics
-from ocean_hook.pipeline import Admission, admit, check_media_type, order_key
+from ocean_hook.pipeline import Admission, admit, check_media_type
 from ocean_hook.queue.base import Delivery, Queue, QueueUnavailable
 from ocean_hook.targets.base import Target, TargetError
 
@@ -198,7 +198,7 @@ class WebhookDoor:
     async def _journal(self, admission: Admission) -> web.Response:
         event = admission.event
         dlog = for_delivery(log, event.delivery_id)
-        delivery = Delivery.from_event(event, [p.name for p in admission.processors], order_key(admission))
+        delivery = Delivery.from_event(event, [p.name for p in admission.processors], admission.order_key)
         try:
             put = await self.queue.put(delivery)
         except QueueUnavailable as exc:

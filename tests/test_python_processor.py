@@ -130,21 +130,24 @@ def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> No
     assert str((tmp_path / "custom").resolve()) not in sys.path
 
 
+@pytest.mark.parametrize(("method", "returns"), [("should_process_event", "bool"), ("order_key", "str")])
 async def test_a_processor_whose_code_raises_is_500_with_the_place_named_and_nothing_stored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, method: str, returns: str
 ) -> None:
     """Its own bug is not the sender's fault (a 4xx would tell the sender to give up), and not a
     delivery to keep (its filter never ran): 500, the sender sends it again once it is fixed."""
     config = source_config(tmp_path, "custom")
     folder = config.parent
-    code = (folder / "my_processor.py").read_text().replace(
-        "    def should_process_event(self, event: WebhookEvent) -> bool:\n",
-        "    def should_process_event(self, event: WebhookEvent) -> bool:\n"
-        "        if event.payload.get('boom'):\n            raise KeyError('boom')\n")
-    (folder / "buggy_processor.py").write_text(code)  # its own name: my_processor is imported already
-    config.write_text(config.read_text().replace("my_processor:", "buggy_processor:"))
+    signature = f"    def {method}(self, event: WebhookEvent) -> {returns}:\n"
+    code = (folder / "my_processor.py").read_text()
+    assert signature in code
+    bug = "        if event.payload.get('boom'):\n            raise KeyError('boom')\n"
+    code = code.replace(signature, signature + bug)
+    module = f"buggy_{method}"  # a name of its own: my_processor is imported already
+    (folder / f"{module}.py").write_text(code)
+    config.write_text(config.read_text().replace("my_processor:", f"{module}:"))
     line = next(n for n, row in enumerate(code.splitlines(), 1) if "raise KeyError('boom')" in row)
-    where = f"KeyError: 'boom' (in should_process_event, {folder / 'buggy_processor.py'}:{line})"
+    where = f"KeyError: 'boom' (in {method}, {folder / f'{module}.py'}:{line})"
     body = json.dumps(deployment() | {"boom": True}).encode()
     headers = sign("custom", body, sample("custom", "deployment.finished")[1])
 
