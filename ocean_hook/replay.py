@@ -218,7 +218,7 @@ async def send_event(file: str, event: WebhookEvent, url: str, session: aiohttp.
     try:
         async with session.request(event.method, target, data=event.body, headers=headers) as response:
             text = await response.text()
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a header aiohttp will not send (CR, LF)
         outcome.status, outcome.error = "failed", f"cannot send to {target}: {exc}"
         return outcome
     outcome.sent_status = response.status

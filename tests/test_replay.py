@@ -342,6 +342,7 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         capture("github", "pull_request.opened"),
         capture("github", "issues.opened"),
         capture("github", "release.published", secret="wrong"),
+        capture("github", "issues.opened", headers={"X-Note": "a\r\nX-Injected: b"}),  # hand-edited
     ])
     async with serve_in_process(config, env=secrets_env()) as server:
         process = await asyncio.create_subprocess_exec(
@@ -352,7 +353,10 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
         assert process.returncode == 1, stderr.decode()
         out = json.loads(stdout)
-        assert [(d["status"], d["sent_status"]) for d in out] == [("sent", 202), ("sent", 202), ("failed", 401)]
+        assert [(d["status"], d.get("sent_status")) for d in out] == [
+            ("sent", 202), ("sent", 202), ("failed", 401), ("failed", None)]
+        [refused] = out[3]["errors"]
+        assert refused.startswith(f"cannot send to {server.url}/webhooks/github: ") and "control character" in refused
         delivery_id = "476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01"
         assert out[0]["listener_answer"] == {"status": "accepted", "delivery_id": delivery_id}
         assert out[0]["delivery_id"] == delivery_id
