@@ -1,5 +1,6 @@
-"""Where `serve` listens: told to start where it cannot work, it says so on one line and exits 1,
-never a traceback; where it can, the URL it prints is one a client can use."""
+"""Where `serve` listens: told to start where it cannot work, it says so on one line and exits 1
+(2 for a journal it may not use), never a traceback; where it can, the URL it prints is one a
+client can use."""
 
 from __future__ import annotations
 
