@@ -456,6 +456,8 @@ def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> Declar
     )
     if spec.events and not (spec.event_header or spec.event_query):
         r.problem((*path, "events"), "'events' needs a preset that says where the event name is")
+    if raw.get("events") == []:  # would take every event, as if it were not written: say which is meant
+        r.problem((*path, "events"), "is empty: leave 'events' out to take every event, or list the ones to take")
     return spec
 
 

@@ -140,6 +140,18 @@ def test_a_processor_path_the_listener_cannot_route_is_named(tmp_path: Path, rou
     assert str(info.value) == f"{path}:3 (key processors[0].path): {problem}"
 
 
+def test_an_empty_events_list_is_a_problem_not_every_event(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: gh, preset: github, events: [], kinds: [pull-request], auth: {secret: '${GH_SECRET}'}}
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={"GH_SECRET": "s"})
+    assert str(info.value) == (f"{path}:3 (key processors[0].events): is empty: leave 'events' out to take every "
+                               "event, or list the ones to take")
+
+
 def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys: a second `auth:` would silently replace the first."""
     path = write(tmp_path, """\
