@@ -6,6 +6,7 @@ Errors name the file and line.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ def too_many_digits() -> str:
     return f"a number has more than {sys.get_int_max_str_digits()} digits"
 
 
+#: `-d -`: the items come from standard input (named so in errors)
+STDIN = Path("-")
+
+
 def _open(path: Path) -> Any:
     try:
         return path.open("rb")
@@ -35,23 +40,38 @@ def _open(path: Path) -> Any:
 
 
 def _first_char(handle: Any) -> bytes:
+    """The first byte that is not white space, left unread: a pipe cannot be read twice."""
     while True:
-        c = handle.read(1)
+        c = handle.peek(1)[:1]
         if not c or not c.isspace():
             return c
+        handle.read(1)
+
+
+def _rereadable(path: Path) -> bool:
+    """A regular file can be read again (to locate an error, or to parse it whole); a pipe cannot."""
+    return path.is_file()
 
 
 def iter_items(path: Path) -> Iterator[Any]:
-    """Each raw item of a JSON object (one item), a JSON array (many) or JSON Lines."""
+    """Each raw item of a JSON object (one item), a JSON array (many) or JSON Lines; read once,
+    front to back, so `-` (standard input), a pipe or `/dev/stdin` work as well as a file."""
+    if path == STDIN:
+        stream = sys.stdin.buffer
+        yield from _iter_stream(stream if hasattr(stream, "peek") else io.BufferedReader(stream), Path("<stdin>"))
+        return
     with _open(path) as handle:
-        first = _first_char(handle)
-        handle.seek(0)
-        if first == b"[":
-            yield from _iter_array(handle, path)
-        elif first == b"":
-            raise InputError("file is empty (expected a JSON object, array or JSON Lines)", where=str(path))
-        else:
-            yield from _iter_lines_or_object(handle, path)
+        yield from _iter_stream(handle, path)
+
+
+def _iter_stream(handle: Any, path: Path) -> Iterator[Any]:
+    first = _first_char(handle)
+    if first == b"[":
+        yield from _iter_array(handle, path)
+    elif first == b"":
+        raise InputError("file is empty (expected a JSON object, array or JSON Lines)", where=str(path))
+    else:
+        yield from _iter_lines_or_object(handle, path)
 
 
 #: how yajl, ijson's fast parser, refuses a number past 64 bits: valid JSON all the same
@@ -68,6 +88,9 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     except ijson.JSONError as exc:
         if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
             raise _located(path, str(exc)) from None
+        if not _rereadable(path):
+            raise InputError(f"a number past 64 bits in item {done}: the streaming parser cannot read it from a "
+                             "pipe; give a file, or JSON Lines", where=str(path)) from None
     # a number past 64 bits (a 128-bit id, say): Python's own parser takes it, reading the file whole
     yield from load_json(path)[done:]
 
@@ -75,7 +98,8 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
 def _located(path: Path, fallback: str) -> InputError:
     """The streaming parser does not say where: read the file again (error path only) to find out."""
     try:
-        json.loads(path.read_bytes())
+        if _rereadable(path):
+            json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         return InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}")
     except (ValueError, OSError):
@@ -84,16 +108,17 @@ def _located(path: Path, fallback: str) -> InputError:
 
 
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
+    read = [handle.readline()]  # kept, to parse again as one document if that is what it is
     try:
-        first = json.loads(handle.readline())
+        first = json.loads(read[0])
     except ValueError:  # not one JSON document on the first line: the whole file is one
         first = None
     rest, line_no = handle.readline(), 2
     while rest and not rest.strip():
+        read.append(rest)
         rest, line_no = handle.readline(), line_no + 1
     if first is None or not rest:  # a single (possibly pretty-printed) JSON document
-        handle.seek(0)
-        yield from _whole_document(handle, path)
+        yield from _whole_document(b"".join(read) + rest + handle.read(), path)
         return
     yield first
     while rest:
@@ -114,8 +139,8 @@ def _record(line: bytes, path: Path, line_no: int) -> Any:
         raise InputError(f"invalid JSON Lines record: {too_many_digits()}", where=f"{path}:{line_no}") from None
 
 
-def _whole_document(handle: Any, path: Path) -> Iterator[Any]:
-    doc = load_json(path, handle.read())
+def _whole_document(raw: bytes, path: Path) -> Iterator[Any]:
+    doc = load_json(path, raw)
     if isinstance(doc, list):
         yield from doc
     else:

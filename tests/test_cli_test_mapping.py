@@ -374,6 +374,30 @@ def test_the_installed_console_script_runs_test_mapping(files: dict[str, Path]) 
     assert bad.stderr == "error: /nonexistent/x.json: file not found\n"
 
 
+@pytest.mark.parametrize("data", ["-", "/dev/stdin"])
+@pytest.mark.parametrize("layout", ["array", "json lines", "pretty object"])
+def test_data_from_a_pipe_is_read_once_front_to_back(files: dict[str, Path], data: str, layout: str) -> None:
+    """`curl ... | ocean-hook test-mapping -d -`: a pipe cannot be read twice (the reader used to
+    seek back to the start, and /dev/stdin ended in a traceback)."""
+    text = {"array": json.dumps(ITEMS), "json lines": "".join(json.dumps(i) + "\n" for i in ITEMS),
+            "pretty object": "\n\n" + json.dumps(ITEMS[0], indent=2)}[layout]
+    done = subprocess.run(
+        [console_script(), "test-mapping", "--mapping", str(files["mapping"]), "--data", data, "--kind",
+         "pull-request", "--format", "json"],
+        input=text, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    mapped = [e["entity"]["identifier"] for e in json.loads(done.stdout)["entities"]]
+    assert mapped == (["1"] if layout == "pretty object" else ["1", "2", "4"])
+
+
+def test_broken_data_from_a_pipe_is_named_stdin(files: dict[str, Path]) -> None:
+    done = subprocess.run([console_script(), "test-mapping", "--mapping", str(files["mapping"]), "--data", "-"],
+                          input='{\n  "number": 1,,\n}', capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "error: <stdin>:2:15: invalid JSON: Expecting property name "
+                                                  "enclosed in double quotes\n")
+
+
 # ------------------------------------------------------------------------------- across batches
 def test_a_later_version_of_an_entity_is_diffed_against_what_this_run_already_changed(tmp_path: Path) -> None:
     mapping = tmp_path / "m.yml"

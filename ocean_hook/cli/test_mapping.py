@@ -82,7 +82,9 @@ def _problems(entities: list[MappedEntity]) -> list[tuple[str, str, dict[str, st
 @user_errors
 def command(
     mapping: Path = typer.Option(..., "--mapping", "-m", help="Port port-app-config mapping (YAML)."),
-    data: Path = typer.Option(..., "--data", "-d", help="Raw items: a JSON object, array or JSON Lines."),
+    data: Path = typer.Option(
+        ..., "--data", "-d", help="Raw items: a JSON object, array or JSON Lines (- reads standard input)."
+    ),
     kind: str | None = typer.Option(None, "--kind", "-k", help="Only the resources of this kind."),
     state: Path | None = typer.Option(
         None, "--state", "-s", help="Current Port entities (JSON list) to diff against; empty if omitted."
