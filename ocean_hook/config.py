@@ -213,7 +213,11 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         where: KeyPath = ("state_dir",) if "state_dir" in raw else ()  # else the default, on no line
         r.problem(where, f"state_dir {state_dir} (journal and local catalog) exists and is not a directory")
     jq_opts = r.mapping(("jq",), raw.get("jq"))
-    allow_env = jq_opts.get("allow_env", False) is True
+    r.unknown_keys(("jq",), jq_opts, {"allow_env"})
+    allow_env = jq_opts.get("allow_env", False)
+    if not isinstance(allow_env, bool):  # 'yes' read as false would hide why $ENV stays empty
+        r.problem(("jq", "allow_env"), f"must be true or false, got {allow_env!r}")
+        allow_env = False
     server = _server(r, r.mapping(("server",), raw.get("server")))
     target = r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"}
     queue = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}

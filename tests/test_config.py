@@ -152,6 +152,22 @@ def test_an_empty_events_list_is_a_problem_not_every_event(tmp_path: Path) -> No
                                "event, or list the ones to take")
 
 
+def test_jq_options_are_checked(tmp_path: Path) -> None:
+    """'allow_env: 1' was read as false and 'allwo_env' ignored: $ENV stayed empty, silently."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        jq: {allow_env: 1, allwo_env: true}
+        processors:
+          - {name: open, path: /open, kinds: [pull-request], auth: {scheme: none}}
+        """)
+    with pytest.raises(ConfigProblems) as info:
+        load_config(path, env={})
+    assert str(info.value).splitlines()[1:] == [
+        f"  {path}:2 (key jq.allwo_env): unknown key 'allwo_env' (known: allow_env)",
+        f"  {path}:2 (key jq.allow_env): must be true or false, got 1",
+    ]
+
+
 def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys: a second `auth:` would silently replace the first."""
     path = write(tmp_path, """\
