@@ -19,6 +19,7 @@ from typing import Any
 from ocean_hook.config import Config, ConfigProblems, load_config
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
+from ocean_hook.runtime import check_queue
 from ocean_hook.targets import build_target
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
@@ -73,6 +74,7 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
         report.warnings += raw.idle_kinds(mapping, report.kinds)
     if config is not None:
         report.problems += _target_problems(config, env, require_env)
+        report.problems += _queue_problems(config)
     return report
 
 
@@ -147,6 +149,14 @@ class _RawConfig:
         return [f"{mapping}: kind '{kind}' has no processor feeding it" for kind in kinds if kind not in fed]
 
 
+def _queue_problems(config: Config) -> list[str]:
+    try:
+        check_queue(config.queue)
+    except ConfigError as exc:
+        return [f"{config.file} (key {exc.where}): {exc.message}"]
+    return []
+
+
 def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) -> list[str]:
     """Build the target once, as `serve` would, but never touch a catalog file or the network."""
     spec = dict(config.target)
@@ -159,6 +169,9 @@ def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) 
     reads_local = spec.get("type", "local") == "local" or (
         spec.get("type") == "dry-run" and spec.get("read_from", "local") == "local")
     if reads_local:
+        path = spec.get("path")
+        if path is not None and (not isinstance(path, str) or not path):
+            return [f"{config.file} (key target): target.path must be a non-empty string, got {path!r}"]
         spec["path"] = ":memory:"  # checks the settings without creating the catalog file
     try:
         target = build_target(spec, config.state_dir, env=env)

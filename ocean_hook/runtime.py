@@ -24,20 +24,35 @@ def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
 
 async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float) -> Queue:
     """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`."""
-    kind = spec.get("type", "sqlite")
+    check_queue(spec)
     path = journal_path(spec, state_dir)
     if path is not None:
         from ocean_hook.queue.sqlite import SqliteJournal
 
         return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
-    if kind == "redis":
-        from ocean_hook.queue.redis import RedisQueue
+    from ocean_hook.queue.redis import RedisQueue
 
-        if not spec.get("url"):
-            raise ConfigError("queue type redis needs 'url' (redis://host:6379/0)", where="queue")
-        options = redis_options(spec)
-        return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
-    raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
+    options = redis_options(spec)
+    return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
+
+
+def check_queue(spec: Mapping[str, Any]) -> None:
+    """The `queue:` block's mistakes as a ConfigError, found without opening anything (`check`
+    runs it too, so a queue that `serve` would refuse is not 'ok' there)."""
+    kind = spec.get("type", "sqlite")
+    if kind == "sqlite":
+        unknown = sorted(set(spec) - {"type", "path"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: path, type)", where="queue")
+        if "path" in spec and (not isinstance(spec["path"], str) or not spec["path"]):
+            raise ConfigError(f"must be the journal's file path, got {spec['path']!r}", where="queue.path")
+    elif kind == "redis":
+        url = spec.get("url")
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {url!r}", where="queue")
+        redis_options(spec)
+    else:
+        raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
 
 
 #: `queue:` keys of the redis type beyond `type` and `url`, each with its check and the hint shown

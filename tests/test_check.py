@@ -186,6 +186,24 @@ def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
     assert not (tmp_path / "db").exists()
 
 
+@pytest.mark.parametrize(
+    ("block", "problem"),
+    [
+        ("queue: {type: sqlite, pth: x.db}", "(key queue): unknown key(s) 'pth' (allowed: path, type)"),
+        ("queue: {type: sqlite, path: 5}", "(key queue.path): must be the journal's file path, got 5"),
+        ("queue: {type: redis}", "(key queue): queue type redis needs 'url' (redis://host:6379/0), got None"),
+        ("queue: {type: redis, url: 'redis://h', stream: 5}", "(key queue.stream): must be a stream name, got 5"),
+        ("queue: {type: kafka}", "(key queue): queue.type must be sqlite or redis, got 'kafka'"),
+        ("target: {type: local, path: 5}", "(key target): target.path must be a non-empty string, got 5"),
+    ],
+)
+def test_a_queue_or_catalog_serve_would_refuse_is_a_problem(tmp_path: Path, block: str, problem: str) -> None:
+    """They used to pass `check` ('ok') and fail `serve` at start, or be ignored (a misspelt key)."""
+    path = write(tmp_path, CONFIG + block + "\n")
+    assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path} {problem}"]
+    assert not (tmp_path / ".ocean-hook").exists()
+
+
 def test_mapping_kind_without_processor_is_a_warning(tmp_path: Path) -> None:
     path = write(tmp_path, mapping=GOOD_MAPPING + GOOD_MAPPING.split("resources:\n")[1].replace("pull-request", "x"))
     result = run_check(path, env={"GH_SECRET": "s"})
