@@ -3,13 +3,17 @@
 Both are opened by path from the config or the command line, where a slip can name some other
 SQLite file: the other one of the pair, or an application's database. Opening one switches it
 to WAL and creates tables in it, so a file holding tables of something else is refused before
-anything is changed. Both also meet other processes opening the same file: SQLite reports
-those as "busy", which each waits out in its own way.
+anything is changed. Both are then set up alike (`take_over`): WAL, commits that do not sync
+(the owner fsyncs the WAL itself, through `wal_descriptor`), checkpoints off the event loop
+(`checkpoints.py`). Both also meet other processes opening the same file: SQLite reports those
+as "busy", which each waits out in its own way.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -28,3 +32,19 @@ def refuse_foreign(conn: sqlite3.Connection, own_table: str, what: str) -> None:
         raise sqlite3.DatabaseError(
             f"it holds the tables of something else ({', '.join(tables[:5])}), not {what}; it was left as it was"
         )
+
+
+def take_over(conn: sqlite3.Connection, own_table: str, what: str) -> bool:
+    """Refuse a file of something else, then set up one of ours; True when it is in WAL mode
+    (an in-memory database, as `check` opens, is not, and has no WAL to sync)."""
+    refuse_foreign(conn, own_table, what)
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    conn.execute("PRAGMA synchronous=NORMAL")  # the owner fsyncs the WAL itself
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop
+    return bool(mode == "wal")
+
+
+def wal_descriptor(path: Path) -> int:
+    """A descriptor of the file's WAL, to fsync it: the WAL exists from the first transaction on,
+    as long as a connection is open."""
+    return os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)

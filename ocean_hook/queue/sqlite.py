@@ -58,7 +58,7 @@ from ocean_hook.queue.codec import (
     encode_headers,
     encode_processors,
 )
-from ocean_hook.sqlitefiles import is_busy, refuse_foreign
+from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
 
 T = TypeVar("T")
 
@@ -260,13 +260,9 @@ class SqliteJournal(Queue):
         # timeout 0: a busy database answers at once, and `_run` waits off SQLite
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=0, cached_statements=1024)
         try:
-            refuse_foreign(conn, "deliveries", "a journal")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # the writer fsyncs the WAL itself
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop
+            take_over(conn, "deliveries", "a journal")
             self._create_or_upgrade(conn)
-            # the WAL file exists from the first transaction on, and lives as long as a connection
-            self._wal = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            self._wal = wal_descriptor(self.path)
         except (sqlite3.Error, OSError):
             conn.close()
             raise

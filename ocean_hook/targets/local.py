@@ -41,7 +41,7 @@ from ocean_hook.diff import resulting_entity
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
-from ocean_hook.sqlitefiles import is_busy, refuse_foreign
+from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
 
@@ -143,14 +143,9 @@ class LocalCatalog(Target):
     def _connect(self) -> tuple[sqlite3.Connection, int | None]:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_SECONDS)
         try:
-            refuse_foreign(db, "entities", "a local catalog")
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the helper thread
+            wal = take_over(db, "entities", "a local catalog")
             db.executescript(_SCHEMA)
-            # the WAL exists from the first transaction on, as long as a connection is open; an
-            # in-memory catalog (`check`) has none, and nothing to put on disk
-            return db, os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC) if mode == "wal" else None
+            return db, wal_descriptor(self.path) if wal else None
         except BaseException:
             db.close()
             raise
