@@ -20,7 +20,7 @@ from ocean_hook.config import Config, ConfigProblems, load_config
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import check_queue
-from ocean_hook.targets import build_target
+from ocean_hook.targets import build_target, catalog_path
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
 
@@ -168,12 +168,10 @@ def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) 
                if isinstance(name, str)}
     reads_local = spec.get("type", "local") == "local" or (
         spec.get("type") == "dry-run" and spec.get("read_from", "local") == "local")
-    if reads_local:
-        path = spec.get("path")
-        if path is not None and (not isinstance(path, str) or not path):
-            return [f"{config.file} (key target): target.path must be a non-empty string, got {path!r}"]
-        spec["path"] = ":memory:"  # checks the settings without creating the catalog file
     try:
+        if reads_local:
+            catalog_path(spec, config.state_dir)  # the path as serve reads it, then none:
+            spec["path"] = ":memory:"  # the settings are checked without creating the catalog file
         target = build_target(spec, config.state_dir, env=env)
     except ValueError as exc:
         return [f"{config.file} (key target): {exc}"]

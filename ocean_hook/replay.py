@@ -6,6 +6,7 @@ is replayed to the end and the bad ones are reported as failed, each with its re
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from ocean_hook.errors import InputError, OceanHookError
 from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_capture, make_headers
 from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, check_media_type, process
 from ocean_hook.runtime import Runtime, make_fetcher, make_target
-from ocean_hook.targets import DryRunTarget
+from ocean_hook.targets import DryRunTarget, catalog_path
 from ocean_hook.targets.base import Target
 
 
@@ -176,10 +177,10 @@ def replay_target(config: Config, *, dry_run: bool) -> Target:
     """
     if not dry_run:
         return make_target(config)
-    local = config.target.get("type", "local") == "local"
-    catalog = Path(config.target.get("path") or config.state_dir / "catalog.db")
-    if local and not catalog.expanduser().exists():
-        return DryRunTarget(None)
+    if config.target.get("type", "local") == "local":
+        with contextlib.suppress(ValueError):  # a bad path: make_target below names it
+            if not catalog_path(config.target, config.state_dir).exists():
+                return DryRunTarget(None)
     return make_target(config, "dry-run")
 
 

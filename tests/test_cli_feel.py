@@ -158,3 +158,23 @@ async def test_tables_show_outside_text_as_written_never_as_markup_or_terminal_c
     deliveries = await asyncio.to_thread(run, "deliveries", "list")
     assert deliveries.exit_code == 0, deliveries.output
     assert "│ [bold]7 " in deliveries.stdout
+
+
+async def test_catalog_commands_find_the_catalog_where_serve_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`target.path: ~/...` is expanded by serve; `catalog list` used to look for a folder named '~'
+    (and a path of 5 was a TypeError traceback)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = write_config(tmp_path, target={"type": "local", "path": "~/hooks/catalog.db"})
+    catalog = LocalCatalog(tmp_path / "home" / "hooks" / "catalog.db")
+    await catalog.upsert([{"identifier": "1", "blueprint": "pr", "title": "found"}], MappingFlags())
+    await catalog.close()
+    listed = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert "found" in listed.stdout and "1 entities" in listed.stdout
+
+    config = write_config(tmp_path, target={"type": "local", "path": 5})
+    broken = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])
+    assert broken.exit_code == 2
+    assert broken.stderr == f"error: {config} (key target): target.path must be a non-empty string, got 5\n"

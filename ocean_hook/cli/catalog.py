@@ -12,6 +12,7 @@ from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items
+from ocean_hook.targets import catalog_path
 from ocean_hook.targets.local import LocalCatalog
 
 app = typer.Typer(
@@ -41,7 +42,10 @@ def _configured_catalog(config: Path) -> Path:
     spec = loaded.target
     if spec.get("type", "local") != "local" and spec.get("read_from") != "local":
         raise fail(f"{config}: the target is '{spec.get('type')}', not the local catalog (use --db PATH)")
-    return Path(spec.get("path") or loaded.state_dir / "catalog.db")
+    try:
+        return catalog_path(spec, loaded.state_dir)
+    except ValueError as exc:
+        raise fail(f"{config} (key target): {exc}") from None
 
 
 CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")

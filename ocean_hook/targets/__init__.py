@@ -31,6 +31,7 @@ __all__ = [
     "TargetError",
     "WriteOutcome",
     "build_target",
+    "catalog_path",
 ]
 
 REGIONS = {"eu": DEFAULT_BASE_URL, "us": US_BASE_URL}
@@ -72,11 +73,16 @@ def _number(spec: Mapping[str, Any], key: str, default: float, kind: type = int)
     return kind(value)
 
 
+def catalog_path(spec: Mapping[str, Any], state_dir: Path) -> Path:
+    """The local catalog's file a `target:` names (`path`, else the state directory's), for
+    `serve` and for every command that looks into it; ValueError for a path that is not one."""
+    if spec.get("path") is None:
+        return state_dir / "catalog.db"
+    return Path(_string(spec, "path", "")).expanduser()
+
+
 def _local(spec: Mapping[str, Any], state_dir: Path) -> LocalCatalog:
-    path = spec.get("path")
-    if path is None:
-        return LocalCatalog(state_dir / "catalog.db")
-    return LocalCatalog(Path(_string(spec, "path", "")).expanduser())
+    return LocalCatalog(catalog_path(spec, state_dir))
 
 
 def _secret(spec: Mapping[str, Any], key: str, default: str, env: Mapping[str, str]) -> str:
