@@ -22,9 +22,13 @@ def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
     return Path(spec.get("path") or state_dir / "journal.db") if spec.get("type", "sqlite") == "sqlite" else None
 
 
+#: what a Redis URL starts with (redis-py's schemes)
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float) -> Queue:
     """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`."""
-    check_queue(spec)
+    options = check_queue(spec)
     path = journal_path(spec, state_dir)
     if path is not None:
         from ocean_hook.queue.sqlite import SqliteJournal
@@ -32,13 +36,13 @@ async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_s
         return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
     from ocean_hook.queue.redis import RedisQueue
 
-    options = redis_options(spec)
     return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
 
 
-def check_queue(spec: Mapping[str, Any]) -> None:
+def check_queue(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The `queue:` block's mistakes as a ConfigError, found without opening anything (`check`
-    runs it too, so a queue that `serve` would refuse is not 'ok' there)."""
+    runs it too, so a queue that `serve` would refuse is not 'ok' there); else the RedisQueue
+    options it sets (none for the journal)."""
     kind = spec.get("type", "sqlite")
     if kind == "sqlite":
         unknown = sorted(set(spec) - {"type", "path"})
@@ -46,13 +50,13 @@ def check_queue(spec: Mapping[str, Any]) -> None:
             raise ConfigError(f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: path, type)", where="queue")
         if "path" in spec and (not isinstance(spec["path"], str) or not spec["path"]):
             raise ConfigError(f"must be the journal's file path, got {spec['path']!r}", where="queue.path")
-    elif kind == "redis":
+        return {}
+    if kind == "redis":
         url = spec.get("url")
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
             raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {url!r}", where="queue")
-        redis_options(spec)
-    else:
-        raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
+        return redis_options(spec)
+    raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
 
 
 #: `queue:` keys of the redis type beyond `type` and `url`, each with its check and the hint shown
@@ -93,7 +97,7 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
     """`--queue redis://...` or `--queue sqlite` overrides the config's `queue:`."""
     if not option:
         return configured
-    if option.startswith(("redis://", "rediss://", "unix://")):
+    if option.startswith(REDIS_SCHEMES):
         # the config's stream, group, claim_idle_seconds... still apply; a sqlite `path` does not
         kept = configured if configured.get("type") == "redis" else {}
         return {**kept, "type": "redis", "url": option}
