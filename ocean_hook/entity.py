@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ocean_hook.errors import InputError
+from ocean_hook.errors import InputError, quoted
 
 Entity = dict[str, Any]
 EntityKey = tuple[str, str]  # (blueprint, identifier)
@@ -32,6 +31,6 @@ def required_key(entity: Any, n: int, *, where: str | None) -> EntityKey:
     plain key cannot be stored or diffed against, so it is an error naming it, not skipped."""
     key = entity_key(entity) if isinstance(entity, dict) else None
     if key is None:
-        shown = json.dumps(entity, default=str)
-        raise InputError(f"entity #{n} needs a string 'identifier' and 'blueprint', got {shown[:120]}", where=where)
+        raise InputError(f"entity #{n} needs a string 'identifier' and 'blueprint', got {quoted(entity, 120)}",
+                         where=where)
     return key

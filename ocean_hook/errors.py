@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class OceanHookError(Exception):
     """A problem the user can fix: bad input, bad config, missing file.
@@ -23,3 +26,9 @@ class ConfigError(OceanHookError):
 
 class InputError(OceanHookError):
     """A data, state or capture file could not be read or parsed."""
+
+
+def quoted(value: Any, limit: int = 80) -> str:
+    """A value as JSON inside a one-line message, cut to `limit` characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,7 +17,7 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ocean_hook.errors import InputError
+from ocean_hook.errors import InputError, quoted
 
 #: Headers whose values are secrets: redacted in capture files and logs.
 SECRET_HEADERS = frozenset(
@@ -110,7 +110,7 @@ def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:
         body = _text(doc, "body", where).encode("utf-8")
     received_at = doc.get("received_at")
     if received_at is not None and (isinstance(received_at, bool) or not isinstance(received_at, int | float)):
-        raise InputError(f"'received_at' must be a Unix time in seconds, got {_shown(received_at)}", where=where)
+        raise InputError(f"'received_at' must be a Unix time in seconds, got {quoted(received_at, 40)}", where=where)
     delivery_id = doc.get("delivery_id")
     return WebhookEvent(
         method=_text(doc, "method", where, "POST").upper(),
@@ -126,13 +126,8 @@ def _text(doc: dict[str, Any], key: str, where: str, default: str | None = None)
     """A capture field that must be a string (a hand-edited capture may hold anything)."""
     value = doc.get(key, default)
     if not isinstance(value, str):
-        raise InputError(f"'{key}' must be a string, got {_shown(value)}", where=where)
+        raise InputError(f"'{key}' must be a string, got {quoted(value, 40)}", where=where)
     return value
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_capture(directory: Path, event: WebhookEvent) -> Path:

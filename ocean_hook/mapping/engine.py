@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ocean_hook.entity import Entity, is_search_query
-from ocean_hook.errors import ConfigError
+from ocean_hook.errors import ConfigError, quoted
 from ocean_hook.mapping.jq import JqCompileError, JqQuery, compile_jq, normalize_quotes
 from ocean_hook.mapping.models import PortAppConfig, ResourceConfig, load_port_app_config
 from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted
@@ -236,7 +236,7 @@ class ResourceMapper:
             result.errors.append(f"{where} failed: {exc}")
             return []
         if not isinstance(elements, list) or not isinstance(raw, dict):
-            result.errors.append(f"{where} must give a list, got {_short(elements)}")
+            result.errors.append(f"{where} must give a list, got {quoted(elements)}")
             return []
         base = raw
         if self.resource.items_to_parse_top_level_transform and self._strip is not None:
@@ -286,9 +286,9 @@ class ResourceMapper:
         where = f"kind '{self.kind}', item {index}: selector '{self.resource.selector_query}'"
         if isinstance(slot, dict):
             error = slot["error"]
-            result.errors.append(f"{where} failed: {error if isinstance(error, str) else _short(error)}")
+            result.errors.append(f"{where} failed: {error if isinstance(error, str) else quoted(error)}")
         else:
-            result.errors.append(f"{where} must give a boolean, got {_short(value)}")
+            result.errors.append(f"{where} must give a boolean, got {quoted(value)}")
         return None
 
     def _build(self, index: int, slots: list[Any], passed: bool, result: MapResult) -> None:
@@ -313,15 +313,10 @@ def _key_problem(entity: Entity) -> str | None:
     the mapping, so that `test-mapping` in CI reports what `serve` would fail on."""
     identifier, blueprint = entity["identifier"], entity["blueprint"]
     if not isinstance(identifier, str) and not is_search_query(identifier):
-        return f"identifier must be a string or a search query, got {_short(identifier)} (add | tostring)"
+        return f"identifier must be a string or a search query, got {quoted(identifier)} (add | tostring)"
     if not isinstance(blueprint, str):
-        return f"blueprint must be a string, got {_short(blueprint)}"
+        return f"blueprint must be a string, got {quoted(blueprint)}"
     return None
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class MappingCompileError(ConfigError):
