@@ -57,9 +57,6 @@ def summary_line(summary: Mapping[str, int]) -> str:
 #: SGR codes of `_STYLE`, written directly: rich lays out a line in ~40 µs, too slow for a plan
 #: of 100,000 entities
 _SGR = {"create": "32", "update": "33", "delete": "31", "unchanged": "2"}
-def _shown(text: str) -> str:
-    """Text from outside (payloads, ids, files) inside rich markup: neither markup nor control codes."""
-    return escape(printable(text))
 
 
 def print_changes(console: Console, changes: Iterable[Change], *, show_unchanged: bool = False) -> None:
@@ -90,12 +87,12 @@ def print_problems(
     for kind, title, fields in misconfigurations:
         for path, expr in fields.items():
             console.print(
-                f"[yellow]! {_shown(kind)} {_shown(title)}: {_shown(path)} is null "
-                f"(jq: {_shown(expr)})[/]",
+                f"[yellow]! {escape_text(kind)} {escape_text(title)}: {escape_text(path)} is null "
+                f"(jq: {escape_text(expr)})[/]",
                 highlight=False,
             )
     for error in errors:
-        console.print(f"[red]error: {_shown(error)}[/]", highlight=False)
+        console.print(f"[red]error: {escape_text(error)}[/]", highlight=False)
 
 
 def print_misconfigured(console: Console, tally: Iterable[tuple[str, str, str, int, str]]) -> None:
@@ -103,8 +100,8 @@ def print_misconfigured(console: Console, tally: Iterable[tuple[str, str, str, i
     for kind, path, expr, count, example in tally:
         entities = "1 entity" if count == 1 else f"{count:,} entities"
         console.print(
-            f"[yellow]! {_shown(kind)}: {_shown(path)} is null in {entities} "
-            f"(jq: {_shown(expr)}), e.g. {_shown(example)}[/]",
+            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {entities} "
+            f"(jq: {escape_text(expr)}), e.g. {escape_text(example)}[/]",
             highlight=False,
         )
 
@@ -180,7 +177,8 @@ def _code(text: str) -> str:
 
 
 def escape_text(text: str) -> str:
-    return _shown(text)
+    """Text from outside (payloads, ids, files) inside rich markup: neither markup nor control codes."""
+    return escape(printable(text))
 
 
 def dumps(document: Any) -> str:
@@ -214,4 +212,5 @@ def counts_table(title: str, counts: Mapping[str, int]) -> Any:
 
 def print_outcome_header(console: Console, file: str, status: str, detail: str) -> None:
     style = {"processed": "green", "sent": "green", "skipped": "dim", "failed": "red"}.get(status, "")
-    console.print(f"[bold {style}]{_shown(status):>9}[/] {_shown(file)}  {_shown(detail)}", highlight=False)
+    line = f"[bold {style}]{escape_text(status):>9}[/] {escape_text(file)}  {escape_text(detail)}"
+    console.print(line, highlight=False)
