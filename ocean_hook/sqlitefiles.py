@@ -21,7 +21,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
-def refuse_foreign(conn: sqlite3.Connection, own_table: str, what: str) -> None:
+def _refuse_foreign(conn: sqlite3.Connection, own_table: str, what: str) -> None:
     """An empty (new) file, or one with `own_table`, is ours; a file with other tables only is
     not, and raises a DatabaseError naming them (each caller words its own open error)."""
     tables = sorted(
@@ -37,7 +37,7 @@ def refuse_foreign(conn: sqlite3.Connection, own_table: str, what: str) -> None:
 def take_over(conn: sqlite3.Connection, own_table: str, what: str) -> bool:
     """Refuse a file of something else, then set up one of ours; True when it is in WAL mode
     (an in-memory database, as `check` opens, is not, and has no WAL to sync)."""
-    refuse_foreign(conn, own_table, what)
+    _refuse_foreign(conn, own_table, what)
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     conn.execute("PRAGMA synchronous=NORMAL")  # the owner fsyncs the WAL itself
     conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop
