@@ -30,6 +30,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def refused(path: Path, env: dict[str, str] | None = None, *, error: type[ConfigError] = ConfigProblems) -> str:
+    """What load_config refuses the file with: its list of problems (or, for a file that is not
+    YAML it can read, its one-line `error`)."""
+    with pytest.raises(error) as info:
+        load_config(path, env=env or {})
+    return str(info.value)
+
+
 def test_valid_config_builds_processors(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         mapping: m.yml
@@ -135,9 +143,7 @@ def test_a_processor_path_the_listener_cannot_route_is_named(tmp_path: Path, rou
         processors:
           - {{name: open, path: '{route}', kinds: [pull-request], auth: {{scheme: none}}}}
         """)
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path, env={})
-    assert str(info.value) == f"{path}:3 (key processors[0].path): {problem}"
+    assert refused(path) == f"{path}:3 (key processors[0].path): {problem}"
 
 
 def test_an_empty_events_list_is_a_problem_not_every_event(tmp_path: Path) -> None:
@@ -146,10 +152,9 @@ def test_an_empty_events_list_is_a_problem_not_every_event(tmp_path: Path) -> No
         processors:
           - {name: gh, preset: github, events: [], kinds: [pull-request], auth: {secret: '${GH_SECRET}'}}
         """)
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path, env={"GH_SECRET": "s"})
-    assert str(info.value) == (f"{path}:3 (key processors[0].events): is empty: leave 'events' out to take every "
-                               "event, or list the ones to take")
+    assert refused(path, {"GH_SECRET": "s"}) == (
+        f"{path}:3 (key processors[0].events): is empty: leave 'events' out to take every event, "
+        "or list the ones to take")
 
 
 def test_jq_options_are_checked(tmp_path: Path) -> None:
@@ -160,9 +165,7 @@ def test_jq_options_are_checked(tmp_path: Path) -> None:
         processors:
           - {name: open, path: /open, kinds: [pull-request], auth: {scheme: none}}
         """)
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path, env={})
-    assert str(info.value).splitlines()[1:] == [
+    assert refused(path).splitlines()[1:] == [
         f"  {path}:2 (key jq.allwo_env): unknown key 'allwo_env' (known: allow_env)",
         f"  {path}:2 (key jq.allow_env): must be true or false, got 1",
     ]
@@ -179,10 +182,8 @@ def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
             auth: {secret: '${GH_SECRET}'}
             auth: {scheme: none}
         """)
-    with pytest.raises(ConfigError) as info:
-        load_config(path, env={"GH_SECRET": "s"})
-    assert str(info.value) == (f"{path}:7 (key processors[0].auth): duplicate key 'auth' "
-                               "(first at line 6; YAML keys must be unique)")
+    assert refused(path, {"GH_SECRET": "s"}, error=ConfigError) == (
+        f"{path}:7 (key processors[0].auth): duplicate key 'auth' (first at line 6; YAML keys must be unique)")
 
 
 def test_merge_keys_share_settings_and_a_key_written_after_one_wins(tmp_path: Path) -> None:
@@ -201,9 +202,8 @@ def test_merge_keys_share_settings_and_a_key_written_after_one_wins(tmp_path: Pa
             name: broken
             order_key: .[
         """)
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path, env={"GH_SECRET": "s"})
-    assert str(info.value).startswith(f"{path}:13 (key processors[2].order_key): jq does not compile")
+    problem = refused(path, {"GH_SECRET": "s"})
+    assert problem.startswith(f"{path}:13 (key processors[2].order_key): jq does not compile")
     path.write_text(path.read_text().replace("    order_key: .[\n", ""))
     config = load_config(path, env={"GH_SECRET": "s"})
     assert [(p.name, p.path) for p in config.processors] == [
@@ -229,11 +229,9 @@ def test_a_state_dir_that_is_a_file_is_a_config_problem(tmp_path: Path, written:
         processors:
           - {{name: open, path: /open, kinds: [pull-request], auth: {{scheme: none}}}}
     """)
-    with pytest.raises(ConfigProblems) as info:
-        load_config(path, env={})
     line = 2 if written else 1
-    assert str(info.value) == (f"{path}:{line}{' (key state_dir)' if written else ''}: state_dir {tmp_path / name} "
-                               "(journal and local catalog) exists and is not a directory")
+    assert refused(path) == (f"{path}:{line}{' (key state_dir)' if written else ''}: state_dir {tmp_path / name} "
+                             "(journal and local catalog) exists and is not a directory")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), (45, 45.0)])
