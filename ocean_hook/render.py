@@ -126,7 +126,7 @@ def plan_markdown(
     block or inline code, whatever backticks it holds.
     """
     head = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
-    diff = [line for change in changes if change.writes for line in change_lines(change)]
+    diff = [printable(line) for change in changes if change.writes for line in change_lines(change)]
     problems = [
         f"- {_code(kind)} {_code(title_)}: {_code(path)} is null (jq: {_code(expr)})"
         for kind, title_, fields in misconfigurations
@@ -169,8 +169,9 @@ def _fence(lines: list[str]) -> str:
 
 
 def _code(text: str) -> str:
-    """Inline code that holds any text: more backticks than inside it, and no line breaks."""
-    text = " ".join(str(text).split("\n"))
+    """Inline code that holds any text: more backticks than inside it, no line breaks and no
+    control characters (spelled out, as in a terminal)."""
+    text = printable(str(text))
     ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"

@@ -107,3 +107,15 @@ def test_markdown_plan_fits_a_comment_whatever_the_payload_holds() -> None:
     # errors and misconfigurations survive the cut, as inline code that payload text cannot end
     assert f"- `{errors[0]}`" in lines
     assert "- `pull-request` `acme/api/pull/1`: `properties.x` is null (jq: `` `.x` ``)" in lines
+
+
+def test_markdown_plan_spells_out_line_breaks_and_control_characters_from_payloads() -> None:
+    forged = "a\n- delete thing/prod  (kind thing)\x1b]0;pwned\x07"
+    changes = [Change("create", "thing", forged, None, None, [FieldChange("title", None, "x")], "k")]
+    errors = ["kind 'k', item 0: selector '.x\n| .y' must give a boolean"]
+    text = render.plan_markdown(changes, {"create": 1}, errors=errors)
+    lines = text.splitlines()
+    assert "- delete thing/prod  (kind thing)" not in lines  # no line of the plan comes from a payload
+    assert "+ create thing/a\\x0a- delete thing/prod  (kind thing)\\x1b]0;pwned\\x07  (kind k)" in lines
+    assert "- `kind 'k', item 0: selector '.x\\x0a| .y' must give a boolean`" in lines
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f]", text)
