@@ -210,3 +210,14 @@ def test_mapping_kind_without_processor_is_a_warning(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "kind 'x' has no processor feeding it" in result.stderr
     assert run_check(path, "--quiet", env={"GH_SECRET": "s"}).output == ""
+
+
+def test_a_problem_quoting_the_mapping_stays_one_line_without_control_characters(tmp_path: Path) -> None:
+    # a multi-line jq expression, and an ESC sequence written into the mapping file
+    bad = "\n          properties:\n            x: \".b\\n| foo(\\n)\\u001b[2J\""
+    mapping = GOOD_MAPPING.replace("blueprint: '\"pr\"'", "blueprint: '\"pr\"'" + bad)
+    result = run_check(write(tmp_path, mapping=mapping), "--no-env")
+    assert result.exit_code == 1
+    problems = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(problems) == 1 and "\\x0a| foo(\\x0a)\\x1b[2J" in problems[0], result.output
+    assert "\x1b" not in result.output

@@ -340,6 +340,13 @@ def test_missing_files_and_unknown_kinds_exit_2(files: dict[str, Path], missing:
         assert result.stderr == f"error: {paths[missing]}: file not found\n"
 
 
+def test_an_error_naming_a_file_spells_out_control_characters_in_its_name(files: dict[str, Path]) -> None:
+    data = files["data"].with_name("x\x1b[2Jy.json")
+    result = invoke("-m", files["mapping"], "-d", data)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {files['data'].parent}/x\\x1b[2Jy.json: file not found\n"
+
+
 def test_usage_errors_exit_2(files: dict[str, Path]) -> None:
     result = invoke("-m", files["mapping"], "-d", files["data"], "--format", "yaml")
     assert result.exit_code == 2

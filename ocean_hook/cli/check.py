@@ -6,7 +6,6 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from ocean_hook import render
 from ocean_hook.check import check
@@ -49,9 +48,9 @@ def command(
         raise typer.Exit(0 if report.ok else 1)
     out, err = stdout(), stderr()
     for problem in report.problems:
-        out.print(f"[red]error:[/] {escape(problem)}")
+        out.print(f"[red]error:[/] {render.escape_text(problem)}")
     if not quiet:
         for warning in report.warnings:
-            err.print(f"[yellow]warning:[/] {escape(warning)}")
-        out.print(f"[{'green' if report.ok else 'red'}]{escape(report.summary())}[/]")
+            err.print(f"[yellow]warning:[/] {render.escape_text(warning)}")
+        out.print(f"[{'green' if report.ok else 'red'}]{render.escape_text(report.summary())}[/]")
     raise typer.Exit(0 if report.ok else 1)

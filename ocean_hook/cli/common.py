@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from ocean_hook.errors import OceanHookError
+from ocean_hook.render import escape_text
 
 T = TypeVar("T")
 
@@ -28,7 +28,9 @@ def stderr() -> Console:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    stderr().print(f"[red]error:[/] {escape(message)}")
+    """Print `message` (its own lines kept, anything else spelled out: it may quote a file)."""
+    shown = "\n".join(escape_text(line) for line in message.split("\n"))
+    stderr().print(f"[red]error:[/] {shown}")
     return typer.Exit(code)
 
 

@@ -6,9 +6,9 @@ from enum import StrEnum
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from ocean_hook.cli.common import stdout, user_errors
+from ocean_hook.render import escape_text
 from ocean_hook.starter import STARTERS, new_secret, next_steps, write_starter
 
 Source = StrEnum("Source", {name: name for name in STARTERS})  # type: ignore[misc]
@@ -45,7 +45,7 @@ def command(
             print(f"export {starter.secret_env}={secret}")
         return
     for path in written:
-        out.print(f"[green]wrote[/] {escape(str(path))}")
+        out.print(f"[green]wrote[/] {escape_text(str(path))}")
     out.print()
     for line in next_steps(starter, directory, secret):
-        out.print(escape(line))
+        out.print(escape_text(line))
