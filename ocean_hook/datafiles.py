@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +16,10 @@ from typing import Any
 
 import ijson
 
+from ocean_hook import jsontext
 from ocean_hook.entity import Entity, EntityKey, required_key
 from ocean_hook.errors import InputError
-
-
-def too_many_digits() -> str:
-    """Why json (or ijson) raised a plain ValueError, not a JSONDecodeError: Python refuses to
-    convert an integer of more than `sys.get_int_max_str_digits()` digits (a guard against
-    quadratic-time conversion), and says nothing of where the number was."""
-    return f"a number has more than {sys.get_int_max_str_digits()} digits"
-
+from ocean_hook.jsontext import JsonProblem
 
 #: `-d -`: the items come from standard input (named so in errors)
 STDIN = Path("-")
@@ -78,13 +73,42 @@ def _iter_stream(handle: Any, path: Path) -> Iterator[Any]:
 _NUMBER_OVERFLOW = ("integer overflow", "numeric (floating point) overflow")
 
 
+#: a \uD800-\uDFFF escape that is not half of a pair (an escaped backslash before it is no escape)
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(?:(?P<high>\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F])"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+class _SurrogateWatch:
+    """The file as ijson reads it, refusing a lone surrogate escape on the way: yajl would read
+    it as "?" without a word, where Python's parser (objects, JSON Lines, the door) refuses it."""
+
+    def __init__(self, handle: Any, path: Path) -> None:
+        self.handle, self.path = handle, path
+        self.tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        window = self.tail + data
+        if b"\\u" in window:
+            found = _LONE_SURROGATE.search(window)
+            # a first half at the very end may have its pair in the next chunk: judged with it
+            if found and (not found["high"] or not data or found.end() + 6 <= len(window)):
+                raise InputError(f"invalid JSON: {jsontext.LONE_SURROGATE}", where=str(self.path))
+        self.tail = window[-24:]  # room for the pair and the backslashes before it
+        return data
+
+
 def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     done = 0
     try:
-        for item in ijson.items(handle, "item", use_float=True):
+        for item in ijson.items(_SurrogateWatch(handle, path), "item", use_float=True):
             yield item
             done += 1
         return
+    except UnicodeDecodeError:  # yajl's bytes for a string that is not UTF-8
+        raise _located(path, "not UTF-8 text") from None
     except ijson.JSONError as exc:
         if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
             raise _located(path, str(exc)) from None
@@ -99,10 +123,14 @@ def _located(path: Path, fallback: str) -> InputError:
     """The streaming parser does not say where: read the file again (error path only) to find out."""
     try:
         if _rereadable(path):
-            json.loads(path.read_bytes())
+            jsontext.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         return InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}")
-    except (ValueError, OSError):
+    except UnicodeDecodeError:
+        return InputError("not UTF-8 text", where=str(path))
+    except JsonProblem as exc:
+        return InputError(f"invalid JSON: {exc}", where=str(path))
+    except OSError:
         pass
     return InputError(f"invalid JSON: {fallback.strip().splitlines()[0]}", where=str(path))
 
@@ -110,7 +138,7 @@ def _located(path: Path, fallback: str) -> InputError:
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
     read = [handle.readline()]  # kept, to parse again as one document if that is what it is
     try:
-        first = json.loads(read[0])
+        first = jsontext.loads(read[0])
     except ValueError:  # not one JSON document on the first line: the whole file is one
         first = None
     rest, line_no = handle.readline(), 2
@@ -129,14 +157,14 @@ def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
 
 def _record(line: bytes, path: Path, line_no: int) -> Any:
     try:
-        return json.loads(line)
+        return jsontext.loads(line)
     except json.JSONDecodeError as exc:
         column = min(exc.pos, len(line.rstrip(b"\r\n"))) + 1
         raise InputError(f"invalid JSON Lines record: {exc.msg}", where=f"{path}:{line_no}:{column}") from None
     except UnicodeDecodeError:
         raise InputError("invalid JSON Lines record: not UTF-8 text", where=f"{path}:{line_no}") from None
-    except ValueError:
-        raise InputError(f"invalid JSON Lines record: {too_many_digits()}", where=f"{path}:{line_no}") from None
+    except JsonProblem as exc:
+        raise InputError(f"invalid JSON Lines record: {exc}", where=f"{path}:{line_no}") from None
 
 
 def _whole_document(raw: bytes, path: Path) -> Iterator[Any]:
@@ -153,13 +181,13 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
         with _open(path) as handle:
             raw = handle.read()
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", where=str(path)) from None
-    except ValueError:
-        raise InputError(f"invalid JSON: {too_many_digits()}", where=str(path)) from None
+    except JsonProblem as exc:
+        raise InputError(f"invalid JSON: {exc}", where=str(path)) from None
 
 
 def load_state(path: Path) -> dict[EntityKey, Entity]:

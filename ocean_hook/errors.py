@@ -30,5 +30,8 @@ class InputError(OceanHookError):
 
 def quoted(value: Any, limit: int = 80) -> str:
     """A value as JSON inside a one-line message, cut to `limit` characters."""
-    text = json.dumps(value, default=str)
+    try:
+        text = json.dumps(value, default=str)
+    except RecursionError:  # deeper than Python's parser would have read (a streamed item can be)
+        text = "[...]" if isinstance(value, list) else "{...}" if isinstance(value, dict) else "..."
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from ocean_hook import jsontext
 from ocean_hook.apply import ApplyError, apply_changes
-from ocean_hook.datafiles import too_many_digits
 from ocean_hook.diff import Change, plan_changes
 from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.events import WebhookEvent, new_delivery_id
 from ocean_hook.fetch import Fetcher, FetchRefused
+from ocean_hook.jsontext import JsonProblem
 from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.jq import jq_can_read
 from ocean_hook.mapping.models import MappingFlags
@@ -145,16 +146,14 @@ def parse_payload(event: WebhookEvent) -> Any:
         # strict UTF-8 (a BOM is tolerated): json.loads(bytes) would also take UTF-16/32 and,
         # via surrogatepass, UTF-8-encoded lone surrogates, which jq then cannot read
         text = body.decode("utf-8-sig")
-        payload = json.loads(text)
+        payload = jsontext.loads(text)
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except ValueError:
-        raise PayloadError(f"malformed JSON: {too_many_digits()}") from None
-    except RecursionError:
-        raise PayloadError("JSON nested too deeply") from None
-    jq_can_read.parsed_from(payload, text)  # the jq queries about to run on it need not check
+    except JsonProblem as exc:
+        raise PayloadError(f"malformed JSON: {exc}") from None
+    jq_can_read.vouch(payload)  # the jq queries about to run on it need not check
     return payload
 
 
@@ -217,8 +216,20 @@ def _admit(
         return Admission(422, verdict.reason, event, rejected_by=failed.name)
     if event.delivery_id is None:
         found = next((d for p in valid if (d := p.delivery_id(event))), None)
+        if found is not None and not _is_text(found):  # a header's raw bytes, not signed
+            return Admission(400, "the delivery id header is not UTF-8 text", event)
         event = event.with_delivery_id(found or new_delivery_id())
     return Admission(202, "accepted", event, valid, order_key=valid[0].order_key(event))
+
+
+def _is_text(value: str) -> bool:
+    """False for header bytes that are not UTF-8 (aiohttp keeps them as lone surrogates), which
+    neither the journal nor Redis can store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ignored_reason(event: WebhookEvent) -> str:

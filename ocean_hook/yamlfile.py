@@ -98,6 +98,8 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", where=where) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", where=file) from None
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise ConfigError("invalid YAML: nested too deeply", where=file) from None
     except _DuplicateKey as dup:
         raise ConfigError(f"duplicate key '{dup.path[-1]}' (first at line {dup.first}; YAML keys must be unique)",
                           where=f"{file}:{dup.line} (key {dotted(dup.path)})") from None

@@ -272,6 +272,10 @@ def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
     ("write", "expected"),
     [
         (("mapping", "resources:\n  - kind: a\n    port: [oops\n"), "{mapping}:4: invalid YAML: "),
+        (("mapping", "resources: " + "[" * 3000 + "]" * 3000 + "\n"), "{mapping}: invalid YAML: nested too deeply"),
+        (("state", '{"x": ' + "[" * 3000 + "]" * 3000 + "}"), "{state}: invalid JSON: nested too deeply"),
+        (("state", "[" * 3000 + "]" * 3000),
+         "{state}: entity #0 needs a string 'identifier' and 'blueprint', got [...]"),
         (("mapping", MAPPING.replace("status: .state", "status: .state |")),
          "{mapping}:13 (key resources[0].port.entity.mappings.properties.status): resource kind 'pull-request', "
          "field properties.status: jq does not compile: syntax error"),
@@ -281,7 +285,8 @@ def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
         (("data", ""), "{data}: file is empty"),
         (("state", '[{"identifier": "1"}]'), "{state}: entity #0 needs a string 'identifier' and 'blueprint', got "),
     ],
-    ids=["invalid yaml", "jq compile error", "invalid json array", "invalid json lines", "invalid json object",
+    ids=["invalid yaml", "yaml nested too deeply", "state nested too deeply", "state item nested too deeply",
+         "jq compile error", "invalid json array", "invalid json lines", "invalid json object",
          "empty data", "bad state"],
 )
 def test_input_errors_exit_2_with_one_line_naming_file_and_line(
@@ -320,6 +325,55 @@ def test_a_number_too_long_to_convert_is_an_input_error(files: dict[str, Path], 
     data = files["data"]
     where = f"{data}:2: invalid JSON Lines record" if layout == "json lines" else f"{data}: invalid JSON"
     assert result.stderr == f"error: {where}: a number has more than 4300 digits\n"
+
+
+NOT_JSON = {  # (one item as written, the error it must give in every layout)
+    "NaN": ('{"number": NaN}', "invalid JSON: NaN is not a JSON number"),
+    "Infinity": ('{"number": -Infinity}', "invalid JSON: -Infinity is not a JSON number"),
+    "lone first half": ('{"number": 1, "title": "a\\ud83db"}', "a \\u escape is half of a surrogate pair"),
+    "lone second half": ('{"number": 1, "title": "a\\ude00"}', "a \\u escape is half of a surrogate pair"),
+    "escaped backslash, then a lone half": ('{"number": 1, "title": "\\\\\\ud800"}', "half of a surrogate pair"),
+    "nested too deeply": ('{"number": 1, "x": ' + "[" * 5000 + "]" * 5000 + "}", "invalid JSON: nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("layout", ["object", "array", "json lines"])
+@pytest.mark.parametrize("case", NOT_JSON)
+def test_what_json_does_not_allow_is_the_same_input_error_in_every_layout(
+    files: dict[str, Path], layout: str, case: str
+) -> None:
+    """Python's parser (objects, JSON Lines) took NaN and read Infinity as 1.8e308; yajl (arrays)
+    refused NaN without saying where and read a lone surrogate escape as "?". Both now refuse both."""
+    item, message = NOT_JSON[case]
+    text = {"object": item, "array": f'[{{"number": 2}}, {item}]', "json lines": f'{{"number": 2}}\n{item}\n'}
+    files["data"].write_text(text[layout])
+    result = invoke("-m", files["mapping"], "-d", files["data"])
+    if layout == "array" and case == "nested too deeply":  # the streaming parser takes it; jq cannot
+        assert result.exit_code == 1
+        assert "kind 'pull-request', item 1: selector " in result.stderr
+        assert "failed: the input is nested too deeply to pass to jq" in result.stderr
+        return
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and message.replace("invalid JSON: ", "") in result.stderr, result.stderr
+    data = files["data"]
+    where = f"{data}:2: invalid JSON Lines record" if layout == "json lines" else f"{data}: invalid JSON"
+    assert result.stderr.startswith(f"error: {where}")
+
+
+@pytest.mark.parametrize("offset", range(-8, 8))
+def test_a_surrogate_pair_across_the_streaming_parsers_reads_is_one_character(files: dict[str, Path],
+                                                                              offset: int) -> None:
+    head = '[{"number": 1, "state": "open", "title": "'
+    files["data"].write_text(head + "a" * (65536 - len(head) + offset) + '\\ud83d\\ude00"}]')
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["entities"][0]["entity"]["title"].endswith("a\U0001f600")
+
+
+def test_bytes_that_are_not_utf8_in_an_array_are_named_plainly(files: dict[str, Path]) -> None:
+    files["data"].write_bytes(b'[{"number": 1, "title": "\xff"}]')
+    result = invoke("-m", files["mapping"], "-d", files["data"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {files['data']}: not UTF-8 text\n")
 
 
 @pytest.mark.parametrize("missing", ["mapping", "data", "state", "kind"])

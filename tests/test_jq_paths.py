@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.mapping.jq import UNSUPPORTED, JqQuery, SimplePath, compile_jq, jq_can_read
-from ocean_hook.pipeline import parse_payload
+from ocean_hook.pipeline import PayloadError, parse_payload
 
 EXPRESSIONS = [
     ".", ".a", ".a.b", ".b.a.number", ".number", " .a.b ", ".a == null", ".a != null", '.a.b == "deleted"',
@@ -105,12 +105,14 @@ def test_anything_else_runs_in_jq(expr: str) -> None:
     assert SimplePath.parse(expr) is None
 
 
-def test_a_payload_parsed_without_surrogate_escapes_is_trusted_without_serializing() -> None:
+def test_a_parsed_payload_is_trusted_without_serializing_and_a_lone_surrogate_never_parses() -> None:
     headers = make_headers({"Content-Type": "application/json"})
-    clean = parse_payload(WebhookEvent("POST", "/h", headers, b'{"a": "\\u00e9"}'))
-    assert jq_can_read.value is clean and jq_can_read.readable
-    lone = parse_payload(WebhookEvent("POST", "/h", headers, b'{"a": "\\ud800"}'))
-    assert jq_can_read.value is not lone  # not vouched for: checked when a query asks
+    pair = parse_payload(WebhookEvent("POST", "/h", headers, b'{"a": "\\u00e9\\ud83d\\ude00"}'))
+    assert jq_can_read.value is pair and jq_can_read.readable
+    assert by_query(".a", pair) == by_jq(".a", pair) == ("ok", ["\u00e9\U0001f600"])
+    with pytest.raises(PayloadError, match="half of a surrogate pair"):
+        parse_payload(WebhookEvent("POST", "/h", headers, b'{"a": "\\ud800"}'))
+    lone = json.loads('{"a": "\\ud800"}')  # a value from elsewhere is checked when a query asks
     assert by_query(".a", lone) == by_jq(".a", lone)
     assert by_query(".a", lone)[0] == "error"  # jq cannot parse a lone surrogate at all
 

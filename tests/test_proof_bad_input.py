@@ -131,9 +131,10 @@ def delivery(scheme: str, number: int, *, value: int = 1, timestamp: int | None 
 def parse_problem(body: bytes) -> str | None:
     """What the listener's parser must report about `body` (None: it is JSON)."""
     try:
-        json.loads(body)
+        value = json.loads(body, parse_constant=int)  # NaN, Infinity: not JSON (int() refuses them)
+        json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate is not text
     except RecursionError:
-        return "JSON nested too deeply"
+        return "malformed JSON: nested too deeply"
     except UnicodeDecodeError:
         return "body is not UTF-8 JSON"
     except ValueError:
@@ -357,6 +358,25 @@ def test_a_number_too_long_for_python_is_400_never_500(settled: Listener) -> Non
     settled.bad(401, "POST", HOOK_PATH, body, gh(body, secret="forger"), words=("signature mismatch",))
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_400_not_stored_as_null_or_a_huge_number(settled: Listener, constant: str) -> None:
+    """Python's parser takes them; jq read NaN as null and Infinity as 1.8e308, which went to the catalog."""
+    body = json.dumps(pr_payload(5)).encode()[:-1] + b', "n": ' + constant.encode() + b"}"
+    settled.bad(400, "POST", HOOK_PATH, body, gh(body), words=(f"malformed JSON: {constant} is not a JSON number",))
+
+
+@pytest.mark.parametrize("escape", ["\\ud83d", "\\udc00", "\\ude00\\ud83d"])
+def test_a_lone_surrogate_escape_is_400_not_a_false_422_or_ignored(settled: Listener, escape: str) -> None:
+    """Valid JSON syntax but not Unicode text: jq cannot read the payload, so every check on it
+    failed (a 422 naming a field that is there) and every event filter missed (202 ignored, lost)."""
+    payload = json.dumps(pr_payload(5, title="half an emoji")).replace("half an emoji", escape)
+    body = payload.encode()
+    settled.bad(400, "POST", HOOK_PATH, body, gh(body), words=("malformed JSON: a \\u escape is half of a surrogate",))
+    path, good, _ = delivery("stripe", next(settled.numbers))
+    stripe = good.replace(b'"evt_', f'"{escape}evt_'.encode())
+    settled.bad(400, "POST", path, stripe, stripe_headers(stripe, SECRETS["stripe"][1]), words=("surrogate",))
+
+
 def test_numbers_past_64_bits_are_accepted_and_applied(settled: Listener) -> None:
     settled.valid("github", extra={"id128": 2**127 + 1, "big": -(10**4000), "far": 1e308})
 
@@ -495,6 +515,16 @@ BROKEN_HTTP = {
 def test_broken_http_framing_is_400(settled: Listener) -> None:
     for case, data in BROKEN_HTTP.items():
         settled.bad_raw(400, data, case=case)
+
+
+def test_a_delivery_id_header_that_is_not_utf8_is_400_and_the_listener_stays_ready(settled: Listener) -> None:
+    """GitHub signs the body, not the headers: whoever holds one signed body can resend it with a
+    delivery id of raw bytes, which neither queue can store. It used to be a 503 that marked the
+    listener not ready (a 500 on Redis)."""
+    body = json.dumps(pr_payload(next(settled.numbers))).encode()
+    headers = replace(gh(body), "X-GitHub-Delivery", b"d\xff")
+    settled.bad(400, "POST", HOOK_PATH, body, headers, words=("delivery id header is not UTF-8",))
+    assert send(settled.url, "GET", "/readyz").status == 200
 
 
 def test_unknown_expectation_is_417(settled: Listener) -> None:

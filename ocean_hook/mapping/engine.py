@@ -242,7 +242,7 @@ class ResourceMapper:
         if self.resource.items_to_parse_top_level_transform and self._strip is not None:
             try:
                 base = next(iter(self._strip.input_value(raw)), raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 base = raw
         name = self.resource.items_to_parse_name
         return [{**base, name: element} for element in elements]
@@ -263,8 +263,8 @@ class ResourceMapper:
             return None
         try:
             rows = self._program.input_text(json.dumps(items)).all()
-        except ValueError:  # never expected: every slot catches its own errors
-            return None
+        except (ValueError, RecursionError):  # each slot catches its own errors; an item too deep
+            return None  # to serialize is left to the items alone, which report it
         return rows if len(rows) == len(items) else None
 
     def _map_chunk(self, chunk: list[tuple[int, Any]], parse_all: bool, result: MapResult) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import jq as _jq
 
+from ocean_hook.jsontext import has_lone_surrogate, has_surrogate_escape
+
 #: Shadows `env` and `$ENV` so a mapping cannot copy secrets from the environment into the catalog.
 _NO_ENV_PRELUDE = "def env: {}; {} as $ENV | "
 
@@ -235,22 +237,13 @@ def _unchanged_by_jq(value: Any) -> bool:
     return True
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD]")
-
-
 def _readable(value: Any) -> bool:
     """jq parses what the binding sends it (`json.dumps(value)`), except lone surrogates."""
     try:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):
         return False
-    if _SURROGATE_ESCAPE.search(text) is None:  # no surrogate escape at all: the common case
-        return True
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return not (has_surrogate_escape(text) and has_lone_surrogate(value))
 
 
 class _LastInput:
@@ -266,15 +259,17 @@ class _LastInput:
             self.value, self.readable = value, _readable(value)
         return self.readable
 
-    def parsed_from(self, value: Any, text: str) -> None:
-        """`value` is `json.loads(text)`: without a surrogate escape in the text it has no lone
-        surrogate, which spares serializing it again to find out."""
-        if "\\" not in text or _SURROGATE_ESCAPE.search(text) is None:  # the first is a memchr
-            self.value, self.readable = value, True
+    def vouch(self, value: Any) -> None:
+        """`value` came from `jsontext.loads`, which refuses what jq cannot read (lone surrogates,
+        NaN): no need to serialize it again to find out."""
+        self.value, self.readable = value, True
 
 
 #: Whether jq can read a value at all; payloads are not mutated between the queries about them.
 jq_can_read = _LastInput()
+
+
+NESTED_TOO_DEEPLY = "the input is nested too deeply to pass to jq"
 
 
 class JqQuery:
@@ -299,7 +294,7 @@ class JqQuery:
         result = self._direct(value)
         if result is not UNSUPPORTED:
             return result
-        for result in self._program.input_value(value):
+        for result in self._input(value):
             return result
         return None
 
@@ -308,13 +303,21 @@ class JqQuery:
         result = self._direct(value)
         if result is not UNSUPPORTED:
             return iter((result,))
-        return iter(self._program.input_value(value))
+        return iter(self._input(value))
 
     def all(self, value: Any) -> list[Any]:
         result = self._direct(value)
         if result is not UNSUPPORTED:
             return [result]
-        return list(self._program.input_value(value))
+        return list(self._input(value))
+
+    def _input(self, value: Any) -> Any:
+        """jq's outputs for `value`; the binding serializes it first, which a value nested deeper
+        than Python's recursion limit cannot survive: an error of the input, like jq's own."""
+        try:
+            return self._program.input_value(value)
+        except RecursionError:
+            raise ValueError(NESTED_TOO_DEEPLY) from None
 
     def truthy(self, value: Any) -> bool:
         """For conditions: the first output is jq-truthy (not false or null)."""
