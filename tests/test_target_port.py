@@ -378,3 +378,44 @@ async def test_paths_are_url_encoded_and_old_api_falls_back_to_single_delete(por
     ]
     assert port.calls("DELETE")[0].query == {"delete_dependents": "true"}
     assert port.store == {}
+
+
+@pytest.mark.parametrize("body", [{"ok": True}, "<html>gateway</html>", None])
+async def test_a_search_answer_without_entities_fails_the_delete_retryably(port: FakePort, target: PortTarget,
+                                                                            body) -> None:
+    """A proxy's 200 page read as "nothing found" made deletes report success while the entity
+    stayed in Port, and the delivery was marked done."""
+    await target.upsert([svc("api")], FLAGS)
+    port.fail_next("/v1/entities/search", 200, body=body, times=10)
+    with pytest.raises(TargetError, match="Port search gave no 'entities' list") as caught:
+        await target.delete([("service", "api")], FLAGS)
+    assert caught.value.retryable
+    assert port.entity("service", "api") is not None
+
+
+async def test_redirects_are_not_followed_so_the_secret_stays_with_base_url(port: FakePort) -> None:
+    async with FakePort(client_id=port.client_id, client_secret=port.client_secret) as elsewhere:
+        target = make_target(port, retry_attempts=1)
+        port.fail_next("/v1/auth/access_token", 307, headers={"Location": elsewhere.url + "/v1/auth/access_token"})
+        try:
+            redirect = r"Port answered 307, a redirect to http://127\.0\.0\.1:.*not followed"
+            with pytest.raises(TargetError, match=redirect):
+                await target.upsert([svc("api")], FLAGS)
+        finally:
+            await target.close()
+        assert elsewhere.requests == []  # neither the client secret nor anything else went there
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ("<html>login</html>", "200 without a JSON object"),
+    ({"expiresIn": 3600}, "no 'accessToken' string"),
+    ({"accessToken": "t", "expiresIn": "3600"}, "'expiresIn' is not a number of seconds"),
+])
+async def test_a_malformed_token_answer_says_what_is_wrong(port: FakePort, body, problem: str) -> None:
+    target = make_target(port, retry_attempts=1)
+    port.fail_next("/v1/auth/access_token", 200, body=body)
+    try:
+        with pytest.raises(TargetError, match=f"cannot obtain a Port access token: malformed token answer: {problem}"):
+            await target.upsert([svc("api")], FLAGS)
+    finally:
+        await target.close()

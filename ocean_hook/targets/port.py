@@ -153,6 +153,9 @@ class _Reply:
         return port_message(self.body, self.status)
 
     def describe(self) -> str:
+        if 300 <= self.status < 400:  # not followed (see `_send`)
+            where = self.headers.get("Location", "nowhere said")
+            return f"Port answered {self.status}, a redirect to {where} (not followed: check base_url)"
         return f"Port answered {self.status}: {self.message}"
 
 
@@ -263,8 +266,10 @@ class PortTarget(Target):
             headers["Authorization"] = token
         async with (
             self._slots,
+            # never redirected: a redirect could carry the client secret or a token to another host
             self._session.request(
-                method, url, params=params, data=body, headers=headers, timeout=self._timeout
+                method, url, params=params, data=body, headers=headers, timeout=self._timeout,
+                allow_redirects=False,
             ) as response,
         ):
             raw = await response.read()
@@ -361,8 +366,12 @@ class PortTarget(Target):
             raise TargetError(reply.describe(), retryable=_worth_retrying(reply.status))
         body = reply.body if isinstance(reply.body, dict) else {}
         token, expires = body.get("accessToken"), body.get("expiresIn", 3600)
-        if not isinstance(token, str) or not isinstance(expires, int | float):
-            raise TargetError("malformed token answer")
+        if not isinstance(reply.body, dict):  # never the token itself: it may be in there
+            raise TargetError(f"malformed token answer: {reply.status} without a JSON object")
+        if not isinstance(token, str) or not token:
+            raise TargetError("malformed token answer: no 'accessToken' string")
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise TargetError("malformed token answer: 'expiresIn' is not a number of seconds")
         self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
         margin = min(TOKEN_RENEW_MARGIN, expires / 2)
         self._token_renew_at = time.monotonic() + expires - margin
@@ -403,7 +412,9 @@ class PortTarget(Target):
                 retryable=_worth_retrying(reply.status),
             )
         entities = reply.body.get("entities") if isinstance(reply.body, dict) else None
-        return [e for e in entities or [] if isinstance(e, dict)]
+        if not isinstance(entities, list):  # a proxy's page, say: "nothing found" would lose deletes
+            raise TargetError(f"Port search gave no 'entities' list ({reply.describe()})")
+        return [e for e in entities if isinstance(e, dict)]
 
     async def _lookup(self, blueprint: str, identifiers: list[str], *, ours: bool = False) -> dict[str, str | None]:
         """identifier → datasource (None when Port does not say) of those that exist."""
