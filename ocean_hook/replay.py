@@ -211,16 +211,24 @@ async def replay_event(
     return outcome
 
 
+#: `--to`: a listener journals and answers in milliseconds; one that does not answer is not waited on
+SEND_TIMEOUT_SECONDS = 30.0
+
+
 async def send_event(file: str, event: WebhookEvent, url: str, session: aiohttp.ClientSession) -> ReplayOutcome:
     """`--to URL`: the request as captured, byte for byte, to a running listener."""
     headers = [(k, v) for k, v in event.headers.items() if k.lower() not in ("host", "content-length")]
     target = url.rstrip("/") + event.path
     outcome = ReplayOutcome(file, "sent", event=event)
     try:
-        async with session.request(event.method, target, data=event.body, headers=headers) as response:
+        async with session.request(event.method, target, data=event.body, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)) as response:
             text = await response.text()
     except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a header aiohttp will not send (CR, LF)
         outcome.status, outcome.error = "failed", f"cannot send to {target}: {exc}"
+        return outcome
+    except TimeoutError:
+        outcome.status, outcome.error = "failed", f"{target} did not answer within {SEND_TIMEOUT_SECONDS:g} s"
         return outcome
     outcome.sent_status = response.status
     try:

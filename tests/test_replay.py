@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from serve_helpers import serve_in_process, wait_for_entity, wait_until_settled
 from webhook_samples import (
@@ -30,7 +31,8 @@ from webhook_samples import (
     write_captures,
 )
 
-from ocean_hook.events import WebhookEvent, make_headers, write_capture
+from ocean_hook import replay as replay_module
+from ocean_hook.events import WebhookEvent, event_from_capture, make_headers, write_capture
 from ocean_hook.targets.local import LocalCatalog
 
 PR = ("githubPullRequest", "acme/payments-api/pull/42")
@@ -376,6 +378,33 @@ def test_a_to_that_is_not_a_listener_url_is_refused_once_before_anything_is_sent
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == f"error: --to must be the http:// or https:// URL of a running listener, got {to!r}"
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    (["--to", "http://127.0.0.1:9", "--dry-run"], "--dry-run cannot go with --to: the listener applies what it"),
+    (["--to", "http://127.0.0.1:9", "--verify"], "--verify cannot go with --to: the listener checks the signatures"),
+    (["-H", "X-GitHub-Event: issues"], "--header is for bare payloads, with --path"),
+])
+def test_options_that_cannot_apply_together_are_refused_before_anything_is_sent(
+    tmp_path: Path, options: list[str], problem: str
+) -> None:
+    """`--to --dry-run` sent the deliveries, and the listener applied them under a "dry run" table."""
+    config = source_config(tmp_path, "github")
+    files = write_captures(tmp_path / "caps", [capture("github", "issues.opened")])
+    result = replay(*files, "--config", config, *options)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {problem}") and result.stdout == ""
+
+
+async def test_to_a_listener_that_never_answers_fails_the_file_after_the_timeout(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(replay_module, "SEND_TIMEOUT_SECONDS", 0.5)
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    event = event_from_capture(capture("github", "issues.opened"), where="capture")
+    async with silent, aiohttp.ClientSession() as session:
+        outcome = await replay_module.send_event("x.json", event, url, session)
+    assert outcome.status == "failed"
+    assert outcome.error == f"{url}{event.path} did not answer within 0.5 s"
 
 
 @pytest.mark.parametrize(

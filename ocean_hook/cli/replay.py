@@ -67,7 +67,7 @@ def command(
     header: list[str] = typer.Option([], "--header", "-H", help="For bare payloads: 'Name: value' (repeatable)."),
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
-    _check_listener_url(to)
+    _check_options(to, dry_run=dry_run, verify=verify, path=path, header=header)
     loaded = load_config(config)
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
     outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to))
@@ -78,10 +78,18 @@ def command(
 Loaded = list[tuple[str, WebhookEvent | ReplayOutcome]]
 
 
-def _check_listener_url(to: str | None) -> None:
-    """Once, up front: a mistyped `--to` would otherwise fail every file with a puzzling reason."""
+def _check_options(to: str | None, *, dry_run: bool, verify: bool, path: str | None, header: list[str]) -> None:
+    """Once, up front: a mistyped `--to` would otherwise fail every file with a puzzling reason,
+    and an option that cannot apply would be ignored without a word."""
     if to is not None and not is_http_url(to):
         raise fail(f"--to must be the http:// or https:// URL of a running listener, got {to!r}")
+    if to is not None and dry_run:
+        raise fail("--dry-run cannot go with --to: the listener applies what it accepts (replay without --to "
+                   "for a dry run here)")
+    if to is not None and verify:
+        raise fail("--verify cannot go with --to: the listener checks the signatures itself")
+    if header and path is None:
+        raise fail("--header is for bare payloads, with --path (a capture file brings its own headers)")
 
 
 async def _replay_all(
