@@ -278,7 +278,8 @@ async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superse
     assert again is not None and again.state == PENDING
 
 
-async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(queue: Queue, backend: Backend) -> None:
+async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(backend: Backend) -> None:
+    queue = await backend.open(dedup_window_seconds=60)  # the dead letter purged below is past the window
     [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
     [first] = await queue.claim(1)
     await queue.dead_letter(first, "x")
@@ -445,7 +446,8 @@ async def test_depth_counts_every_state(queue: Queue, backend: Backend) -> None:
     assert await queue.depth() == {"pending": 4, "in_progress": 1, "done": 1, "failed": 1, "dead": 1}
 
 
-async def test_purge_forgets_only_old_done_and_dead(queue: Queue, backend: Backend) -> None:
+async def test_purge_forgets_only_old_done_and_dead(backend: Backend) -> None:
+    queue = await backend.open(dedup_window_seconds=60)  # what is purged here is past the window
     ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(5)))
     done, dead, failed, _ = await queue.claim(4)
     await queue.ack(done)
@@ -460,6 +462,19 @@ async def test_purge_forgets_only_old_done_and_dead(queue: Queue, backend: Backe
     assert await queue.get(ids[0]) is None and await queue.get(ids[1]) is None
     assert {d.id for d in await queue.list()} == {ids[2], ids[3], ids[4], recent}
     assert await queue.purge(50) == 0
+
+
+async def test_purge_keeps_what_still_deduplicates_a_redelivery(backend: Backend) -> None:
+    """`purge --older-than 1h` on SQLite deleted the rows the de-duplication looks up: a redelivery
+    within the window was then accepted and applied a second time."""
+    queue = await backend.open(dedup_window_seconds=3600)
+    [first] = await put_all(queue, delivery(1, backend.clock))
+    [claimed] = await queue.claim(1)
+    await queue.ack(claimed)
+    backend.clock.advance(600)
+    await queue.purge(60)
+    again = await queue.put(delivery(1, backend.clock))
+    assert not again.accepted and again.id == first
 
 
 async def test_unknown_ids(queue: Queue) -> None:

@@ -166,4 +166,9 @@ def purge(
     if seconds is None:
         raise fail(f"--older-than must be a duration like 30d, 12h or 90m, got {older_than!r}")
     count = _on_queue(config, queue, lambda q: q.purge(seconds))
-    stdout().print(f"purged {count} deliveries")
+    out = stdout()
+    out.print(f"purged {count} deliveries")
+    window = load_config(config, inspection=True).server.dedup_window_seconds
+    if seconds < window:
+        out.print(f"(what arrived in the last {window / 86400:g} days still de-duplicates redeliveries: "
+                  "server.dedup_window)", markup=False)

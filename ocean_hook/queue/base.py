@@ -165,7 +165,8 @@ class Queue(ABC):
 
     @abstractmethod
     async def purge(self, older_than_seconds: float) -> int:
-        """Forget done and dead deliveries older than this; never pending work."""
+        """Forget done and dead deliveries older than this; never pending work, and never what
+        de-duplicates a redelivery within the de-duplication window."""
 
     @abstractmethod
     async def depth(self) -> dict[str, int]:

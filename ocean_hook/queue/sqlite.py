@@ -557,10 +557,12 @@ class SqliteJournal(Queue):
         return await self._write(work)
 
     async def purge(self, older_than_seconds: float) -> int:
+        """A delivery received within the de-duplication window is kept whatever its age: its row
+        is what answers a redelivery as a duplicate (Redis keeps that record apart)."""
         def work(conn: sqlite3.Connection, now: float) -> int:
             cursor = conn.execute(
-                "DELETE FROM deliveries WHERE state IN ('done', 'dead') AND updated_at < ?",
-                (now - older_than_seconds,),
+                "DELETE FROM deliveries WHERE state IN ('done', 'dead') AND updated_at < ? AND received_at < ?",
+                (now - older_than_seconds, now - self.dedup_window_seconds),
             )
             return cursor.rowcount
 
