@@ -148,16 +148,14 @@ class WebhookDoor:
         if not self.accepting:
             return answer(503, "unavailable", reason="shutting down; send again later")
         if request.method != "POST":
-            self.metrics.rejected.labels("method_not_allowed").inc()
-            return web.json_response({"status": "rejected", "reason": f"method {request.method} not allowed; use POST"},
-                                     status=405, headers={"Allow": "POST"})
+            return self._not_allowed(request, "POST")
         body = await self._read_body(request)
         if isinstance(body, web.Response):
             return body
         event = WebhookEvent(request.method, request.path, request.headers, body)  # already read-only
         reason = check_media_type(event)
         if reason:
-            return self._reject(415, "unsupported_media_type", reason)
+            return self._reject(request, 415, "unsupported_media_type", reason)
         admission = admit(event, self.routes.get(request.path, []), now=time.time())
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
@@ -168,12 +166,12 @@ class WebhookDoor:
             return answer(500, "error", reason="processing code failed on this delivery (see ocean-hook's log); "
                                                "send again later")
         if not admission.accepted:
-            return self._reject(admission.status, admission.label, admission.reason)
+            return self._reject(request, admission.status, admission.label, admission.reason)
         return await self._journal(admission)
 
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
         if request.content_length is not None and request.content_length > self.max_body:
-            return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
+            return self._reject(request, 413, "too_large", f"body over the {self.max_body} byte limit")
         try:
             body: bytes | None
             if request.content.is_eof():  # all of it has arrived (the usual case): take it as it is
@@ -183,16 +181,21 @@ class WebhookDoor:
                 async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
                     body = await read_at_most(request.content, self.max_body)
         except TimeoutError:
-            return self._reject(408, "timeout", "body not received in time")
+            return self._reject(request, 408, "timeout", "body not received in time")
         except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the bytes do not decode as
-            return self._reject(400, "bad_body", f"body cannot be read: {payload_problem(exc)}")
+            return self._reject(request, 400, "bad_body", f"body cannot be read: {payload_problem(exc)}")
         if body is None:
-            return self._reject(413, "too_large", f"body over the {self.max_body} byte limit")
+            return self._reject(request, 413, "too_large", f"body over the {self.max_body} byte limit")
         return body
 
-    def _reject(self, status: int, label: str, reason: str) -> web.Response:
+    def _not_allowed(self, request: web.Request, allowed: str) -> web.Response:
+        self.metrics.rejected.labels("method_not_allowed").inc()
+        reason = f"method {request.method} not allowed; use {allowed}"
+        return web.json_response({"status": "rejected", "reason": reason}, status=405, headers={"Allow": allowed})
+
+    def _reject(self, request: web.Request, status: int, label: str, reason: str) -> web.Response:
         self.metrics.rejected.labels(label).inc()
-        log.info("rejected %d %s: %s", status, label, reason)
+        log.info("rejected %d %s on %s: %s", status, label, request.path, reason)
         return answer(status, "rejected", reason=reason)
 
     async def _journal(self, admission: Admission) -> web.Response:
@@ -227,24 +230,39 @@ class WebhookDoor:
             dlog.warning("cannot write the capture file in %s: %s", self.capture_dir, exc)
 
     async def unknown_path(self, request: web.Request) -> web.Response:
+        if request.path in OPERATIONS_PATHS:  # a GET route: any other method gets here
+            return self._not_allowed(request, "GET")
         reason = f"no processor listens on {request.path}"
         twin = request.path[:-1] if request.path.endswith("/") else request.path + "/"
         if twin in self.routes:  # the sender's URL and the config differ by a trailing slash
             reason += f" (one listens on {twin})"
-        return self._reject(404, "unknown_path", reason)
+        return self._reject(request, 404, "unknown_path", reason)
 
 
 class Operations:
-    def __init__(self, queue: Queue, target: Target, metrics: Metrics, health: JournalHealth | None = None) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        target: Target,
+        metrics: Metrics,
+        health: JournalHealth | None = None,
+        *,
+        accepting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """`accepting()` turns false when shutdown begins: from then on /readyz says so, and a
+        load balancer stops sending deliveries that would only be answered 503."""
         self.queue = queue
         self.target = target
         self.metrics = metrics
         self.health = health or JournalHealth()
+        self.accepting = accepting
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        if not self.accepting():
+            return web.json_response({"status": "not ready", "problems": ["shutting down"]}, status=503)
         problems = []
         try:
             await self.queue.depth()

@@ -92,7 +92,7 @@ async def serve(
         health = JournalHealth()
         door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health,
                            calm=door_calm)
-        ops = Operations(queue, runtime.target, metrics, health)
+        ops = Operations(queue, runtime.target, metrics, health, accepting=lambda: door.accepting)
         # bounded, so idle clients and slow headers cannot hold sockets for aiohttp's default hour
         runner = web.AppRunner(create_app(door, ops), access_log=None,
                                keepalive_timeout=config.server.idle_timeout_seconds)
@@ -134,7 +134,8 @@ async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.
     await workers
     cancelled = await pool.drain(timeout)
     if cancelled:
-        log.warning("%d delivery(ies) did not finish in time; they stay pending", cancelled)
+        log.warning("%d delivery(ies) did not finish in time; they stay in the journal, to run again at the next "
+                    "start", cancelled)
 
 
 def tune_gc_for_serving() -> None:

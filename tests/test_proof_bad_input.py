@@ -647,10 +647,11 @@ def test_a_path_one_trailing_slash_away_from_a_route_is_404_naming_the_route(set
     assert "one listens" not in settled.bad(404, "POST", HOOK_PATH + "//", body, gh(body)).reason
 
 
-def test_post_to_operations_endpoints_is_404(settled: Listener) -> None:
+def test_post_to_operations_endpoints_is_405(settled: Listener) -> None:
     body = json.dumps(pr_payload(1)).encode()
     for path in ("/healthz", "/readyz", "/metrics"):
-        settled.bad(404, "POST", path, body, gh(body))
+        reply = settled.bad(405, "POST", path, body, gh(body), words=("method POST not allowed; use GET",))
+        assert reply.headers["Allow"] == "GET"
 
 
 # ----------------------------------------------------------------------------- slow clients

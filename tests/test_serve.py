@@ -105,6 +105,7 @@ REJECTIONS = {
                        ["Content-Type", "text/plain"]),
     "404 unknown path": ("POST", "/webhooks/gitlab", lambda: _signed(pr_payload(1)), False, 404, ["/webhooks/gitlab"]),
     "405 GET": ("GET", HOOK_PATH, lambda: (b"", {}), False, 405, ["GET", "POST"]),
+    "405 POST to /healthz": ("POST", "/healthz", lambda: _signed(pr_payload(1)), False, 405, ["POST", "use GET"]),
     "401 missing signature": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret=None), False, 401,
                               ["missing", "X-Hub-Signature-256"]),
     "401 wrong secret": ("POST", HOOK_PATH, lambda: _signed(pr_payload(1), secret="not-the-secret"), False, 401,
@@ -474,7 +475,8 @@ async def test_json_logs_carry_the_delivery_id_and_never_the_secret(tmp_path: Pa
     mine = [line for line in lines if delivery_id_of(headers) in line["message"]]
     assert {line["logger"] for line in mine} == {"ocean_hook.server", "ocean_hook.worker"}
     assert all(line["delivery_id"] == delivery_id_of(headers) for line in mine)
-    assert any("rejected 401" in line["message"] and "X-Hub-Signature-256" in line["message"] for line in lines)
+    assert any(line["message"].startswith(f"rejected 401 unauthorized on {HOOK_PATH}: ")
+               and "X-Hub-Signature-256" in line["message"] for line in lines)
 
 
 async def test_capture_files_are_redacted_and_replay_reads_them(tmp_path: Path, http, monkeypatch) -> None:
@@ -517,6 +519,9 @@ async def test_sigterm_drains_in_flight_work_answers_503_exits_0_and_leaves_the_
             await proc.wait_for_log("stopping: no new deliveries accepted")
             status, answer = await post(http, proc.hook_url, *github_delivery(pr_payload(55)))
             assert (status, answer["status"]) == (503, "unavailable")
+            async with http.get(proc.url + "/readyz") as response:  # the load balancer looks elsewhere
+                assert (response.status, await response.json()) == (503, {"status": "not ready",
+                                                                          "problems": ["shutting down"]})
             assert await proc.wait() == 0
         finally:
             proc.kill()
