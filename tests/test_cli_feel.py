@@ -178,3 +178,33 @@ async def test_catalog_commands_find_the_catalog_where_serve_puts_it(
     broken = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])
     assert broken.exit_code == 2
     assert broken.stderr == f"error: {config} (key target): target.path must be a non-empty string, got 5\n"
+
+
+async def test_deliveries_take_any_id_and_a_digit_delivery_id_is_retried_past_a_queue_id(tmp_path: Path) -> None:
+    """`show 99999999999999999999` and `show ²` (digits to str.isdigit) ended in tracebacks; `retry 1`
+    found queue id 1 (done) and missed the dead delivery whose sender's id is "1"."""
+    config = write_config(tmp_path)
+    async with await SqliteJournal.open(tmp_path / "state" / "journal.db") as journal:
+        for delivery_id in ("victim", "1"):  # queue ids 1 and 2
+            await journal.put(Delivery(delivery_id=delivery_id, method="POST", path="/h", headers=[], body=b"{}",
+                                       received_at=0.0, processors=["p"], order_key=delivery_id))
+        victim, dead = await journal.claim(2)
+        await journal.ack(victim)
+        await journal.dead_letter(dead, "boom")
+
+    async def cli(*args: str) -> Any:  # the command runs its own event loop: in a thread
+        return await asyncio.to_thread(CliRunner().invoke, app, [*args, "--config", str(config)],
+                                       env={"COLUMNS": "300"})
+
+    for args in (["show", "99999999999999999999"], ["show", "²"], ["retry", "99999999999999999999"]):
+        result = await cli("deliveries", *args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.stderr.startswith("error: no ") and "Traceback" not in result.output, result.output
+    result = await cli("deliveries", "list", "-n", "99999999999999999999")
+    assert result.exit_code == 2 and "Input should be less than or equal to 1000000" in result.stderr
+    assert (await cli("deliveries", "show", "1")).stdout.count('"delivery_id": "victim"') == 1  # the queue id first
+    result = await cli("deliveries", "retry", "1")
+    assert result.exit_code == 0, result.output
+    assert "delivery 1 is pending again" in result.stdout
+    async with await SqliteJournal.open(tmp_path / "state" / "journal.db") as journal:
+        assert [(d.delivery_id, d.state.value) for d in await journal.list()] == [("1", "pending"), ("victim", "done")]

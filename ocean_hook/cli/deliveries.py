@@ -59,7 +59,7 @@ Examples:
 @user_errors
 def list_(
     state: DeliveryState | None = typer.Option(None, "--state", "-s", help="Only this state."),
-    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest first."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1_000_000, help="How many, newest first."),
     config: Path = CONFIG,
     queue: str | None = QUEUE,
 ) -> None:

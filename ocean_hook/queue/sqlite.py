@@ -37,6 +37,7 @@ transaction every `put` waits for.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import logging
@@ -511,19 +512,26 @@ class SqliteJournal(Queue):
 
     async def get(self, id_or_delivery_id: str) -> Delivery | None:
         """A queue id first (digits), then the newest delivery with that delivery id."""
+        found = await self._matches(id_or_delivery_id)
+        return found[0] if found else None
+
+    async def _matches(self, id_or_delivery_id: str) -> builtins.list[Delivery]:
+        """The delivery with that queue id, then the newest with that delivery id (a sender's id
+        may be digits too)."""
         key = str(id_or_delivery_id)
-        if key.isdigit():
-            rows = await self._read(f"SELECT {COLUMNS} FROM deliveries WHERE id = ?", (int(key),))
-            if rows:
-                return to_delivery(rows[0])
-        rows = await self._read(
+        rows = []
+        if key.isascii() and key.isdigit() and int(key) < 2**63:  # SQLite's INTEGER
+            rows += await self._read(f"SELECT {COLUMNS} FROM deliveries WHERE id = ?", (int(key),))
+        rows += await self._read(
             f"SELECT {COLUMNS} FROM deliveries WHERE delivery_id = ? ORDER BY id DESC LIMIT 1",
             (key,),
         )
-        return to_delivery(rows[0]) if rows else None
+        return [to_delivery(row) for row in rows]
 
     async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
-        found = await self.get(id_or_delivery_id)
+        """The first match (see `_matches`) that is dead or failed."""
+        retryable = (DeliveryState.DEAD, DeliveryState.FAILED)
+        found = next((d for d in await self._matches(id_or_delivery_id) if d.state in retryable), None)
         if found is None:
             return Requeued(0)
         return await self._requeue("id = ? AND state IN ('dead', 'failed')", (int(found.id),), spare_superseded)
