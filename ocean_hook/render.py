@@ -80,27 +80,25 @@ def print_change(console: Console, change: Change, *, show_unchanged: bool = Fal
     print_changes(console, [change], show_unchanged=show_unchanged)
 
 
-def print_problems(
-    console: Console, misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]], errors: Iterable[str]
-) -> None:
-    """Misconfigured fields (per entity) and mapping errors, on the error console."""
-    for kind, title, fields in misconfigurations:
-        for path, expr in fields.items():
-            console.print(
-                f"[yellow]! {escape_text(kind)} {escape_text(title)}: {escape_text(path)} is null "
-                f"(jq: {escape_text(expr)})[/]",
-                highlight=False,
-            )
+def print_errors(console: Console, errors: Iterable[str]) -> None:
+    """Mapping errors, on the error console."""
     for error in errors:
         console.print(f"[red]error: {escape_text(error)}[/]", highlight=False)
 
 
-def print_misconfigured(console: Console, tally: Iterable[tuple[str, str, str, int, str]]) -> None:
-    """One line per misconfigured field, however many entities: (kind, path, jq, count, example)."""
+#: (kind, field path, jq, entities where it is null, an example identifier): `MappingReport.misconfigured_rows`
+Misconfigured = tuple[str, str, str, int, str]
+
+
+def _entities(count: int) -> str:
+    return "1 entity" if count == 1 else f"{count:,} entities"
+
+
+def print_misconfigured(console: Console, tally: Iterable[Misconfigured]) -> None:
+    """One line per misconfigured field, however many entities."""
     for kind, path, expr, count, example in tally:
-        entities = "1 entity" if count == 1 else f"{count:,} entities"
         console.print(
-            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {entities} "
+            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {_entities(count)} "
             f"(jq: {escape_text(expr)}), e.g. {escape_text(example)}[/]",
             highlight=False,
         )
@@ -114,7 +112,7 @@ def plan_markdown(
     changes: Iterable[Change],
     summary: Mapping[str, int],
     *,
-    misconfigurations: Iterable[tuple[str, str, Mapping[str, str]]] = (),
+    misconfigured: Iterable[Misconfigured] = (),
     errors: Iterable[str] = (),
     title: str = "ocean-hook plan",
     limit: int = MARKDOWN_LIMIT,
@@ -128,9 +126,8 @@ def plan_markdown(
     head = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
     diff = [printable(line) for change in changes if change.writes for line in change_lines(change)]
     problems = [
-        f"- {_code(kind)} {_code(title_)}: {_code(path)} is null (jq: {_code(expr)})"
-        for kind, title_, fields in misconfigurations
-        for path, expr in fields.items()
+        f"- {_code(kind)}: {_code(path)} is null in {_entities(count)} (jq: {_code(expr)}), e.g. {_code(example)}"
+        for kind, path, expr, count, example in misconfigured
     ]
     errs = [f"- {_code(e)}" for e in errors]
     # errors matter most, then misconfigurations (at most half of what is left), then the diff

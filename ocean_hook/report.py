@@ -64,7 +64,8 @@ class MappingReport:
                 continue
             self.counts["misconfigured"] += 1
             for path, expr in m.misconfigurations.items():
-                example = str(m.entity.get("identifier"))
+                identifier = m.entity.get("identifier")
+                example = f"item {m.item_index}" if identifier in (None, "") else str(identifier)
                 self.misconfigured_fields.setdefault((m.kind, path, expr), [0, example])[0] += 1
 
     def misconfigured_rows(self) -> list[tuple[str, str, str, int, str]]:
@@ -157,6 +158,7 @@ async def build_report(
                 report.errors += errors if keep else errors[: max(0, MAX_ERRORS - len(report.errors))]
                 batch_entities += batch.result.passed
                 batch_changes += changes
+                report.tally(batch.result.unnamed)
             report.tally(batch_entities)
             for change in batch_changes:
                 report.counts[change.action] += 1

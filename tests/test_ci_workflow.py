@@ -96,8 +96,8 @@ def test_markdown_plan_fits_a_comment_whatever_the_payload_holds() -> None:
         for n in range(3000)
     ]
     errors = ["kind 'pull-request', item 9: selector '.a' must give a boolean, got \"*bold*\""]
-    misconfigured = [("pull-request", "acme/api/pull/1", {"properties.x": "`.x`"})]
-    text = render.plan_markdown(changes, {"create": 3000}, misconfigurations=misconfigured, errors=errors)
+    misconfigured = [("pull-request", "properties.x", "`.x`", 2, "acme/api/pull/1")]
+    text = render.plan_markdown(changes, {"create": 3000}, misconfigured=misconfigured, errors=errors)
     assert len(text) <= render.MARKDOWN_LIMIT
     lines = text.splitlines()
     assert lines[2] == "**3000 to create, 0 to update, 0 to delete, 0 unchanged**"
@@ -106,7 +106,7 @@ def test_markdown_plan_fits_a_comment_whatever_the_payload_holds() -> None:
     assert re.search(r"^\.\.\. \d+ more lines not shown \(too long for a comment\)$", text, re.MULTILINE)
     # errors and misconfigurations survive the cut, as inline code that payload text cannot end
     assert f"- `{errors[0]}`" in lines
-    assert "- `pull-request` `acme/api/pull/1`: `properties.x` is null (jq: `` `.x` ``)" in lines
+    assert "- `pull-request`: `properties.x` is null in 2 entities (jq: `` `.x` ``), e.g. `acme/api/pull/1`" in lines
 
 
 def test_markdown_plan_spells_out_line_breaks_and_control_characters_from_payloads() -> None:

@@ -174,7 +174,7 @@ def test_markdown_is_a_pull_request_comment(files: dict[str, Path]) -> None:
     assert "```diff" in lines
     assert '    ~ properties.status: "open" → "closed"' in lines
     assert "- delete githubPullRequest/3  (kind pull-request)" in lines
-    assert "- `pull-request` `4`: `properties.author` is null (jq: `.user.login`)" in lines
+    assert "- `pull-request`: `properties.author` is null in 1 entity (jq: `.user.login`), e.g. `4`" in lines
     assert "unchanged githubPullRequest/4" not in result.stdout
 
 
@@ -245,6 +245,31 @@ def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -
     clean = files["data"].parent / "clean.json"
     clean.write_text(json.dumps(ITEMS[:2]))
     assert invoke("-m", files["mapping"], "-d", clean, "-k", "pull-request", "--strict").exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
+def test_an_identifier_that_is_always_null_is_a_misconfiguration_strict_fails(files: dict[str, Path],
+                                                                              fmt: str) -> None:
+    """A typo in `identifier` skipped every item as Ocean does, in silence: `--strict` passed."""
+    files["mapping"].write_text(MAPPING.replace("identifier: .number | tostring", "identifier: .numbr"))
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "--strict", "-f", fmt)
+    assert result.exit_code == 1, result.output
+    if fmt == "json":
+        assert json.loads(result.stdout)["summary"]["skipped"] == 3
+        assert json.loads(result.stdout)["summary"]["misconfigured"] == 3
+    elif fmt == "markdown":
+        assert "- `pull-request`: `identifier` is null in 3 entities (jq: `.numbr`), e.g. `item 0`" in result.stdout
+    else:
+        assert "! pull-request: identifier is null in 3 entities (jq: .numbr), e.g. item 0" in result.stderr
+
+
+@pytest.mark.parametrize("identifier", ["0", "false", "{}", "[]"])
+def test_a_falsy_identifier_that_is_not_a_string_is_an_error_like_any_other(files: dict[str, Path],
+                                                                            identifier: str) -> None:
+    files["mapping"].write_text(MAPPING.replace("identifier: .number | tostring", f"identifier: '{identifier}'"))
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request")
+    assert result.exit_code == 1, result.output
+    assert f"identifier must be a string or a search query, got {identifier}" in result.stderr
 
 
 def test_an_identifier_port_would_refuse_exits_1_naming_the_item(files: dict[str, Path]) -> None:

@@ -738,3 +738,30 @@ def test_one_program_per_resource_gives_what_one_jq_call_per_field_gives(items: 
             dotted(("properties", name)): PROPERTY_EXPRESSIONS[name]
             for name, value in expected.items() if value is None
         }
+
+
+RESOURCE = "resources:\n  - kind: a\n{selector}    port:\n      entity:\n        mappings:\n{mappings}"
+NAMED = "          identifier: .id\n          blueprint: '\"b\"'\n"
+
+
+@pytest.mark.parametrize(("selector", "mappings", "problem"), [
+    ("", NAMED + "          propertys:\n            a: .a\n",
+     r"mapping\.yml:8 \(key resources\[0\]\.port\.entity\.mappings\.propertys\): unknown key 'propertys': "
+     r"an entity mapping has identifier, title, blueprint, team, icon, properties, relations"),
+    ("    selector: false\n", NAMED, r"\(key resources\[0\]\.selector\): must be a mapping \(with 'query'\)"),
+    ("    selector: []\n", NAMED, r"\(key resources\[0\]\.selector\): must be a mapping"),
+    ("", NAMED + "          properties:\n",
+     r"\(key resources\[0\]\.port\.entity\.mappings\.properties\): must be a mapping of name to jq expression"),
+    ("", NAMED + "          title: 2024-01-01\n", r"must be a jq expression \(a string\), got the date 2024-01-01: "
+                                                    "quote it"),
+])
+def test_mapping_mistakes_that_used_to_pass_name_their_key(selector: str, mappings: str, problem: str) -> None:
+    """A misspelt key became a field of every entity (`+ propertys: ...`), a false selector took
+    every item, and the others were worded after what they were not."""
+    with pytest.raises(ConfigError, match=problem):
+        load(RESOURCE.format(selector=selector, mappings=mappings))
+
+
+def test_an_empty_selector_key_is_no_selector() -> None:
+    mapping = load(RESOURCE.format(selector="    selector:\n", mappings=NAMED))
+    assert [m.entity["identifier"] for m in mapping.mappers[0].map_items([{"id": "x"}]).entities] == ["x"]

@@ -71,14 +71,6 @@ class _LazyProgress:
             self.progress.stop()
 
 
-def _problems(entities: list[MappedEntity]) -> list[tuple[str, str, dict[str, str]]]:
-    return [
-        (m.kind, str(m.entity.get("identifier")), m.misconfigurations)
-        for m in entities
-        if m.misconfigurations
-    ]
-
-
 @user_errors
 def command(
     mapping: Path = typer.Option(..., "--mapping", "-m", help="Port port-app-config mapping (YAML)."),
@@ -175,7 +167,7 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
         out.print(
             render.plan_markdown(
                 report.changes, report.counts,
-                misconfigurations=_problems(report.entities), errors=report.errors,
+                misconfigured=report.misconfigured_rows(), errors=report.errors,
             ),
             markup=False, highlight=False,
         )
@@ -184,7 +176,7 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
         render.print_changes(out, report.changes)
     if not quiet:
         render.print_misconfigured(err, report.misconfigured_rows())
-    render.print_problems(err, [], report.errors)
+    render.print_errors(err, report.errors)
     if report.counts["errors"] > len(report.errors):
         err.print(f"[red]... and {report.counts['errors'] - len(report.errors):,} more errors[/]")
     out.print(f"[bold]{render.escape_text(render.summary_line(report.counts))}[/]")

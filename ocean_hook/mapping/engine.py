@@ -49,6 +49,9 @@ class MapResult:
     filtered: int = 0  # items whose selector was false
     skipped: int = 0  # entities without identifier or blueprint
     errors: list[str] = field(default_factory=list)
+    #: the skipped ones whose identifier or blueprint is null, kept for their misconfigurations:
+    #: a jq typo there skips every item, which `--strict` must not pass in silence
+    unnamed: list[MappedEntity] = field(default_factory=list)
 
     @property
     def passed(self) -> list[MappedEntity]:
@@ -63,6 +66,7 @@ class MapResult:
         self.filtered += other.filtered
         self.skipped += other.skipped
         self.errors += other.errors
+        self.unnamed += other.unnamed
 
 
 def _leaves(tree: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, str]]:
@@ -297,8 +301,11 @@ class ResourceMapper:
             path: expr for (path, expr), value in zip(self._misconfigured, values, strict=True) if value is None
         }
         entity = self._assemble(values)
-        if not entity.get("identifier") or not entity.get("blueprint"):
-            result.skipped += 1
+        if entity.get("identifier") in (None, "") or entity.get("blueprint") in (None, ""):  # as Ocean
+            if passed:  # one the selector refused is counted as filtered already
+                result.skipped += 1
+                if misconfigurations:
+                    result.unnamed.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
             return
         problem = _key_problem(entity)
         if problem:

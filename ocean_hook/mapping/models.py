@@ -1,11 +1,13 @@
 """The port-app-config format, unchanged, so a mapping taken from any Ocean integration loads.
 
 Keys this tool does not use (selector keys such as `states` or `includedFiles`, integration
-specific top-level keys) are kept on the model and ignored, never rejected.
+specific top-level keys) are kept on the model and ignored, never rejected. An entity mapping's
+keys are the exception: each one becomes a field of every entity, so an unknown one is an error.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,8 @@ def _jq_text(doc: YamlDocument, path: KeyPath, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, datetime.date):  # YAML reads 2024-01-01 as a date
+        raise doc.error(path, f"must be a jq expression (a string), got the date {value}: quote it")
     if not isinstance(value, str) or not value.strip():
         raise doc.error(path, f"must be a jq expression (a string), got {value!r}")
     return value
@@ -86,7 +90,8 @@ def _resource(doc: YamlDocument, index: int, raw: Any) -> ResourceConfig:
     kind = raw.get("kind")
     if not isinstance(kind, str) or not kind:
         raise doc.error((*base, "kind"), "every resource needs a 'kind' (a non-empty string)")
-    selector = raw.get("selector") or {}
+    selector = raw.get("selector")
+    selector = {} if selector is None else selector  # `selector:` left empty
     if not isinstance(selector, dict):
         raise doc.error((*base, "selector"), "must be a mapping (with 'query')")
     query = _jq_text(doc, (*base, "selector", "query"), selector.get("query", "true"))
@@ -97,13 +102,17 @@ def _resource(doc: YamlDocument, index: int, raw: Any) -> ResourceConfig:
     if not isinstance(entity, dict) or not isinstance(entity.get("mappings"), dict):
         raise doc.error((*base, "port", "entity"), "needs 'mappings' (identifier, blueprint, ...)")
     mpath = (*base, "port", "entity", "mappings")
-    mappings = _mapping_tree(doc, mpath, entity["mappings"])
+    for key in entity["mappings"]:  # a misspelt key would become a field of every entity
+        if key not in ENTITY_MAPPING_KEYS:
+            raise doc.error((*mpath, str(key)), f"unknown key '{key}': an entity mapping has "
+                                                f"{', '.join(ENTITY_MAPPING_KEYS)}")
     for required in ("identifier", "blueprint"):
-        if required not in mappings:
+        if required not in entity["mappings"]:
             raise doc.error(mpath, f"missing '{required}'")
     for name in ("properties", "relations"):
-        if name in mappings and not isinstance(mappings[name], dict):
+        if name in entity["mappings"] and not isinstance(entity["mappings"][name], dict):
             raise doc.error((*mpath, name), "must be a mapping of name to jq expression")
+    mappings = _mapping_tree(doc, mpath, entity["mappings"])
     items = port.get("itemsToParse")
     name = port.get("itemsToParseName", "item")
     if not isinstance(name, str) or not name.isidentifier():
