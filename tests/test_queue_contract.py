@@ -6,6 +6,7 @@ short real sleeps, in the Redis-specific tests at the end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -149,6 +150,26 @@ async def test_duplicates_in_one_batch_store_one_delivery(queue: Queue, backend:
     assert [r.accepted for r in results] == [True, True, False]
     assert results[2].id == results[0].id != results[1].id
     assert (await queue.depth())["pending"] == 2
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_the_same_delivery_id_on_another_path_is_another_delivery(
+    queue: Queue, backend: Backend, batched: bool
+) -> None:
+    """One sender's ids say nothing about another's: a PagerDuty id "1" made a GitLab delivery
+    "1" a duplicate, never processed."""
+    github = delivery(1, backend.clock, delivery_id="same-id")
+    gitlab = dataclasses.replace(github, path="/hooks/gitlab")
+    sent = [github, gitlab, dataclasses.replace(gitlab, body=b"{}")]
+    if batched:  # one commit round (SQLite's group commit checks within the batch too)
+        results = await asyncio.gather(*(queue.put(d) for d in sent))
+    else:
+        results = [await queue.put(d) for d in sent]
+    first, *gitlab_ones = results
+    assert first.accepted and sorted(r.accepted for r in gitlab_ones) == [False, True]  # either one (Redis
+    assert gitlab_ones[0].id == gitlab_ones[1].id != first.id  # runs concurrent puts in any order)
+    assert (await queue.get(results[0].id)).path == "/hooks/github"  # type: ignore[union-attr]
+    assert (await queue.get("same-id")).path == "/hooks/gitlab"  # type: ignore[union-attr]  # the newest
 
 
 async def test_dedup_ends_with_the_window(backend: Backend) -> None:
@@ -708,7 +729,11 @@ async def test_redis_put_is_one_stream_entry_with_raw_fields(redis_url: str, clo
             [(_, fields)] = await raw.xrange("hooks")
             assert fields[b"body"] == sent.body
             assert fields[b"delivery_id"] == b"gh-1" and fields[b"seq"] == first.id.encode()
-            assert 590_000 < await raw.pttl("hooks:dedup:gh-1") <= 600_000
+            assert 590_000 < await raw.pttl("hooks:dedup:/hooks/github gh-1") <= 600_000
+            assert 590_000 < await raw.pttl("hooks:id:gh-1") <= 600_000
+            await raw.delete("hooks:id:gh-1")  # as a version before per-path dedup left it
+            await raw.set("hooks:dedup:gh-1", first.id)
+            assert (await queue.get("gh-1")).id == first.id  # type: ignore[union-attr]
             [group] = await raw.xinfo_groups("hooks")
             assert group["name"] == b"ocean-hook"
         finally:

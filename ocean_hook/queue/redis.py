@@ -10,7 +10,9 @@ Where a delivery lives (P is the stream name, default ``ocean-hook``):
     P:done        finished deliveries, the last `maxlen` of them (history for `deliveries show`)
     P:loc         HASH seq -> "<m|w|r|d|D> <entry id>": which stream holds a delivery now
     P:seq         counter behind the queue id
-    P:dedup:<id>  delivery id -> seq, expiring after the dedup window
+    P:dedup:<path> <id>  (path, delivery id) -> seq, expiring after the dedup window: one
+                  sender's id says nothing about another's, on another path
+    P:id:<id>     delivery id -> seq of its latest delivery, as long (for `deliveries show`)
     P:active      HASH order key -> seq of the one delivery of that key in P or P:retry
     P:q:<key>     ZSET of waiting seqs of that key, scored by seq (= arrival order)
     P:deadkeys    HASH order key -> how many of its deliveries are dead letters
@@ -194,18 +196,21 @@ local function owned(id, consumer)
 end
 """
 
-# ARGV: P, G, window_ms, now, delivery_id, field pairs...
+# ARGV: P, G, window_ms, now, delivery_id, path, field pairs...
 LUA_PUT = r"""
-local window_ms, now, delivery_id = ARGV[3], ARGV[4], ARGV[5]
-local dedup = k('dedup:' .. delivery_id)
+local window_ms, now, delivery_id, path = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local dedup = k('dedup:' .. path .. ' ' .. delivery_id)
 if delivery_id ~= '' then
   local existing = redis.call('GET', dedup)
   if existing then return {0, existing} end
 end
 local seq = tostring(redis.call('INCR', k('seq')))
-if delivery_id ~= '' then redis.call('SET', dedup, seq, 'NX', 'PX', window_ms) end
+if delivery_id ~= '' then
+  redis.call('SET', dedup, seq, 'NX', 'PX', window_ms)
+  redis.call('SET', k('id:' .. delivery_id), seq, 'PX', window_ms)
+end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 fields = with(fields, {seq = seq, attempts = '0', last_error = '', next_attempt_at = '',
                        updated_at = now})
 place(seq, fields)
@@ -528,7 +533,7 @@ class RedisQueue(Queue):
         ]  # fmt: skip
         window_ms = max(1, int(self.dedup_window_seconds * 1000))
         accepted, seq = await self._run(
-            "put", window_ms, repr(self.clock()), delivery.delivery_id, *fields
+            "put", window_ms, repr(self.clock()), delivery.delivery_id, delivery.path, *fields
         )
         return PutResult(accepted=bool(accepted), id=seq.decode())
 
@@ -642,12 +647,14 @@ class RedisQueue(Queue):
     # ------------------------------------------------------------------ inspection and repair
 
     async def _locate(self, id_or_delivery_id: str) -> str | None:
-        """The seq for a queue id, else for a delivery id still inside the dedup window."""
+        """The seq for a queue id, else for a delivery id still inside the dedup window (kept
+        under `dedup:<id>` before de-duplication was per path)."""
         key = str(id_or_delivery_id)
         async with self._available():
             if key.isdigit() and await self._redis.hexists(f"{self.stream}:loc", key):
                 return key
-            seq = await self._redis.get(f"{self.stream}:dedup:{key}")
+            seq = await self._redis.get(f"{self.stream}:id:{key}") or await self._redis.get(
+                f"{self.stream}:dedup:{key}")
         return _text(seq) if seq else None
 
     async def get(self, id_or_delivery_id: str) -> Delivery | None:

@@ -152,7 +152,8 @@ SELECT dead.id, newest.id FROM dead JOIN newest USING (order_key) WHERE newest.i
 ROW_FIELDS = ("delivery_id", "method", "path", "headers", "body", "processors", "order_key", "received_at")
 
 # A new delivery is the head of its key when no earlier one is unfinished; a delivery id already
-# journaled since :since (the dedup window) stores nothing. Named parameters: Python 3.14 refuses
+# journaled on the same path since :since (the dedup window) stores nothing (one sender's ids say
+# nothing about another's). Named parameters: Python 3.14 refuses
 # numbered ones (?1) bound from a sequence.
 INSERT_UNLESS_DUPLICATE = f"""
 INSERT INTO deliveries (delivery_id, method, path, headers, body, processors, order_key, received_at,
@@ -162,7 +163,7 @@ SELECT :delivery_id, :method, :path, :headers, :body, :processors, :order_key, :
     :order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_unfinished
                                    WHERE order_key = :order_key AND state IN {UNFINISHED})
 WHERE :delivery_id = '' OR NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_id = :delivery_id
-                                       AND received_at >= :since)
+                                       AND path = :path AND received_at >= :since)
 """
 
 # The oldest unfinished delivery of a key.
@@ -618,8 +619,9 @@ class _Put:
         if cursor.rowcount == 1:
             return PutResult(accepted=True, id=str(cursor.lastrowid))
         existing = conn.execute(
-            "SELECT id FROM deliveries WHERE delivery_id = ? AND received_at >= ? ORDER BY id DESC LIMIT 1",
-            (self.row[0], since),
+            "SELECT id FROM deliveries WHERE delivery_id = ? AND path = ? AND received_at >= ?"
+            " ORDER BY id DESC LIMIT 1",
+            (self.row[0], self.row[2], since),
         ).fetchone()
         return PutResult(accepted=False, id=str(existing[0]))
 
@@ -690,42 +692,45 @@ def _insert_many(conn: sqlite3.Connection, since: float, now: float, puts: list[
     results: list[PutResult] = []
     for start in range(0, len(puts), _INSERT_CHUNK):
         rows = [put.row for put in puts[start:start + _INSERT_CHUNK]]
-        known = _journaled_ids(conn, since, {row[0] for row in rows if row[0]})
+        known = _journaled_ids(conn, since, {(row[0], row[2]) for row in rows if row[0]})
         waiting = _keys_with_unfinished(conn, {row[6] for row in rows if row[6]})
         fresh: list[tuple[Any, ...]] = []
         outcome: list[tuple[bool, Any]] = []  # (accepted, existing id or index into fresh)
-        batch_ids: dict[str, int] = {}
+        batch_ids: dict[tuple[str, str], int] = {}
         for row in rows:
-            delivery_id, order_key = row[0], row[6]
-            if delivery_id in known:
-                outcome.append((False, known[delivery_id]))
+            delivery_id, order_key, sender = row[0], row[6], (row[0], row[2])
+            if sender in known:
+                outcome.append((False, known[sender]))
                 continue
-            if delivery_id in batch_ids:
-                outcome.append((False, batch_ids[delivery_id]))
+            if sender in batch_ids:
+                outcome.append((False, batch_ids[sender]))
                 continue
             if delivery_id:
-                batch_ids[delivery_id] = len(fresh)
+                batch_ids[sender] = len(fresh)
             head = order_key == "" or order_key not in waiting
             waiting.add(order_key)
             outcome.append((True, len(fresh)))
             fresh.append((*row, now, now, int(head)))
         first = _insert_rows(conn, fresh)
         for (accepted, ref), row in zip(outcome, rows, strict=True):
-            if accepted or row[0] not in known:  # a new row, or a duplicate of one: its new id
+            if accepted or (row[0], row[2]) not in known:  # a new row, or a duplicate of one: its new id
                 ref = first + ref
             results.append(PutResult(accepted=accepted, id=str(ref)))
     return results
 
 
-def _journaled_ids(conn: sqlite3.Connection, since: float, delivery_ids: set[str]) -> dict[str, int]:
-    if not delivery_ids:
+def _journaled_ids(conn: sqlite3.Connection, since: float, senders: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(delivery id, path) -> the newest queue id of each journaled since `since`."""
+    if not senders:
         return {}
-    marks = ",".join("?" * len(delivery_ids))
-    return dict(conn.execute(
-        f"SELECT delivery_id, MAX(id) FROM deliveries WHERE delivery_id IN ({marks}) AND received_at >= ?"
-        " GROUP BY delivery_id",
-        (*delivery_ids, since),
-    ))
+    ids = {delivery_id for delivery_id, _ in senders}
+    marks = ",".join("?" * len(ids))
+    rows = conn.execute(
+        f"SELECT delivery_id, path, MAX(id) FROM deliveries WHERE delivery_id IN ({marks}) AND received_at >= ?"
+        " GROUP BY delivery_id, path",
+        (*ids, since),
+    )
+    return {(delivery_id, path): id_ for delivery_id, path, id_ in rows if (delivery_id, path) in senders}
 
 
 def _keys_with_unfinished(conn: sqlite3.Connection, keys: set[str]) -> set[str]:
