@@ -237,6 +237,34 @@ async def test_config_diffs_against_the_live_port_state_and_names_a_refused_logi
     assert "401" in refused.stderr and refused.stderr.count("\n") == 1
 
 
+async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(files: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    """A local catalog that is not there was created empty, and everything diffed as new."""
+    config = write_config(tmp_path / "project", mapping=MAPPING)
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-c", config, "-f", "json"]
+    missing = await asyncio.to_thread(invoke, *args, env=hook_env())
+    catalog = tmp_path / "project" / "state" / "catalog.db"
+    assert missing.exit_code == 2
+    assert missing.stderr == f"error: {config}: no local catalog at {catalog} yet: serve creates it when it starts\n"
+    assert not catalog.exists()
+    imported = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "import", str(files["state"]),
+                                                                 "--config", str(config)])
+    assert imported.exit_code == 0, imported.output
+    result = await asyncio.to_thread(invoke, *args, env=hook_env())
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["update"] == 1  # PR 2, open in the catalog, closed in the data
+
+
+@pytest.mark.parametrize(("options", "problem"), [
+    (["--update-expected"], "--update-expected needs --expect FILE, the file to write"),
+    (["-q", "-f", "json"], "--quiet is for text output; --format json prints its whole document"),
+    (["-q", "-f", "markdown"], "--quiet is for text output; --format markdown prints its whole document"),
+])
+def test_options_that_would_be_ignored_are_refused(files: dict[str, Path], options: list[str], problem: str) -> None:
+    result = invoke("-m", files["mapping"], "-d", files["data"], *options)
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {problem}\n", "")
+
+
 # ------------------------------------------------------------------------------- exit codes
 def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -> None:
     args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-q"]

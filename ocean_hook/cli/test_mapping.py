@@ -14,13 +14,14 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
-from ocean_hook.config import load_config
+from ocean_hook.config import Config, load_config
 from ocean_hook.datafiles import iter_items, load_json, load_state
 from ocean_hook.diff import Change
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
+from ocean_hook.targets import catalog_path
 from ocean_hook.targets.base import TargetError
 
 
@@ -104,6 +105,10 @@ def command(
         raise fail("give --state or --config, not both")
     if expect is not None and not update_expected and not expect.exists():
         raise fail(f"{expect}: file not found (use --update-expected to create it)")
+    if update_expected and expect is None:
+        raise fail("--update-expected needs --expect FILE, the file to write")
+    if quiet and output is not Format.text:
+        raise fail(f"--quiet is for text output; --format {output.value} prints its whole document")
 
     streaming = output is Format.text and expect is None
     out, err = stdout(), stderr()
@@ -139,7 +144,9 @@ async def _report(
     if config is None:
         lookup = state_lookup(load_state(state) if state else {})
         return await build_report(mappers, iter_items(data), lookup, compiled.flags, on_batch=on_batch, keep=keep)
-    target = make_target(load_config(config, inspection=True), "dry-run")  # dry-run: reads, never writes
+    loaded = load_config(config, inspection=True)
+    _require_local_catalog(loaded, config)
+    target = make_target(loaded, "dry-run")  # dry-run: reads, never writes
     try:
         return await build_report(
             mappers, iter_items(data), target.get_entities, compiled.flags, on_batch=on_batch, keep=keep
@@ -148,6 +155,21 @@ async def _report(
         raise InputError(f"cannot read the current entities from the target: {exc}", where=str(config)) from None
     finally:
         await target.close()
+
+
+def _require_local_catalog(loaded: Config, config: Path) -> None:
+    """A local catalog that is not there yet would be created empty, and every entity diffed as
+    new: a wrong `state_dir` would pass as "everything to create"."""
+    spec = loaded.target
+    kind = spec.get("type", "local")
+    if kind != "local" and not (kind == "dry-run" and spec.get("read_from", "local") == "local"):
+        return
+    try:
+        path = catalog_path(spec, loaded.state_dir)
+    except ValueError:
+        return  # make_target names the bad path
+    if not path.exists():
+        raise InputError(f"no local catalog at {path} yet: serve creates it when it starts", where=str(config))
 
 
 def _exit_code(report: MappingReport, strict: bool) -> int:
