@@ -8,6 +8,7 @@ holds the secret, where the sender's webhook settings are, which events to tick)
 from __future__ import annotations
 
 import secrets
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -76,15 +77,28 @@ def template(source: str, name: str) -> str:
 
 
 def write_starter(source: str, directory: Path, *, force: bool = False) -> list[Path]:
-    """Write the config and mapping into `directory`; nothing is written if one would be lost."""
+    """Write the config and mapping into `directory`; nothing is written if one would be lost,
+    or if one cannot be written (both are written aside first, then moved into place)."""
     targets = [directory / name for name in FILES]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
         raise StarterExists(f"{' and '.join(existing)} already {verb}; use --force to overwrite")
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in targets:
-        path.write_text(template(source, path.name), encoding="utf-8")
+    if blocked := [str(p) for p in targets if p.is_dir()]:
+        raise OceanHookError(f"{' and '.join(blocked)}: a directory is in the way of the file")
+    staged: list[tuple[Path, Path]] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path in targets:
+            aside = path.with_name(f".{path.name}.ocean-hook-init")
+            staged.append((aside, path))
+            aside.write_text(template(source, path.name), encoding="utf-8")
+        for aside, path in staged:
+            aside.replace(path)
+    except OSError as exc:
+        for aside, _ in staged:
+            aside.unlink(missing_ok=True)
+        raise OceanHookError(f"cannot write {exc.filename or directory}: {exc.strerror or exc}") from None
     return targets
 
 
@@ -96,7 +110,7 @@ def config_option(directory: Path) -> str:
     """`--config DIR/ocean-hook.yaml`, or nothing when the config is where the commands look."""
     if directory.resolve() == Path.cwd().resolve():
         return ""
-    return f" --config {directory / CONFIG_FILE}"
+    return f" --config {shlex.quote(str(directory / CONFIG_FILE))}"  # pasted into a shell
 
 
 def next_steps(starter: Starter, directory: Path, secret: str | None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,25 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     assert not (tmp_path / "port-app-config.yml").exists()  # all or nothing
     assert init("--dir", str(tmp_path), "--force").exit_code == 0
     assert (tmp_path / "ocean-hook.yaml").read_text() == template("github", "ocean-hook.yaml")
+
+
+def test_a_place_that_cannot_take_the_files_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    result = init("--dir", str(tmp_path / "afile" / "sub"))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"error: cannot write {tmp_path / 'afile' / 'sub'}: Not a directory\n"
+    (tmp_path / "d" / "port-app-config.yml").mkdir(parents=True)
+    result = init("--dir", str(tmp_path / "d"), "--force")
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'd' / 'port-app-config.yml'}: a directory is in the way of the file\n"
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["port-app-config.yml"]  # no half-written config
+
+
+def test_next_steps_quote_a_directory_for_the_shell(tmp_path: Path) -> None:
+    directory = tmp_path / "my hooks $(x)"
+    result = init("--dir", str(directory))
+    assert result.exit_code == 0
+    assert f"ocean-hook check --config {shlex.quote(str(directory / 'ocean-hook.yaml'))}" in result.stdout
 
 
 def test_in_the_current_directory_commands_need_no_config_option(

@@ -24,7 +24,8 @@ Examples:
 
   eval "$(ocean-hook init --quiet)"              # write the files, export the fresh secret
 
-Exit codes: 0 written; 1 a file already exists (nothing is written without --force).
+Exit codes: 0 written; 1 a file already exists (nothing is written without --force); 2 a file
+cannot be written there (nothing is written).
 """
 
 
