@@ -102,13 +102,16 @@ def for_delivery(logger: logging.Logger, delivery_id: str | None) -> DeliveryLog
 
 class SenderErrorFilter(logging.Filter):
     """aiohttp logs a traceback at ERROR for every malformed request, which any sender can cause at
-    will (and which is answered 400): those go to DEBUG, so real errors stay visible."""
+    will (and which is answered 400), for a body that does not decode as its Content-Encoding
+    (once answered 400, again as aiohttp reads past it) and for a sender hanging up mid-body:
+    those go to DEBUG, so real errors stay visible."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
 
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        if isinstance(error, HttpProcessingError | RequestPayloadError | ConnectionResetError):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
