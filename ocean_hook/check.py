@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.config import Config, ConfigProblems, load_config
+from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import check_queue
@@ -66,7 +66,11 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
     report.processors = len(config.processors) if config else len(raw.processors)
     report.warnings += raw.unauthenticated()
     mapping = config.mapping_path if config else raw.mapping_path()
-    if mapping is not None and mapping.is_file():
+    unset = unset_variables(raw.data.get("mapping"), env)  # without --no-env, a problem already
+    if unset and not require_env:
+        report.warnings.append(f"the mapping path uses {', '.join('$' + n for n in unset)}, not set here: "
+                               "the mapping is not checked")
+    elif not unset and mapping is not None and mapping.is_file():
         allow_env = config.allow_env_in_jq if config else raw.allow_env
         report.problems += collect_problems(mapping, allow_env=allow_env)
         report.kinds = mapping_kinds(mapping)

@@ -35,6 +35,11 @@ from ocean_hook.yamlfile import KeyPath, YamlDocument, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+def unset_variables(value: Any, env: Mapping[str, str]) -> list[str]:
+    """The `${VAR}` names in a config string that `env` does not set."""
+    return [name for name in _VAR.findall(value) if name not in env] if isinstance(value, str) else []
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -206,7 +211,8 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
         mapping = ""
     mapping_path = (base / mapping) if mapping else base
-    if mapping and not mapping_path.is_file():
+    # a path made without a variable is not the path: the variable is the problem (or not looked for)
+    if mapping and not mapping_path.is_file() and not unset_variables(raw.get("mapping"), r.env):
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
     state_dir = base / str(r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook")))
     if state_dir.exists() and not state_dir.is_dir():

@@ -221,3 +221,16 @@ def test_a_problem_quoting_the_mapping_stays_one_line_without_control_characters
     problems = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(problems) == 1 and "\\x0a| foo(\\x0a)\\x1b[2J" in problems[0], result.output
     assert "\x1b" not in result.output
+
+
+def test_no_env_does_not_invent_a_mapping_path_from_an_unset_variable(tmp_path: Path) -> None:
+    """`mapping: ${MAPDIR}/m.yml` was read as /m.yml under --no-env, and failed CI as not found."""
+    path = write(tmp_path, config=CONFIG.replace("mapping: m.yml", "mapping: ${MAPDIR}/m.yml"))
+    result = run_check(path, "--no-env")
+    assert result.exit_code == 0, result.output
+    assert "warning: the mapping path uses $MAPDIR, not set here: the mapping is not checked" in result.stderr
+    result = run_check(path, env={"GH_SECRET": "s"})
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("error")] == [
+        f"error: {path}:1 (key mapping): environment variable MAPDIR is not set"]
+    assert run_check(path, env={"GH_SECRET": "s", "MAPDIR": str(tmp_path)}).exit_code == 0
