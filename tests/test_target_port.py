@@ -13,6 +13,7 @@ from port_server import FakePort
 from ocean_hook import __version__
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets import PortTarget, TargetError
+from ocean_hook.targets import port as port_module
 from ocean_hook.targets.port import retry_after_seconds
 
 UA = f"ocean-hook/{__version__}/hook"
@@ -304,6 +305,34 @@ async def test_a_failure_any_call_meets_counts_for_readiness_at_once(port: FakeP
     finally:
         await target.close()
     assert port.tokens_issued == 1
+
+
+async def test_a_probe_waits_for_a_silent_port_only_so_long(port: FakePort, monkeypatch) -> None:
+    """/readyz took the client's whole 30 s timeout when Port hung."""
+    monkeypatch.setattr(port_module, "PROBE_TIMEOUT_SECONDS", 0.2)
+    target = make_target(port, ready_window=0)
+    port.latency = 5.0
+    try:
+        started = time.monotonic()
+        with pytest.raises(TargetError, match=r"Port did not answer a token request within 0\.2 s"):
+            await target.check_ready()
+        assert time.monotonic() - started < 2
+    finally:
+        port.latency = 0.0
+        await target.close()
+
+
+async def test_tokens_that_port_issues_and_then_refuses_make_the_target_not_ready(port: FakePort) -> None:
+    target = make_target(port, ready_window=60)
+    try:
+        await target.check_ready()
+        port.fail_next("/v1/blueprints/", 401, times=10)  # every call, with the old token and a fresh one
+        with pytest.raises(TargetError, match="Port rejected a fresh access token"):
+            await target.upsert([svc("a")], MERGE)
+        with pytest.raises(TargetError, match="Port rejected a fresh access token"):
+            await target.check_ready()
+    finally:
+        await target.close()
 
 
 # -- delete and ownership ----------------------------------------------------------------------

@@ -26,7 +26,6 @@ Every method answers one outcome per input, in input order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import json
 import logging
@@ -71,6 +70,8 @@ BULK_MAX_BYTES = 1024 * 1024
 DELETE_BATCH = 100
 SEARCH_CHUNK = 100
 TOKEN_RENEW_MARGIN = 60.0
+#: /readyz waits this long for Port at most: a probe that hangs is an answer too
+PROBE_TIMEOUT_SECONDS = 5.0
 #: how long any exchange with Port speaks for /readyz before a probe asks again
 READY_WINDOW_SECONDS = 10.0
 
@@ -293,7 +294,7 @@ class PortTarget(Target):
         wait = state.next_action.sleep if state.next_action else 0.0
         error = state.outcome.exception() if state.outcome else None
         self.retry_waits.append(wait)
-        log.warning("Port request failed (%s); retrying in %.2fs", error, wait)
+        log.warning("Port request failed (%s); retrying in %.2fs", str(error) or type(error).__name__, wait)
 
     def _saw(self, problem: str | None, *, retryable: bool = True) -> None:
         self._contact = _Contact(time.monotonic(), problem, retryable)
@@ -341,7 +342,9 @@ class PortTarget(Target):
             token = await self._token(stale=token)
             reply = await self._retrying(partial(self._send, method, url, params, body, token))
             if reply.status == 401:
-                raise TargetError(f"Port rejected a fresh access token: {reply.message}")
+                problem = f"Port rejected a fresh access token: {reply.message}"
+                self._saw(problem)  # for /readyz: Port answers, but nothing it is asked succeeds
+                raise TargetError(problem)
         return reply
 
     # -- token --------------------------------------------------------------------------------
@@ -384,8 +387,13 @@ class PortTarget(Target):
         async with self._probe_lock:  # concurrent probes share one request
             contact = self._contact
             if contact is None or time.monotonic() - contact.at > self.ready_window:
-                with contextlib.suppress(TargetError):  # recorded by _token
-                    await self._token(stale=self._token_value, attempts=1)
+                try:
+                    async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                        await self._token(stale=self._token_value, attempts=1)
+                except TargetError:  # recorded by _token
+                    pass
+                except TimeoutError:
+                    self._saw(f"Port did not answer a token request within {PROBE_TIMEOUT_SECONDS:g} s")
                 contact = self._contact
         if contact is not None and contact.problem is not None:
             raise TargetError(contact.problem, retryable=contact.retryable)
