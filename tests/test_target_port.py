@@ -311,12 +311,12 @@ async def test_a_probe_waits_for_a_silent_port_only_so_long(port: FakePort, monk
     """/readyz took the client's whole 30 s timeout when Port hung."""
     monkeypatch.setattr(port_module, "PROBE_TIMEOUT_SECONDS", 0.2)
     target = make_target(port, ready_window=0)
-    port.latency = 5.0
+    port.latency = 1.5
     try:
         started = time.monotonic()
         with pytest.raises(TargetError, match=r"Port did not answer a token request within 0\.2 s"):
             await target.check_ready()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 1
     finally:
         port.latency = 0.0
         await target.close()
