@@ -208,3 +208,15 @@ async def test_deliveries_take_any_id_and_a_digit_delivery_id_is_retried_past_a_
     assert "delivery 1 is pending again" in result.stdout
     async with await SqliteJournal.open(tmp_path / "state" / "journal.db") as journal:
         assert [(d.delivery_id, d.state.value) for d in await journal.list()] == [("1", "pending"), ("victim", "done")]
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+async def test_an_export_to_a_full_disk_is_one_line(tmp_path: Path, fmt: str) -> None:
+    catalog = tmp_path / "catalog.db"
+    local = LocalCatalog(catalog)
+    local.import_entities([{"identifier": "api", "blueprint": "service", "title": "API"}], source="t")
+    await local.close()
+    command = [sys.executable, "-m", "ocean_hook", "catalog", "export", "--db", str(catalog), "-f", fmt]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "error: cannot write the output: No space left on device\n")

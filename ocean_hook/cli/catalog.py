@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ocean_hook import render
-from ocean_hook.cli.common import fail, run, stdout, user_errors
+from ocean_hook.cli.common import fail, run, stdout, user_errors, write_stdout
 from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items
 from ocean_hook.targets import catalog_path
@@ -114,10 +114,9 @@ def export(
     """Print every entity: a JSON list usable as `test-mapping --state`, or JSON Lines."""
     entities = run(_with(_catalog(config, db), lambda c: c.export()))
     if output is ExportFormat.jsonl:
-        for entity in entities:
-            print(json.dumps(entity, ensure_ascii=False))
+        write_stdout("".join(json.dumps(entity, ensure_ascii=False) + "\n" for entity in entities))
     else:
-        print(render.dumps(entities))
+        write_stdout(render.dumps(entities) + "\n")
 
 
 @app.command("import", epilog="""

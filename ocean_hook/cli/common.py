@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -32,6 +33,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     shown = "\n".join(escape_text(line) for line in message.split("\n"))
     stderr().print(f"[red]error:[/] {shown}")
     return typer.Exit(code)
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush standard output; a full disk behind it is one line, not a traceback (and
+    Python's own flush at exit, which would fail again, gets /dev/null)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise fail(f"cannot write the output: {exc.strerror or exc}", 1) from None
 
 
 def user_errors(func: Callable[..., T]) -> Callable[..., T]:
