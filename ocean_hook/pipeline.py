@@ -108,7 +108,7 @@ class Admission:
     def label(self) -> str:
         """Short machine label for metrics and JSON output."""
         return {202: "accepted" if self.processors else "ignored", 400: "bad_json", 401: "unauthorized",
-                404: "unknown_path", 415: "unsupported_media_type", 422: "invalid",
+                404: "unknown_path", 405: "method_not_allowed", 415: "unsupported_media_type", 422: "invalid",
                 500: "processing_failed"}.get(self.status, str(self.status))
 
 

@@ -193,7 +193,9 @@ async def replay_event(
 ) -> ReplayOutcome:
     """The listener's checks then a worker's processing (timestamps are not checked)."""
     unsupported = check_media_type(event) if config.processors_for_path(event.path) else None
-    if unsupported:
+    if event.method != "POST":  # as the listener answers it
+        admission = Admission(405, f"method {event.method} not allowed; use POST", event)
+    elif unsupported:
         admission = Admission(415, unsupported, event)
     else:
         admission = admit(event, config.processors_for_path(event.path), now=None, verify=verify)

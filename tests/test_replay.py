@@ -492,3 +492,14 @@ def test_each_rejection_reason_is_reported(tmp_path: Path, case: str) -> None:
     assert {k: delivery[k] for k in fields} == fields
     assert delivery["changes"] == []
     assert catalog(config) == {}
+
+
+def test_a_capture_that_is_not_a_post_is_405_as_the_listener_answers_it(tmp_path: Path) -> None:
+    """A hand-edited GET capture was processed and applied, where the listener answers 405."""
+    config = source_config(tmp_path, "github")
+    file, = write_captures(tmp_path / "caps", [capture("github", "issues.opened")])
+    file.write_text(json.dumps({**json.loads(file.read_text()), "method": "GET"}))
+    result = replay(file, "--config", config)
+    assert result.exit_code == 1, result.output
+    assert "405 method_not_allowed: method GET not allowed; use POST" in result.stdout.splitlines()[0]
+    assert catalog(config) == {}
