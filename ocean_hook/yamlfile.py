@@ -114,6 +114,8 @@ def load_yaml(path: str | Path) -> YamlDocument:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", where=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read file: {exc}", where=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror or exc}", where=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("cannot read file: not UTF-8 text", where=str(p)) from None
     return parse_yaml(text, str(p))

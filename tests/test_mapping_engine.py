@@ -765,3 +765,16 @@ def test_mapping_mistakes_that_used_to_pass_name_their_key(selector: str, mappin
 def test_an_empty_selector_key_is_no_selector() -> None:
     mapping = load(RESOURCE.format(selector="    selector:\n", mappings=NAMED))
     assert [m.entity["identifier"] for m in mapping.mappers[0].map_items([{"id": "x"}]).entities] == ["x"]
+
+
+def test_items_to_parse_on_an_item_that_is_not_an_object_names_the_item_not_the_list() -> None:
+    m = mapper(ITEMS_TO_PARSE.format(name="item", extra="").replace(".content.services", "."))
+    result = m.map_items([[{"id": "x"}]])
+    assert result.errors == ["kind 'file-entry', item 0: itemsToParse '.': the item must be a JSON object, "
+                             'got [{"id": "x"}]']
+
+
+def test_a_mapping_path_that_is_a_directory_is_named_plainly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Mapping.load(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: cannot read file: Is a directory"

@@ -239,8 +239,11 @@ class ResourceMapper:
         except ValueError as exc:
             result.errors.append(f"{where} failed: {exc}")
             return []
-        if not isinstance(elements, list) or not isinstance(raw, dict):
+        if not isinstance(elements, list):
             result.errors.append(f"{where} must give a list, got {quoted(elements)}")
+            return []
+        if not isinstance(raw, dict):  # each element goes under `itemsToParseName` in a copy of it
+            result.errors.append(f"{where}: the item must be a JSON object, got {quoted(raw)}")
             return []
         base = raw
         if self.resource.items_to_parse_top_level_transform and self._strip is not None:
