@@ -52,6 +52,7 @@ class _Failure:
     body: Any
     method: str | None
     drop: bool
+    chunked: bool = False
 
 
 @dataclass
@@ -150,11 +151,13 @@ class FakePort:
         body: Any = None,
         method: str | None = None,
         drop: bool = False,
+        chunked: bool = False,
     ) -> None:
-        """The next `times` requests under `path_prefix` answer `status` (or lose the connection)."""
+        """The next `times` requests under `path_prefix` answer `status` (or lose the connection;
+        `chunked`: with no Content-Length)."""
         if body is None:
             body = {"ok": False, "error": "scripted_failure", "message": f"scripted {status}"}
-        self._failures.append(_Failure(path_prefix, status, times, headers or {}, body, method, drop))
+        self._failures.append(_Failure(path_prefix, status, times, headers or {}, body, method, drop, chunked))
 
     def revoke_tokens(self) -> None:
         """Every token issued so far now answers 401."""
@@ -210,6 +213,13 @@ class FakePort:
                 assert request.transport is not None
                 request.transport.close()
                 return web.Response()
+            if scripted.chunked:
+                streamed = web.StreamResponse(status=scripted.status, headers=scripted.headers)
+                streamed.enable_chunked_encoding()
+                await streamed.prepare(request)
+                await streamed.write(json.dumps(scripted.body).encode())
+                await streamed.write_eof()
+                return streamed
             return web.json_response(scripted.body, status=scripted.status, headers=scripted.headers)
         if len(raw) > MAX_BODY:
             return _error(413, "payload_too_large", "request entity too large")

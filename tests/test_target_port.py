@@ -448,3 +448,16 @@ async def test_a_malformed_token_answer_says_what_is_wrong(port: FakePort, body,
             await target.upsert([svc("api")], FLAGS)
     finally:
         await target.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_answer_too_big_to_be_ports_is_refused_not_read(port: FakePort, target: PortTarget, monkeypatch,
+                                                                 chunked: bool) -> None:
+    """A 300 MB answer in Port's place took replay's memory to 937 MB."""
+    monkeypatch.setattr(port_module, "MAX_ANSWER_BYTES", 1000)
+    await target.upsert([svc("api")], FLAGS)
+    port.fail_next("/v1/entities/search", 200, body={"ok": True, "entities": [svc(f"x{n}") for n in range(50)]},
+                   chunked=chunked)
+    with pytest.raises(TargetError, match=r"Port's answer \(200\) is over 1,000 bytes"):
+        await target.delete([("service", "api")], FLAGS)
+    assert port.entity("service", "api") is not None

@@ -70,6 +70,8 @@ BULK_MAX_BYTES = 1024 * 1024
 DELETE_BATCH = 100
 SEARCH_CHUNK = 100
 TOKEN_RENEW_MARGIN = 60.0
+#: a bigger answer is not Port's (its pages of entities are small)
+MAX_ANSWER_BYTES = 64 * 2**20
 #: /readyz waits this long for Port at most: a probe that hangs is an answer too
 PROBE_TIMEOUT_SECONDS = 5.0
 #: how long any exchange with Port speaks for /readyz before a probe asks again
@@ -179,6 +181,21 @@ class _Contact:
     retryable: bool = True
 
 
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refused past `limit` bytes: Port's answers are small (a page of entities), and
+    whatever answers in its place must not take the worker's memory."""
+    too_big = f"Port's answer ({response.status}) is over {limit:,} bytes"
+    if (response.content_length or 0) > limit:
+        raise TargetError(too_big)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():  # chunked: no length up front
+        size += len(chunk)
+        if size > limit:
+            raise TargetError(too_big)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _worth_retrying(status: int | None) -> bool:
     """Whether a later attempt may succeed: rate limits, timeouts and server errors."""
     return isinstance(status, int) and (status in RETRYABLE_STATUSES or status >= 500)
@@ -273,7 +290,7 @@ class PortTarget(Target):
                 allow_redirects=False,
             ) as response,
         ):
-            raw = await response.read()
+            raw = await _read_at_most(response, MAX_ANSWER_BYTES)
             try:
                 decoded: Any = json.loads(raw) if raw else None
             except ValueError:
