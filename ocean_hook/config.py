@@ -462,6 +462,7 @@ def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> Declar
         delete_when=r.jq((*path, "delete_when"), raw.get("delete_when")),
         order_key=r.jq((*path, "order_key"), raw.get("order_key")),
         delivery_id=_delivery_id(r, (*path, "delivery_id"), raw.get("delivery_id"), preset),
+        challenge=r.jq((*path, "preset"), preset.challenge) if preset and preset.challenge else None,
         fetch=_fetch(r, (*path, "fetch"), raw.get("fetch")),
     )
     if spec.events and not (spec.event_header or spec.event_query):

@@ -95,6 +95,8 @@ class Admission:
     rejected_by: str | None = None
     #: deliveries with the same key are applied one at a time, in arrival order (accepted ones)
     order_key: str = ""
+    #: a URL verification handshake: answered 200 with this, never journaled
+    challenge: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -107,9 +109,9 @@ class Admission:
     @property
     def label(self) -> str:
         """Short machine label for metrics and JSON output."""
-        return {202: "accepted" if self.processors else "ignored", 400: "bad_json", 401: "unauthorized",
-                404: "unknown_path", 405: "method_not_allowed", 415: "unsupported_media_type", 422: "invalid",
-                500: "processing_failed"}.get(self.status, str(self.status))
+        return {200: "challenge", 202: "accepted" if self.processors else "ignored", 400: "bad_json",
+                401: "unauthorized", 404: "unknown_path", 405: "method_not_allowed", 415: "unsupported_media_type",
+                422: "invalid", 500: "processing_failed"}.get(self.status, str(self.status))
 
 
 _JSON_TYPES = ("application/json", "text/json")
@@ -164,7 +166,8 @@ def admit(
     now: float | None,
     verify: bool = True,
 ) -> Admission:
-    """match → authenticate → parse → match on payload → validate, in the order the door answers.
+    """match → authenticate → parse → match on payload → validate, in the order the door answers
+    (a sender's URL verification, once authenticated, is answered with its challenge).
 
     Authentication runs on the raw bytes before the body is parsed, so a forged request is
     never parsed. `now=None` skips timestamp-age checks; `verify=False` trusts the event
@@ -206,6 +209,9 @@ def _admit(
         event = event.with_payload(parse_payload(event))
     except PayloadError as exc:
         return Admission(400, str(exc), event)
+    answer = next((c for p in candidates if (c := p.challenge(event)) is not None), None)
+    if answer is not None:  # authenticated above: only the sender gets its challenge back
+        return Admission(200, "URL verification answered", event, challenge=answer)
     matched = [p for p in candidates if p.should_process_event(event)]
     if not matched:
         return Admission(202, _ignored_reason(event), event)

@@ -201,8 +201,9 @@ async def replay_event(
         admission = admit(event, config.processors_for_path(event.path), now=None, verify=verify)
     outcome = ReplayOutcome(file, "processed", admission, verified=verify, event=event)
     if not admission.accepted:
-        outcome.status = "skipped" if admission.ignored else "failed"
-        outcome.error = None if admission.ignored else admission.reason
+        skipped = admission.ignored or admission.challenge is not None  # nothing to apply, nothing wrong
+        outcome.status = "skipped" if skipped else "failed"
+        outcome.error = None if skipped else admission.reason
         return outcome
     try:
         outcome.result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,

@@ -157,6 +157,9 @@ class WebhookDoor:
         if reason:
             return self._reject(request, 415, "unsupported_media_type", reason)
         admission = admit(event, self.routes.get(request.path, []), now=time.time())
+        if admission.challenge is not None:
+            log.info("answered the URL verification of %s", request.path)
+            return web.json_response({"challenge": admission.challenge})
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
             return answer(202, "ignored", reason=admission.reason)

@@ -612,6 +612,15 @@ def test_replay_inside_the_window_is_200_duplicate_and_processed_once(settled: L
         assert reply.doc["delivery_id"] == delivery_id
 
 
+def test_a_signed_slack_url_verification_gets_its_challenge_back_and_is_not_stored(settled: Listener) -> None:
+    """Slack sends no event to a URL until it has answered this; `settled` checks nothing was journaled."""
+    challenge = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    body = json.dumps({"token": "t", "challenge": challenge, "type": "url_verification"}).encode()
+    reply = send(settled.url, "POST", path_of("slack"), body, slack_headers(body, SECRETS["slack"][1]))
+    assert (reply.status, reply.doc) == (200, {"challenge": challenge})
+    settled.bad(401, "POST", path_of("slack"), body, slack_headers(body, "forged"), words=("signature mismatch",))
+
+
 def test_stripe_retry_resigned_later_is_a_duplicate(settled: Listener) -> None:
     path, body, _, delivery_id = settled.valid("stripe")
     resigned = stripe_headers(body, SECRETS["stripe"][1], timestamp=int(time.time()) + 5)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from serve_helpers import serve_in_process, wait_for_entity, wait_until_settled
+from proof_helpers import slack_headers
+from serve_helpers import serve_in_process, wait_for_entity, wait_until_settled, write_config
 from webhook_samples import (
     capture,
     catalog,
@@ -503,3 +504,15 @@ def test_a_capture_that_is_not_a_post_is_405_as_the_listener_answers_it(tmp_path
     assert result.exit_code == 1, result.output
     assert "405 method_not_allowed: method GET not allowed; use POST" in result.stdout.splitlines()[0]
     assert catalog(config) == {}
+
+
+def test_a_slack_url_verification_capture_is_skipped_not_failed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OH_SLACK_SECRET", "slack-signing-secret")
+    config = write_config(tmp_path, processors=[{"name": "slack", "preset": "slack", "kinds": ["pull-request"],
+                                                 "auth": {"secret": "${OH_SLACK_SECRET}"}}])
+    body = json.dumps({"token": "t", "challenge": "abc", "type": "url_verification"}).encode()
+    event = WebhookEvent("POST", "/webhooks/slack", make_headers(slack_headers(body, "slack-signing-secret")), body)
+    capture_file = write_capture(tmp_path / "caps", event)
+    (delivery,) = replay_json(capture_file, "--config", config, "--verify")
+    assert (delivery["status"], delivery["answer"]["status"]) == ("skipped", 200)
+    assert delivery["answer"]["reason"] == "URL verification answered"

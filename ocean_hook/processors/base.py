@@ -95,6 +95,12 @@ class WebhookProcessor(ABC):
     @abstractmethod
     def validate_payload(self, payload: Any) -> Verdict: ...
 
+    def challenge(self, event: WebhookEvent) -> str | None:
+        """What to answer a sender's URL verification handshake with (Slack's `url_verification`
+        must get its `challenge` back before Slack sends any event); None for a delivery. Such a
+        request is authenticated, answered 200 and never journaled."""
+        return None
+
     def delivery_id(self, event: WebhookEvent) -> str | None:
         """The sender's id for this delivery, for de-duplication (None: none given)."""
         return None

@@ -59,6 +59,7 @@ class DeclarativeSpec:
     order_key: JqQuery | None = None
     delivery_id: list[DeliveryIdSource] = field(default_factory=list)
     fetch: FetchSpec | None = None
+    challenge: JqQuery | None = None
 
 
 def _values(query: JqQuery, value: Any) -> list[Any]:
@@ -110,6 +111,10 @@ class DeclarativeProcessor(WebhookProcessor):
             if not _truthy(condition, payload):
                 return Verdict.reject(f"payload fails validation '{condition.expr}'")
         return Verdict.passed()
+
+    def challenge(self, event: WebhookEvent) -> str | None:
+        found = _values(self.spec.challenge, event.payload) if self.spec.challenge is not None else []
+        return found[0] if found and isinstance(found[0], str) else None
 
     def delivery_id(self, event: WebhookEvent) -> str | None:
         for source in self.spec.delivery_id:

@@ -20,6 +20,8 @@ class Preset:
     event_query: str | None = None
     #: delivery id sources, tried in order: header names joined by ":" (all present), or a jq
     delivery_id: tuple[dict[str, object], ...] = field(default_factory=tuple)
+    #: a jq giving what the sender's URL verification expects back (nothing for other deliveries)
+    challenge: str | None = None
     doc: str = ""
 
 
@@ -59,8 +61,9 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "slack", "slack", "/webhooks/slack", event_query=".event.type // .type",
             delivery_id=({"query": ".event_id"},),
+            challenge='select(.type == "url_verification") | .challenge',
             doc="X-Slack-Signature + X-Slack-Request-Timestamp (300 s); event .event.type; "
-                "delivery .event_id",
+                "delivery .event_id; a signed url_verification is answered with its challenge",
         ),
         Preset(
             "standard-webhooks", "standard-webhooks", "/webhooks/standard", event_query=".type",
