@@ -80,9 +80,15 @@ _LONE_SURROGATE = re.compile(
 )
 
 
-class _SurrogateWatch:
-    """The file as ijson reads it, refusing a lone surrogate escape on the way: yajl would read
-    it as "?" without a word, where Python's parser (objects, JSON Lines, the door) refuses it."""
+#: a thousand arrays opened in a row: deeper than Python's parser reads (the other layouts refuse
+#: it), and ijson's cost grows with the square of the depth (`[` * 100,000 took 24 GB)
+_TOO_DEEP = re.compile(rb"\[(?:\s*\[){999}")
+
+
+class _Watch:
+    """The file as ijson reads it, refusing on the way what Python's parser (objects, JSON Lines,
+    the door) refuses and yajl would not: a lone surrogate escape (yajl reads it as "?" without a
+    word) and arrays nested past Python's depth."""
 
     def __init__(self, handle: Any, path: Path) -> None:
         self.handle, self.path = handle, path
@@ -96,6 +102,8 @@ class _SurrogateWatch:
             # a first half at the very end may have its pair in the next chunk: judged with it
             if found and (not found["high"] or not data or found.end() + 6 <= len(window)):
                 raise InputError(f"invalid JSON: {jsontext.LONE_SURROGATE}", where=str(self.path))
+        if _TOO_DEEP.search(window):
+            raise InputError("invalid JSON: nested too deeply", where=str(self.path))
         self.tail = window[-24:]  # room for the pair and the backslashes before it
         return data
 
@@ -103,7 +111,7 @@ class _SurrogateWatch:
 def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     done = 0
     try:
-        for item in ijson.items(_SurrogateWatch(handle, path), "item", use_float=True):
+        for item in ijson.items(_Watch(handle, path), "item", use_float=True):
             yield item
             done += 1
         return
