@@ -234,3 +234,10 @@ def test_no_env_does_not_invent_a_mapping_path_from_an_unset_variable(tmp_path: 
     assert [line for line in result.stdout.splitlines() if line.startswith("error")] == [
         f"error: {path}:1 (key mapping): environment variable MAPDIR is not set"]
     assert run_check(path, env={"GH_SECRET": "s", "MAPDIR": str(tmp_path)}).exit_code == 0
+
+
+def test_text_that_looks_like_an_emoji_code_is_printed_as_written(tmp_path: Path) -> None:
+    """`class: hooks:Star` was printed `cannot import hooks⭐` by rich's emoji codes."""
+    path = write(tmp_path, config=CONFIG.replace("    preset: github\n", "    preset: github\n    class: hooks:Star\n"))
+    result = run_check(path, "--no-env")
+    assert "hooks:Star" in result.output and "\N{WHITE MEDIUM STAR}" not in result.output, result.output

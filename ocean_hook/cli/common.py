@@ -21,11 +21,11 @@ T = TypeVar("T")
 
 def stdout() -> Console:
     # rich turns colors off when stdout is not a terminal and when NO_COLOR is set
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)  # ":Star:" in a class name stays text
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
