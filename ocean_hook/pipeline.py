@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import traceback
 from collections.abc import Mapping as MappingABC
@@ -20,8 +21,10 @@ from urllib.parse import parse_qs
 
 from ocean_hook import jsontext
 from ocean_hook.apply import ApplyError, apply_changes
+from ocean_hook.auth.base import Verdict
 from ocean_hook.diff import Change, plan_changes
 from ocean_hook.entity import Entity, EntityKey, entity_key
+from ocean_hook.errors import quoted
 from ocean_hook.events import WebhookEvent, new_delivery_id
 from ocean_hook.fetch import Fetcher, FetchRefused
 from ocean_hook.jsontext import JsonProblem
@@ -182,9 +185,10 @@ def admit(
         return Admission(500, f"processing code failed: {_raised(exc)}", event)
 
 
-def _raised(exc: Exception) -> str:
-    last = traceback.extract_tb(exc.__traceback__)[-1]
-    return f"{type(exc).__name__}: {exc} (in {last.name}, {last.filename}:{last.lineno})"
+def _raised(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (in {frames[-1].name}, {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _admit(
@@ -215,17 +219,32 @@ def _admit(
     matched = [p for p in candidates if p.should_process_event(event)]
     if not matched:
         return Admission(202, _ignored_reason(event), event)
-    verdicts = [(p, p.validate_payload(event.payload)) for p in matched]
+    verdicts = [(p, _checked(p, "validate_payload", p.validate_payload(event.payload), Verdict)) for p in matched]
     valid = [p for p, v in verdicts if v.ok]
     if not valid:
         failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
         return Admission(422, verdict.reason, event, rejected_by=failed.name)
     if event.delivery_id is None:
-        found = next((d for p in valid if (d := p.delivery_id(event))), None)
+        found = next((d for p in valid if (d := _id_text(p, p.delivery_id(event)))), None)
         if found is not None and not _is_text(found):  # a header's raw bytes, not signed
             return Admission(400, "the delivery id header is not UTF-8 text", event)
         event = event.with_delivery_id(found or new_delivery_id())
     return Admission(202, "accepted", event, valid, order_key=valid[0].order_key(event))
+
+
+def _checked(processor: WebhookProcessor, method: str, value: Any, kind: type) -> Any:
+    """What a processor's method returned, if of the type the door needs (a Python processor's
+    mistake is named, not met later as an AttributeError inside the pipeline)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{processor.name}: {method} must return a {kind.__name__}, got {value!r:.80}")
+    return value
+
+
+def _id_text(processor: WebhookProcessor, found: Any) -> str | None:
+    """A delivery id as text: a number is taken as its digits, as the declarative `delivery_id` does."""
+    if found is None or (isinstance(found, int) and not isinstance(found, bool)):
+        return None if found is None else str(found)
+    return _checked(processor, "delivery_id", found, str)  # type: ignore[no-any-return]
 
 
 def _is_text(value: str) -> bool:
@@ -301,17 +320,7 @@ async def process(
     """
     result = ProcessResult(event.delivery_id or "")
     for processor in processors:
-        await processor.before_processing(event)
-        try:
-            for kind in processor.get_matching_kinds(event):
-                for mapper in mapping.for_kind(kind):
-                    result.results.append(
-                        await _process_kind(event, processor, mapper, mapping.flags, target, fetcher, dry_run)
-                    )
-        except Exception as exc:
-            await processor.on_error(event, exc)
-            raise _as_pipeline_error(exc, processor) from exc
-        await processor.after_processing(event)
+        result.results += await _run_processor(event, processor, mapping, target, fetcher, dry_run)
     for kind_result in result.results:
         if kind_result.batch.result.errors:
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
@@ -326,6 +335,67 @@ async def process(
     return result
 
 
+async def _run_processor(
+    event: WebhookEvent,
+    processor: WebhookProcessor,
+    mapping: Mapping,
+    target: Target,
+    fetcher: Fetcher,
+    dry_run: bool,
+) -> list[KindResult]:
+    """One processor's hooks and kinds, in Ocean's order. Whatever its code raises becomes a
+    `PipelineError` saying where; `SystemExit` and a stray `CancelledError` too, since they
+    would otherwise stop the listener, or leave the delivery in progress for good."""
+    try:
+        await processor.before_processing(event)
+        results = [
+            await _process_kind(event, processor, mapper, mapping.flags, target, fetcher, dry_run)
+            for kind in _matching_kinds(event, processor, mapping)
+            for mapper in mapping.for_kind(kind)
+        ]
+        await processor.after_processing(event)
+        return results
+    except asyncio.CancelledError as exc:
+        if _being_cancelled():  # the worker is being stopped: not the processor's failure
+            raise
+        error: BaseException = exc
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:
+        error = exc
+    raise await _failure(error, event, processor) from error
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _matching_kinds(event: WebhookEvent, processor: WebhookProcessor, mapping: Mapping) -> list[str]:
+    kinds = processor.get_matching_kinds(event)
+    if not isinstance(kinds, list | tuple) or not all(isinstance(k, str) for k in kinds):
+        raise PipelineError(f"{processor.name}: get_matching_kinds must return a list of kinds, got {quoted(kinds)}",
+                            retryable=False)
+    for kind in kinds:
+        if kind not in mapping.kinds:
+            raise PipelineError(f"{processor.name}: kind '{kind}' is not in the mapping (kinds: "
+                                f"{', '.join(mapping.kinds)})", retryable=False)
+    return list(kinds)
+
+
+async def _failure(error: BaseException, event: WebhookEvent, processor: WebhookProcessor) -> PipelineError:
+    """`on_error` is told (what it raises is noted, the first error stays the reason), then the
+    error becomes a `PipelineError`: retryable as the error and `should_retry` say."""
+    failure = _as_pipeline_error(error, processor)
+    if isinstance(error, Exception):
+        try:
+            await processor.on_error(event, error)
+        except Exception as hook_error:
+            failure = PipelineError(f"{failure}; on_error raised too: {_raised(hook_error)}",
+                                    retryable=failure.retryable)
+    return failure
+
+
 async def _process_kind(
     event: WebhookEvent,
     processor: WebhookProcessor,
@@ -336,15 +406,27 @@ async def _process_kind(
     dry_run: bool,
 ) -> KindResult:
     raw = await processor.handle_event(event.payload, mapper.resource, fetcher)
+    if not (isinstance(raw, RawResults) and isinstance(raw.updated, list) and isinstance(raw.deleted, list)):
+        raise PipelineError(f"{processor.name}: handle_event must return RawResults(updated=[...], deleted=[...]), "
+                            f"got {raw!r:.80}", retryable=False)
     batch = map_raw(mapper, raw)
     current = await target.get_entities(batch.keys()) if batch.keys() else {}
     return KindResult(processor.name, mapper.kind, batch, plan(batch, current, flags))
 
 
-def _as_pipeline_error(exc: Exception, processor: WebhookProcessor) -> PipelineError:
+def _as_pipeline_error(exc: BaseException, processor: WebhookProcessor) -> PipelineError:
+    """Ours (fetch, target) keep their message; others are the processor's code, named with
+    the place that raised."""
     if isinstance(exc, PipelineError):
         return exc
     if isinstance(exc, FetchRefused):
         return PipelineError(f"fetch refused: {exc}", retryable=False)
-    retryable = bool(getattr(exc, "retryable", True)) and processor.should_retry(exc)
-    return PipelineError(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc), retryable=retryable)
+    ours = hasattr(exc, "retryable")
+    message = (str(exc) or type(exc).__name__) if ours else f"processing code failed: {_raised(exc)}"
+    if not isinstance(exc, Exception):  # SystemExit and the like: another attempt, then a dead letter
+        return PipelineError(message, retryable=True)
+    try:
+        retryable = bool(getattr(exc, "retryable", True)) and processor.should_retry(exc)
+    except Exception as hook_error:
+        return PipelineError(f"{message}; should_retry raised: {_raised(hook_error)}", retryable=True)
+    return PipelineError(message, retryable=retryable)

@@ -1,0 +1,185 @@
+"""What a Python processor's own code does wrong is one failed attempt that says where, never
+the end of the listener or of `replay`, and never a delivery left in progress for good."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from serve_helpers import journal_deliveries, serve_in_process, wait_for
+
+from ocean_hook.auth.base import Verdict
+from ocean_hook.auth.none import build as no_auth
+from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.fetch import Fetcher
+from ocean_hook.mapping.engine import Mapping
+from ocean_hook.mapping.models import parse_port_app_config
+from ocean_hook.pipeline import PipelineError, admit, process
+from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
+from ocean_hook.queue.base import DeliveryState
+from ocean_hook.targets.dry_run import DryRunTarget
+
+MAPPING = """\
+resources:
+  - kind: thing
+    selector:
+      query: 'true'
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"thing"'
+"""
+HERE = Path(__file__).name
+
+
+async def _cancelled_inside() -> None:
+    inner = asyncio.create_task(asyncio.sleep(10))
+    inner.cancel()
+    await inner  # the processor's own task, cancelled: its CancelledError escapes handle_event
+
+
+class Misbehaving(WebhookProcessor):
+    """Each `options.mode` breaks one hook."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(ProcessorSettings("bad", "/hooks/bad", ["thing"], no_auth("none", [], {})))
+        self.mode = mode
+
+    def should_process_event(self, event: WebhookEvent) -> bool:
+        return True
+
+    def validate_payload(self, payload: Any) -> Verdict:
+        return None if self.mode == "validate_none" else Verdict.passed()  # type: ignore[return-value]
+
+    def delivery_id(self, event: WebhookEvent) -> str | None:
+        return 42 if self.mode == "numeric_id" else None  # type: ignore[return-value]
+
+    def get_matching_kinds(self, event: WebhookEvent) -> list[str]:
+        return {"kinds_str": "thing", "kinds_unknown": ["nope"]}.get(self.mode, ["thing"])  # type: ignore[return-value]
+
+    async def before_processing(self, event: WebhookEvent) -> None:
+        if self.mode == "before":
+            raise RuntimeError("before boom")
+
+    async def handle_event(self, payload: Any, resource: Any, fetcher: Fetcher) -> RawResults:
+        if self.mode == "exit":
+            raise SystemExit(3)
+        if self.mode == "cancelled":
+            await _cancelled_inside()
+        if self.mode == "returns_dict":
+            return {"updated": [payload]}  # type: ignore[return-value]
+        if self.mode in ("raise", "on_error_raises", "should_retry_raises"):
+            raise KeyError("handle boom")
+        return RawResults(updated=[payload])
+
+    async def after_processing(self, event: WebhookEvent) -> None:
+        if self.mode == "after":
+            raise RuntimeError("after boom")
+
+    async def on_error(self, event: WebhookEvent, error: Exception) -> None:
+        if self.mode == "on_error_raises":
+            raise ValueError("on_error boom")
+
+    def should_retry(self, error: Exception) -> bool:
+        if self.mode == "should_retry_raises":
+            raise ValueError("should_retry boom")
+        return self.mode != "raise"
+
+
+def event(payload: Any = None) -> WebhookEvent:
+    body = json.dumps(payload or {"id": "x"}).encode()
+    return WebhookEvent("POST", "/hooks/bad", make_headers({"Content-Type": "application/json"}), body)
+
+
+async def run(mode: str) -> PipelineError:
+    processor = Misbehaving(mode)
+    admission = admit(event(), [processor], now=None)
+    assert admission.accepted, admission.reason
+    mapping = Mapping(parse_port_app_config(MAPPING))
+    with pytest.raises(PipelineError) as caught:
+        await process(admission.event, [processor], mapping, DryRunTarget(), Fetcher())
+    return caught.value
+
+
+@pytest.mark.parametrize(("mode", "message", "retryable"), [
+    ("before", rf"processing code failed: RuntimeError: before boom \(in before_processing, .*{HERE}", True),
+    ("after", rf"processing code failed: RuntimeError: after boom \(in after_processing, .*{HERE}", True),
+    ("exit", r"processing code failed: SystemExit: 3 \(in handle_event, ", True),
+    ("cancelled", r"processing code failed: CancelledError: ", True),
+    ("raise", r"processing code failed: KeyError: 'handle boom' \(in handle_event, ", False),  # should_retry: no
+    ("on_error_raises", r"KeyError: 'handle boom' .*; on_error raised too: ValueError: on_error boom", True),
+    ("should_retry_raises", r"KeyError: 'handle boom' .*; should_retry raised: ValueError: should_retry boom", True),
+    ("returns_dict", r"bad: handle_event must return RawResults\(updated=\[\.\.\.\], deleted=\[\.\.\.\]\), got \{'upd",
+     False),
+    ("kinds_str", r"bad: get_matching_kinds must return a list of kinds, got \"thing\"", False),
+    ("kinds_unknown", r"bad: kind 'nope' is not in the mapping \(kinds: thing\)", False),
+])
+async def test_each_hook_that_fails_is_one_failed_attempt_naming_it(mode: str, message: str, retryable: bool) -> None:
+    """Before, a failing before/after_processing escaped as itself (replay ended in a traceback),
+    SystemExit stopped the listener, and a wrong return type met an AttributeError inside."""
+    error = await run(mode)
+    assert re.search(message, str(error)), str(error)
+    assert error.retryable is retryable
+
+
+@pytest.mark.parametrize(("mode", "problem"), [
+    ("validate_none", "bad: validate_payload must return a Verdict, got None"),
+])
+def test_a_door_method_returning_the_wrong_type_is_named(mode: str, problem: str) -> None:
+    admission = admit(event(), [Misbehaving(mode)], now=None)
+    assert admission.status == 500 and problem in admission.reason
+
+
+def test_a_numeric_delivery_id_from_python_is_taken_as_its_digits() -> None:
+    """It was a 500 for every delivery ('int' object has no attribute 'encode')."""
+    admission = admit(event(), [Misbehaving("numeric_id")], now=None)
+    assert admission.accepted and admission.event.delivery_id == "42"
+
+
+PROCESSOR = '''
+import sys
+from ocean_hook.auth.base import Verdict
+from ocean_hook.processors.base import RawResults, WebhookProcessor
+
+class Exits(WebhookProcessor):
+    def should_process_event(self, event):
+        return True
+
+    def validate_payload(self, payload):
+        return Verdict.passed()
+
+    async def handle_event(self, payload, resource, fetcher):
+        if payload.get("exit"):
+            sys.exit(3)
+        return RawResults(updated=[payload])
+'''
+
+
+async def test_a_processor_calling_sys_exit_is_dead_lettered_and_the_listener_stays_up(tmp_path: Path) -> None:
+    """One such delivery ended `serve` with exit code 3, and again at every restart."""
+    (tmp_path / "exits.py").write_text(PROCESSOR)
+    (tmp_path / "mapping.yml").write_text(MAPPING)
+    config = tmp_path / "ocean-hook.yaml"
+    config.write_text("mapping: mapping.yml\nstate_dir: state\nprocessors:\n  - name: exits\n    path: /hooks/exits\n"
+                      "    class: exits:Exits\n    kinds: [thing]\n    auth: {scheme: none}\n"
+                      "    retry: {max_retries: 1, initial_retry_delay_seconds: 0.05}\n")
+    async with serve_in_process(config) as server, aiohttp.ClientSession() as http:
+        for payload in ({"id": "a", "exit": True}, {"id": "b"}):
+            async with http.post(server.url + "/hooks/exits", json=payload) as response:
+                assert response.status == 202
+        states = await wait_for(lambda: _settled(server.state_dir), what="both deliveries settled", timeout=10)
+    assert states == [DeliveryState.DEAD, DeliveryState.DONE]
+    [dead] = [d for d in await journal_deliveries(server.state_dir) if d.state is DeliveryState.DEAD]
+    assert dead.attempts == 2 and dead.last_error.startswith("processing code failed: SystemExit: 3 (in handle_event")
+
+
+async def _settled(state_dir: Path) -> list[DeliveryState] | None:
+    states = sorted((d.state for d in await journal_deliveries(state_dir)), key=lambda s: s.value)
+    return states if len(states) == 2 and DeliveryState.PENDING not in states and \
+        DeliveryState.IN_PROGRESS not in states and DeliveryState.FAILED not in states else None
