@@ -53,8 +53,13 @@ def check_queue(spec: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     if kind == "redis":
         url = spec.get("url")
+        from ocean_hook.queue.redis import redact_url, url_problem  # the redis library only for Redis
+
         if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
-            raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {url!r}", where="queue")
+            shown = url if not isinstance(url, str) else redact_url(url)
+            raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {shown!r}", where="queue")
+        if (problem := url_problem(url)) is not None:
+            raise ConfigError(f"the Redis URL {problem}", where="queue.url")
         return redis_options(spec)
     raise ConfigError(f"queue.type must be sqlite or redis, got {kind!r}", where="queue")
 

@@ -341,6 +341,31 @@ async def test_deliveries_on_an_unreachable_redis_is_one_line(tmp_path: Path) ->
     assert out.strip().startswith("error: redis redis://127.0.0.1:") and len(out.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://127.0.0.1:{port}/0?password=S3cret-pw", "redis redis://127.0.0.1:{port}/0?password=***: "),
+    ("redis://:S3cret-pw@127.0.0.1:{port}/0", "redis redis://:***@127.0.0.1:{port}/0: "),
+])
+async def test_a_redis_password_is_never_shown_in_any_form(tmp_path: Path, url: str, shown: str) -> None:
+    """`?password=` was shown as written, in errors, logs and the public /readyz."""
+    port = free_port()
+    config = write_config(tmp_path)
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", "--config", str(config), "--queue",
+                                        url.format(port=port))
+    assert code == 2 and "S3cret" not in out
+    assert out.startswith("error: " + shown.format(port=port)), out
+
+
+@pytest.mark.parametrize("url", ["redis://:Zq#9@127.0.0.1:6379/0", "redis://:Zq@127.0.0.1:abc/0",
+                                 "redis://:Zq@[::1/0", "redis://127.0.0.1:6379/abc"])
+async def test_a_redis_url_that_does_not_parse_is_one_line_quoting_none_of_it(tmp_path: Path, url: str) -> None:
+    """They ended in tracebacks (or used database 0), and `check` passed them."""
+    config = write_config(tmp_path, queue={"type": "redis", "url": url})
+    for args in (["deliveries", "list", "--config", str(config)], ["check", "--config", str(config)]):
+        code, out = await asyncio.to_thread(cli, *args)
+        assert code in (1, 2) and "queue.url" in out and "the Redis URL " in out, out
+        assert "Zq" not in out and "abc" not in out and "::1" not in out
+
+
 # ----------------------------------------------------------------------------- Redis down
 
 

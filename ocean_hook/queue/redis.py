@@ -67,12 +67,13 @@ import builtins
 import contextlib
 import logging
 import os
+import re
 import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
@@ -406,14 +407,43 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+_PASSWORD_PARAMETER = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL for error messages: a password in it is a secret."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL for messages (/readyz answers anyone): a password is a secret, in the user info
+    or as `?password=`; a URL that does not parse may hold one anywhere, and is not shown."""
+    parts = _parsed(url)
+    if parts is None or parts.fragment or url.endswith("#"):  # a '#' in a password starts a fragment
+        return f"{url.partition(':')[0]}://(a URL that does not parse)"
+    query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    shown = urlunsplit(parts._replace(netloc=netloc, query=query))
+    return shown if netloc else shown.replace(":", "://", 1)  # unix:///path keeps its slashes
+
+
+def _parsed(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access: a ValueError for a port that is not a number
+    except ValueError:
+        return None
+    return parts
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that quote none of it (it may hold a password)."""
+    parts = _parsed(url)
+    if parts is None:
+        return "is not a valid URL (percent-encode ':', '@', '/', '?' and '#' in a password)"
+    if parts.fragment or url.endswith("#"):
+        return "has a '#': percent-encode it in a password (%23)"
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not database.isdigit():
+        return "must end in a database number (/0), or nothing"
+    return None
 
 
 class RedisQueue(Queue):
