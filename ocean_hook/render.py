@@ -90,7 +90,7 @@ def print_errors(console: Console, errors: Iterable[str]) -> None:
 Misconfigured = tuple[str, str, str, int, str]
 
 
-def _entities(count: int) -> str:
+def entities_text(count: int) -> str:
     return "1 entity" if count == 1 else f"{count:,} entities"
 
 
@@ -98,7 +98,7 @@ def print_misconfigured(console: Console, tally: Iterable[Misconfigured]) -> Non
     """One line per misconfigured field, however many entities."""
     for kind, path, expr, count, example in tally:
         console.print(
-            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {_entities(count)} "
+            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {entities_text(count)} "
             f"(jq: {escape_text(expr)}), e.g. {escape_text(example)}[/]",
             highlight=False,
         )
@@ -126,7 +126,7 @@ def plan_markdown(
     head = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
     diff = [printable(line) for change in changes if change.writes for line in change_lines(change)]
     problems = [
-        f"- {_code(kind)}: {_code(path)} is null in {_entities(count)} (jq: {_code(expr)}), e.g. {_code(example)}"
+        f"- {_code(kind)}: {_code(path)} is null in {entities_text(count)} (jq: {_code(expr)}), e.g. {_code(example)}"
         for kind, path, expr, count, example in misconfigured
     ]
     errs = [f"- {_code(e)}" for e in errors]

@@ -172,7 +172,7 @@ async def test_catalog_commands_find_the_catalog_where_serve_puts_it(
     await catalog.close()
     listed = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])
     assert listed.exit_code == 0, listed.output
-    assert "found" in listed.stdout and "1 entities" in listed.stdout
+    assert "found" in listed.stdout and "1 entity" in listed.stdout
 
     config = write_config(tmp_path, target={"type": "local", "path": 5})
     broken = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])

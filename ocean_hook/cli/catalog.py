@@ -76,7 +76,7 @@ def list_(
     entities = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
     rows = [(e.get("blueprint"), e.get("identifier"), e.get("title") or "") for e in entities]
     stdout().print(render.data_table(["blueprint", "identifier", "title"], rows))
-    stdout().print(f"{len(entities)} entities")
+    stdout().print(render.entities_text(len(entities)))
 
 
 @app.command("get", epilog="""
@@ -131,4 +131,4 @@ def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
     """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""
     entities = list(iter_items(file))
     count = run(_with(_catalog(config, db, create=True), lambda c: c.import_entities(entities, source=str(file))))
-    stdout().print(f"imported {count} entities")
+    stdout().print(f"imported {render.entities_text(count)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ocean_hook.cli.common import stdout, user_errors
+from ocean_hook.cli.common import stderr, stdout, user_errors
 from ocean_hook.render import escape_text
 from ocean_hook.starter import STARTERS, new_secret, next_steps, write_starter
 
@@ -22,7 +22,7 @@ Examples:
 
   ocean-hook init --force                        # overwrite ocean-hook.yaml and port-app-config.yml
 
-  eval "$(ocean-hook init --quiet)"              # write the files, export the fresh secret
+  secret="$(ocean-hook init --quiet)" && eval "$secret"   # write the files, export the fresh secret
 
 Exit codes: 0 written; 1 a file already exists (nothing is written without --force); 2 a file
 cannot be written there (nothing is written).
@@ -44,6 +44,9 @@ def command(
     if quiet:
         if secret is not None:
             print(f"export {starter.secret_env}={secret}")
+        else:  # on stderr: standard output is for `eval`
+            stderr().print(f"export {starter.secret_env} yourself: the secret is made by {starter.source}",
+                           markup=False)
         return
     for path in written:
         out.print(f"[green]wrote[/] {escape_text(str(path))}")
