@@ -7,8 +7,10 @@ sure such a URL can only ever reach a host the config author listed in ``allowed
   backslashes, whitespace, control or invisible format characters, no ``%`` in the authority.
 - Hosts are compared exactly (case-insensitive, one trailing dot ignored) in IDNA-encoded form, the
   form that is actually resolved, so a homograph (a Cyrillic letter) never equals its Latin look-alike.
-- An entry ``host`` admits only the scheme's default port (80/443); ``host:port`` admits that port.
-  IPv6 entries are written ``::1`` or ``[::1]:8080``.
+- An entry ``host`` admits only https on port 443 (a payload must not pick plain http and send the
+  fetch headers unencrypted); ``host:port`` admits that port, either scheme. ``base_url``'s host
+  is admitted with its own scheme. IPv6 entries are written ``::1`` or ``[::1]:8080``.
+- A relative URL extends ``base_url``'s path and may not climb out of it (no ``.``/``..`` segments).
 - ``allowed_hosts`` is authoritative, with one extra guard: a loopback, private, link-local or other
   non-global IP literal, and ``localhost``, is refused even when listed unless the Fetcher was made
   with ``allow_loopback=True`` (tests, local mocks). So ``169.254.169.254`` in a copied config cannot
@@ -18,7 +20,8 @@ sure such a URL can only ever reach a host the config author listed in ``allowed
   At most three are followed here, each ``Location`` checked like the first URL, and an https to
   http downgrade is refused. Headers are sent on redirects only to hosts that are also allowed.
 
-Error messages never contain request header values (tokens) nor the URL's query string.
+Error messages never contain request header values (tokens) nor the URL's query string, and
+answers are JSON as payloads are (`jsontext`: no NaN, no nesting past Python's limit).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import email.utils
 import functools
 import ipaddress
-import json
 import math
 import re
 import socket
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -45,7 +47,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential, wait_random
 from yarl import URL
 
-from ocean_hook import __version__
+from ocean_hook import __version__, jsontext
 
 MiB = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -97,14 +99,18 @@ class FetchResult:
 
 @dataclass(frozen=True)
 class AllowedHost:
-    """One ``allowed_hosts`` entry; ``port=None`` admits only the scheme's default port."""
+    """One ``allowed_hosts`` entry. ``port=None`` admits only ``scheme``'s default port, and an
+    entry's scheme is https: a payload must not pick plain http for a host whose fetch headers
+    carry a token. ``host:80`` (any explicit port) admits either scheme; ``base_url`` gives its own."""
 
     host: str
     port: int | None = None
+    scheme: str = "https"
 
     def admits(self, host: str, port: int, scheme: str) -> bool:
-        wanted = self.port if self.port is not None else _DEFAULT_PORTS[scheme]
-        return self.host == host and port == wanted
+        if self.port is not None:
+            return self.host == host and port == self.port
+        return self.host == host and scheme == self.scheme and port == _DEFAULT_PORTS[scheme]
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -179,6 +185,9 @@ def _check(url: str, allowed: frozenset[AllowedHost], allow_loopback: bool) -> U
     host = _canonical_host(parsed.raw_host)
     port = parsed.port if parsed.port is not None else _DEFAULT_PORTS[parsed.scheme]
     if not any(entry.admits(host, port, parsed.scheme) for entry in allowed):
+        if parsed.scheme == "http" and port == 80 and any(entry.admits(host, 443, "https") for entry in allowed):
+            raise refuse(f"plain http to {host!r}: its allowed_hosts entry admits https only (write "
+                         f"{host}:{port} to allow http; fetch headers would travel unencrypted)")
         listed = ", ".join(sorted(map(str, allowed))) or "nothing"
         shown = AllowedHost(host, parsed.explicit_port if port != _DEFAULT_PORTS[parsed.scheme] else None)
         raise refuse(f"host {str(shown)!r} is not in allowed_hosts ({listed})")
@@ -336,8 +345,6 @@ class Fetcher:
 
         Raises FetchRefused before sending anything, or FetchError after retries.
         """
-        allowed = _allowed(tuple(allowed_hosts)) | self._base_host(base_url)
-        target = _check(_absolute(url, base_url), allowed, self.allow_loopback)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=self._wait,
@@ -345,9 +352,13 @@ class Fetcher:
             reraise=True,
         )
         try:
+            allowed = _allowed(tuple(allowed_hosts)) | self._base_host(base_url)
+            target = _check(_absolute(url, base_url), allowed, self.allow_loopback)
             return await retrying(self._follow, target, _request_headers(headers), allowed)
         except FetchError as error:
             raise self._final(error, headers) from error.__cause__
+        except FetchRefused as refused:  # a redirect's Location may quote a token, too
+            raise FetchRefused(_scrub(str(refused), headers.values())) from None
 
     def _base_host(self, base_url: str | None) -> frozenset[AllowedHost]:
         if base_url is None:
@@ -365,7 +376,7 @@ class Fetcher:
             or "%" in _authority(base_url)
         ):
             raise FetchRefused(f"base_url {_shown(base_url)} is not a plain http(s) URL")
-        return frozenset({AllowedHost(_canonical_host(host), parsed.explicit_port)})
+        return frozenset({AllowedHost(_canonical_host(host), parsed.explicit_port, parsed.scheme)})
 
     def _wait(self, state: RetryCallState) -> float:
         """The server's Retry-After when given (capped at max_wait), else jittered backoff."""
@@ -441,8 +452,8 @@ class Fetcher:
                 status=response.status,
             )
         try:
-            return json.loads(body)
-        except ValueError as error:
+            return jsontext.loads(body)
+        except ValueError as error:  # JsonProblem too: NaN, nested too deeply, a lone surrogate
             raise FetchError(
                 f"response from {_shown(url)} is not valid JSON: {error}",
                 retryable=False,
@@ -492,9 +503,13 @@ def _resolve(current: URL, location: str) -> str:
 
 
 def _absolute(url: str, base_url: str | None) -> str:
-    """Relative URLs extend base_url's path (``/api/v4`` + ``projects/1``), like API clients do."""
+    """Relative URLs extend base_url's path (``/api/v4`` + ``projects/1``), like API clients do,
+    and stay under it: a ``..`` segment (``%2e%2e`` too) would climb out with the same headers."""
     if base_url is None or _SCHEME.match(url):
         return url
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    if any(unquote(segment) in (".", "..") for segment in path.split("/")):
+        raise FetchRefused(f"refusing to fetch {_shown(url)}: a relative URL may not hold '.' or '..' segments")
     return f"{base_url.rstrip('/')}/{url.lstrip('/')}"
 
 
@@ -505,8 +520,13 @@ def _request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return send
 
 
+_QUERY = re.compile(r"(https?://[^\s'\"?#]*)[?#][^\s'\"]*")
+
+
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    """An error for a message, without the query string of any URL it quotes (aiohttp quotes them)."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return _QUERY.sub(r"\1", text)
 
 
 def _scrub(message: str, values: Iterable[str]) -> str:

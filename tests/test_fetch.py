@@ -8,13 +8,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from ocean_hook.fetch import (
     Fetcher,
     FetchError,
     FetchRefused,
+    _describe,
     check_url,
     parse_allowed_host,
     parse_retry_after,
@@ -302,11 +306,11 @@ def test_https_to_http_redirect_is_refused() -> None:
     from ocean_hook.fetch import _allowed, _Redirect
 
     fetcher = Fetcher()
-    with pytest.raises(FetchRefused, match="downgrades https to http"):
+    with pytest.raises(FetchRefused, match="downgrades https to http"):  # even with http on 80 allowed
         fetcher._redirect_target(
             check_url("https://api.github.com/a", ["api.github.com"]),
             _Redirect(301, "http://api.github.com/b"),
-            _allowed(("api.github.com",)),
+            _allowed(("api.github.com", "api.github.com:80")),
         )
 
 
@@ -374,7 +378,6 @@ GITHUB = ["api.github.com"]
     "url",
     [
         "https://api.github.com/repos/o/r",
-        "http://api.github.com/repos/o/r",
         "HTTPS://API.GitHub.COM/repos",
         "https://api.github.com./repos",
         "https://api.github.com:443/repos",
@@ -383,6 +386,15 @@ GITHUB = ["api.github.com"]
 )
 def test_allowed_urls(url: str) -> None:
     assert check_url(url, GITHUB).raw_host.rstrip(".") == "api.github.com"
+
+
+def test_a_bare_entry_admits_https_only_and_an_explicit_port_admits_http() -> None:
+    """A payload could pick http:// for an allowed host: its fetch headers (a token) then went
+    unencrypted."""
+    with pytest.raises(FetchRefused, match=r"plain http to 'api\.github\.com': its allowed_hosts entry admits "
+                                           r"https only \(write api\.github\.com:80 to allow http"):
+        check_url("http://api.github.com/repos/o/r", GITHUB)
+    assert check_url("http://api.github.com/repos/o/r", ["api.github.com:80"]).scheme == "http"
 
 
 @pytest.mark.parametrize(
@@ -427,14 +439,14 @@ def test_idna_entries_compare_in_encoded_form() -> None:
 @pytest.mark.parametrize(
     ("url", "entry"),
     [
-        ("http://localhost/", "localhost"),
-        ("http://api.localhost/", "api.localhost"),
-        ("http://10.1.2.3/", "10.1.2.3"),
-        ("http://169.254.169.254/latest/meta-data", "169.254.169.254"),
+        ("https://localhost/", "localhost"),
+        ("https://api.localhost/", "api.localhost"),
+        ("https://10.1.2.3/", "10.1.2.3"),
+        ("http://169.254.169.254:80/latest/meta-data", "169.254.169.254:80"),
         ("http://[::1]:8080/", "[::1]:8080"),
-        ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
-        ("http://127.1/", "127.1"),
-        ("http://2130706433/", "2130706433"),
+        ("https://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
+        ("https://127.1/", "127.1"),
+        ("https://2130706433/", "2130706433"),
     ],
 )
 def test_local_addresses_need_allow_loopback(url: str, entry: str) -> None:
@@ -482,3 +494,40 @@ def test_allowed_host_entries_are_normalised(entry: str, shown: str) -> None:
 )
 def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value, now=1445412480.0) == seconds
+
+
+@pytest.mark.parametrize("relative", ["../../../echo/up", "projects/1/../../../../admin", "projects/%2e%2e/%2E%2E/x",
+                                      "./projects"])
+async def test_a_relative_url_cannot_climb_out_of_base_url(api: Upstream, fetcher: Fetcher, relative: str) -> None:
+    """`../../admin` was fetched at the host's root, with the fetch headers."""
+    with pytest.raises(FetchRefused, match=r"a relative URL may not hold '\.' or '\.\.' segments"):
+        await fetcher.get_json(relative, headers=AUTH, allowed_hosts=[], base_url=f"{api.base}/api/v4")
+    assert api.hits() == 0
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ('{"v": NaN}', "NaN is not a JSON number"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+])
+async def test_fetched_json_is_held_to_the_same_standard_as_payloads(api: Upstream, fetcher: Fetcher, body: str,
+                                                                     problem: str) -> None:
+    """Deep nesting was a RecursionError retried as a network failure; NaN was taken."""
+    url = api.on("/r", reply(text=body, content_type="application/json"))
+    with pytest.raises(FetchError, match=f"is not valid JSON: {problem}") as caught:
+        await fetcher.get_json(url, headers={}, allowed_hosts=[api.host])
+    assert caught.value.retryable is False and api.hits() == 1
+
+
+async def test_errors_quote_no_query_string_and_no_header_value(api: Upstream, other: Upstream,
+                                                               fetcher: Fetcher) -> None:
+    """aiohttp's own errors quote the whole URL; a refused redirect quoted its Location."""
+    url = URL("http://127.0.0.1/garbage?private_token=QSECRET123")
+    error = aiohttp.ClientResponseError(aiohttp.RequestInfo(url, "GET", CIMultiDict(), url), (), status=400,
+                                        message="Invalid character in chunk size")
+    assert "QSECRET123" in str(error)
+    assert _describe(error) == ("ClientResponseError: 400, message='Invalid character in chunk size', "
+                                "url='http://127.0.0.1/garbage'")
+    leaky = api.on("/leak", redirect(f"{other.base}/{TOKEN}/x"))
+    with pytest.raises(FetchRefused) as refused:
+        await fetcher.get_json(leaky, headers=AUTH, allowed_hosts=[api.host])
+    assert TOKEN not in str(refused.value) and "***" in str(refused.value)
