@@ -174,3 +174,15 @@ async def test_server_errors_past_the_last_attempt_fail_retryably(tmp_path: Path
     assert outcome.error.endswith("(retryable)")
     assert len(jira.requests) == 3
     assert json.dumps(outcome.to_json())  # the JSON report serializes
+
+
+@pytest.mark.parametrize("self_url", [None, 42, ""])
+async def test_a_fetch_url_that_gives_nothing_fails_the_delivery_not_silently(tmp_path: Path, jira: FakeJira,
+                                                                              self_url: Any) -> None:
+    """A typo in `fetch.url` made every delivery 'processed' with no change at all."""
+    config = write_config(tmp_path, jira)
+    outcome = await run(config, partial_issue_delivery(self_url))
+    assert outcome.status == "failed"
+    assert outcome.error == ("fetch refused: fetch.url '.issue.self' gives no URL (a non-empty string) for this "
+                             "payload (not retryable)")
+    assert jira.requests == [] and catalog(config) == {}

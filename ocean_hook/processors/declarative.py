@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocean_hook.auth.base import Verdict
 from ocean_hook.events import WebhookEvent
+from ocean_hook.fetch import FetchRefused
 from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
 
@@ -160,6 +161,8 @@ class DeclarativeProcessor(WebhookProcessor):
         """The latest resource from the source API; a 404 there means it is gone: delete it."""
         results = RawResults()
         urls = [u for u in _values(spec.url, payload) if isinstance(u, str) and u]
+        if not urls:  # a typo in `url:` would otherwise make every delivery a silent no-op
+            raise FetchRefused(f"fetch.url '{spec.url.expr}' gives no URL (a non-empty string) for this payload")
         for url in urls:
             fetched = await fetcher.get_json(
                 url, headers=spec.headers, allowed_hosts=spec.allowed_hosts, base_url=spec.base_url
