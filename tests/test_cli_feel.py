@@ -203,6 +203,9 @@ async def test_deliveries_take_any_id_and_a_digit_delivery_id_is_retried_past_a_
     result = await cli("deliveries", "list", "-n", "99999999999999999999")
     assert result.exit_code == 2 and "Input should be less than or equal to 1000000" in result.stderr
     assert (await cli("deliveries", "show", "1")).stdout.count('"delivery_id": "victim"') == 1  # the queue id first
+    result = await cli("deliveries", "retry", "victim")
+    assert (result.exit_code, result.stderr) == (1, "error: delivery victim is done, not dead or failed: nothing to "
+                                                    "retry\n")
     result = await cli("deliveries", "retry", "1")
     assert result.exit_code == 0, result.output
     assert "delivery 1 is pending again" in result.stdout

@@ -12,7 +12,7 @@ import typer
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
-from ocean_hook.queue.base import DeliveryState, Queue, Requeued
+from ocean_hook.queue.base import Delivery, DeliveryState, Queue, Requeued
 from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
 
 T = TypeVar("T")
@@ -127,12 +127,13 @@ def retry(
     if all_dead == (delivery is not None):
         raise fail("give a delivery id or --all-dead (one of them)")
 
-    async def work(q: Queue) -> Requeued:
+    async def work(q: Queue) -> tuple[Requeued, Delivery | None]:
         if delivery is None:
-            return await q.requeue_dead(spare_superseded=not include_superseded)
-        return await q.requeue(delivery, spare_superseded=not include_superseded)
+            return await q.requeue_dead(spare_superseded=not include_superseded), None
+        requeued = await q.requeue(delivery, spare_superseded=not include_superseded)
+        return requeued, (None if requeued.count or requeued.spared else await q.get(delivery))
 
-    done = _on_queue(config, queue, work)
+    done, found = _on_queue(config, queue, work)
     out = stdout()
     if delivery is None:
         out.print(f"{done.count} dead deliveries are pending again")
@@ -145,6 +146,8 @@ def retry(
         [newer] = done.spared.values()
         raise fail(f"delivery {delivery} was superseded by delivery {newer}, applied after it; "
                    "--include-superseded retries it anyway", 1)
+    if not done.count and found is not None:  # there, but nothing to retry
+        raise fail(f"delivery {delivery} is {found.state.value}, not dead or failed: nothing to retry", 1)
     if not done.count:
         raise fail(f"no dead or failed delivery {delivery!r} in the journal", 1)
     out.print(f"delivery {delivery} is pending again", markup=False)
