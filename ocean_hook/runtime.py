@@ -26,8 +26,11 @@ def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float) -> Queue:
-    """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`."""
+async def open_queue(
+    spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float, create: bool = True
+) -> Queue:
+    """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`;
+    `create=False` opens only a Redis stream that exists (the journal's file is looked for first)."""
     options = check_queue(spec)
     path = journal_path(spec, state_dir)
     if path is not None:
@@ -36,7 +39,7 @@ async def open_queue(spec: Mapping[str, Any], state_dir: Path, *, dedup_window_s
         return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
     from ocean_hook.queue.redis import RedisQueue
 
-    return await RedisQueue.open(str(spec["url"]), dedup_window_seconds=dedup_window_seconds, **options)
+    return await RedisQueue.open(str(spec["url"]), create=create, dedup_window_seconds=dedup_window_seconds, **options)
 
 
 def check_queue(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -366,6 +366,22 @@ async def test_a_redis_url_that_does_not_parse_is_one_line_quoting_none_of_it(tm
         assert "Zq" not in out and "abc" not in out and "::1" not in out
 
 
+async def test_looking_at_a_stream_that_is_not_there_says_so_and_creates_nothing(tmp_path: Path,
+                                                                                    redis_url: str) -> None:
+    """`deliveries list` on a mistyped stream or database listed '0 pending', and created the
+    stream and its group (which a full Redis refuses: looking failed there)."""
+    config = write_config(tmp_path, queue={"type": "redis", "url": redis_url, "stream": "nobody-here"})
+    for args in (["list"], ["show", "1"], ["purge", "--older-than", "1d"], ["retry", "--all-dead"]):
+        code, out = await asyncio.to_thread(cli, "deliveries", *args, "--config", str(config))
+        assert code == 1, out
+        assert out.startswith("error: no queue stream 'nobody-here' at redis://") and "yet: serve creates it" in out
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await raw.keys("nobody-here*") == []
+    finally:
+        await raw.aclose()
+
+
 # ----------------------------------------------------------------------------- Redis down
 
 

@@ -12,7 +12,7 @@ import typer
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
-from ocean_hook.queue.base import Delivery, DeliveryState, Queue, Requeued
+from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueMissing, Requeued
 from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
 
 T = TypeVar("T")
@@ -34,7 +34,11 @@ def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable
         raise fail(f"no journal at {journal} yet: serve creates it when it starts", 1)
 
     async def go() -> T:
-        q = await open_queue(spec, loaded.state_dir, dedup_window_seconds=loaded.server.dedup_window_seconds)
+        try:
+            q = await open_queue(spec, loaded.state_dir, dedup_window_seconds=loaded.server.dedup_window_seconds,
+                                 create=False)
+        except QueueMissing as exc:
+            raise fail(str(exc), 1) from None
         try:
             return await work(q)
         finally:

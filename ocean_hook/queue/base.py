@@ -106,6 +106,10 @@ class Requeued:
     spared: dict[str, str] = field(default_factory=dict)
 
 
+class QueueMissing(Exception):
+    """A command that only looks found no queue there (nothing was created)."""
+
+
 class QueueUnavailable(OceanHookError):
     """The queue cannot store deliveries now: the listener answers 503, never 2xx.
 

@@ -80,7 +80,15 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
+from ocean_hook.queue.base import (
+    Delivery,
+    DeliveryState,
+    PutResult,
+    Queue,
+    QueueMissing,
+    QueueUnavailable,
+    Requeued,
+)
 from ocean_hook.queue.codec import (
     clip_error,
     decode_headers,
@@ -509,11 +517,13 @@ class RedisQueue(Queue):
         )
 
     @classmethod
-    async def open(cls, url: str, **options: Any) -> RedisQueue:
+    async def open(cls, url: str, *, create: bool = True, **options: Any) -> RedisQueue:
+        """`create=False` for commands that only look: a missing stream is QueueMissing, and
+        nothing is written (creating the group needs memory a full Redis refuses)."""
         queue = cls(url, **options)
         try:
-            await queue._create_group()
-        except QueueUnavailable:
+            await (queue._create_group() if create else queue._require_stream())
+        except (QueueUnavailable, QueueMissing):
             await queue._redis.aclose()
             raise
         except TypeError as exc:  # redis-py hands unknown ?options of the URL to each connection
@@ -539,6 +549,12 @@ class RedisQueue(Queue):
     async def _run(self, script: str, *args: Any) -> Any:
         async with self._available():
             return await self._scripts[script](args=[self.stream, self.group, *args])
+
+    async def _require_stream(self) -> None:
+        async with self._available():
+            if not await self._redis.exists(self.stream):
+                raise QueueMissing(f"no queue stream '{self.stream}' at {redact_url(self.url)} yet: serve creates it "
+                                   "when it starts (check --queue and queue.stream)")
 
     async def _create_group(self) -> None:
         async with self._available():
