@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import subprocess
@@ -203,6 +204,10 @@ async def test_deliveries_take_any_id_and_a_digit_delivery_id_is_retried_past_a_
     result = await cli("deliveries", "list", "-n", "99999999999999999999")
     assert result.exit_code == 2 and "Input should be less than or equal to 1000000" in result.stderr
     assert (await cli("deliveries", "show", "1")).stdout.count('"delivery_id": "victim"') == 1  # the queue id first
+    listed = json.loads((await cli("deliveries", "list", "--format", "json")).stdout)
+    assert [(d["id"], d["delivery_id"], d["state"], d["superseded_by"]) for d in listed["deliveries"]] == [
+        ("2", "1", "dead", None), ("1", "victim", "done", None)]
+    assert listed["depth"]["dead"] == 1 and "body" not in listed["deliveries"][0]
     result = await cli("deliveries", "retry", "victim")
     assert (result.exit_code, result.stderr) == (1, "error: delivery victim is done, not dead or failed: nothing to "
                                                     "retry\n")

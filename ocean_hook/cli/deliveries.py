@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,11 @@ app = typer.Typer(
 
 CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
 QUEUE = typer.Option(None, "--queue", help="sqlite (default) or redis://host:6379/0.")
+
+
+class ListFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
@@ -59,11 +65,15 @@ Examples:
   ocean-hook deliveries list --state dead --limit 10
 
   ocean-hook deliveries list --queue redis://127.0.0.1:6379/0
+
+  ocean-hook deliveries list --format json | jq -r '.deliveries[].delivery_id'
 """)
 @user_errors
 def list_(
     state: DeliveryState | None = typer.Option(None, "--state", "-s", help="Only this state."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=1_000_000, help="How many, newest first."),
+    output: ListFormat = typer.Option(ListFormat.text, "--format", "-f",
+                                      help="text (a table: long ids are cut), or json (everything, for scripts)."),
     config: Path = CONFIG,
     queue: str | None = QUEUE,
 ) -> None:
@@ -77,6 +87,10 @@ def list_(
         return listed, await q.superseded() if any_dead else {}, await q.depth()
 
     deliveries, superseded, depth = _on_queue(config, queue, work)
+    if output is ListFormat.json:
+        listed = [{**d.summary(), "superseded_by": superseded.get(d.id)} for d in deliveries]
+        stdout().print(render.dumps({"deliveries": listed, "depth": depth}), markup=False, highlight=False)
+        return
     rows = [
         (d.id, d.delivery_id, f"{d.state} (superseded by {superseded[d.id]})" if d.id in superseded else d.state,
          d.attempts, _when(d.received_at), _when(d.next_attempt_at), (d.last_error or "")[:80])
