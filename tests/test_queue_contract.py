@@ -456,6 +456,16 @@ async def test_list_is_newest_first_and_filters_by_state(queue: Queue, backend: 
     assert [d.state for d in await queue.list()] == [PENDING, PENDING, IN_PROGRESS, DONE]
 
 
+async def test_list_is_newest_first_by_arrival_whatever_order_they_finished_in(queue: Queue, backend: Backend) -> None:
+    """On Redis `list -n 3` took the last entries of each stream, in the order they finished."""
+    ids = await put_all(queue, *(delivery(n, backend.clock) for n in range(6)))
+    claimed = {d.id: d for d in await queue.claim(6)}
+    for id_ in reversed(ids):  # the newest finishes first
+        await queue.ack(claimed[id_])
+    assert ids_of(await queue.list(limit=3)) == ids[:2:-1]
+    assert ids_of(await queue.list(DONE, limit=2)) == ids[:3:-1]
+
+
 async def test_depth_counts_every_state(queue: Queue, backend: Backend) -> None:
     assert await queue.depth() == {"pending": 0, "in_progress": 0, "done": 0, "failed": 0, "dead": 0}
     await put_all(queue, *(delivery(n, backend.clock) for n in range(6)))

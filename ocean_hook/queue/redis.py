@@ -388,8 +388,6 @@ STATE_STREAMS = {
     DeliveryState.DEAD: (":dead",),
     DeliveryState.DONE: (":done",),
 }
-#: Listing everything reads each stream once; the main stream yields in-progress entries too.
-SCANNED = (DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.DEAD, DeliveryState.DONE)
 PEL_SCAN = 10_000
 PAGE = 500
 
@@ -724,19 +722,28 @@ class RedisQueue(Queue):
         return to_delivery(found[0][1], state, in_progress=busy)
 
     async def list(self, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:
-        """Newest first by queue id, among the `limit` latest entries of each state's stream."""
-        states = [state] if state is not None else [s for s in DeliveryState if s in SCANNED]
+        """Newest first by queue id. `P:loc` names every delivery's seq and stream, so the seqs
+        are sorted first and only the entries listed are read (a stream's own order is when its
+        entries arrived there: finishing order, not arrival)."""
+        suffixes = set(STATE_STREAMS[state]) if state is not None else set(CODE_SUFFIX.values())
+        loc_key = f"{self.stream}:loc"
+        found: builtins.list[Delivery] = []
         async with self._available():
-            pel = await self._pel_ids()
-            found: list[Delivery] = []
-            for wanted in states:
-                for suffix in STATE_STREAMS[wanted]:
-                    count = limit + len(pel) if suffix == "" else limit
-                    for entry_id, fields in _entries(await self._redis.xrevrange(
-                        self.stream + suffix, count=count
-                    )):
-                        found.extend(self._classify(suffix, entry_id, fields, pel, wanted, state))
-        found.sort(key=lambda d: int(d.id), reverse=True)
+            pel = await self._pel_ids() if "" in suffixes else set()
+            seqs = sorted((int(seq) for seq in await self._redis.hkeys(loc_key)), reverse=True)
+            for start in range(0, len(seqs), PAGE):
+                page = [str(seq) for seq in seqs[start:start + PAGE]]
+                places = [_text(loc).split(" ", 1) for loc in await self._redis.hmget(loc_key, page) if loc]
+                wanted = [(code, entry_id) for code, entry_id in places if CODE_SUFFIX[code] in suffixes]
+                reads = self._redis.pipeline(transaction=False)
+                for code, entry_id in wanted:
+                    reads.xrange(self.stream + CODE_SUFFIX[code], entry_id, entry_id)
+                for (code, _), entries in zip(wanted, await reads.execute(), strict=True):
+                    for raw_id, fields in _entries(entries):
+                        found.extend(self._classify(CODE_SUFFIX[code], raw_id, fields, pel,
+                                                    CODE_STATE.get(code, DeliveryState.PENDING), state))
+                if len(found) >= limit:
+                    break
         return found[:limit]
 
     def _classify(
