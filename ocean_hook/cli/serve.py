@@ -32,6 +32,10 @@ Examples:
   ocean-hook serve --port 9000 --workers 8 --capture captures/ --log-format json
 
   ocean-hook serve --target dry-run          # log the plan of every delivery, write nothing
+
+Exit codes: 0 stopped (SIGTERM or SIGINT) after draining; 1 cannot listen or capture where told
+(a port in use, an address this machine lacks, a capture directory that cannot be made); 2 the
+config, journal, queue or target cannot be used.
 """
 
 
