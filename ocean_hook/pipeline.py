@@ -265,11 +265,13 @@ def _ignored_reason(event: WebhookEvent) -> str:
 
 
 class PipelineError(Exception):
-    """Processing failed; `retryable` says whether another attempt may succeed."""
+    """Processing failed; `retryable` says whether another attempt may succeed, `retry_after`
+    how long the source API asked to be left alone (its Retry-After), when it said."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -429,4 +431,4 @@ def _as_pipeline_error(exc: BaseException, processor: WebhookProcessor) -> Pipel
         retryable = bool(getattr(exc, "retryable", True)) and processor.should_retry(exc)
     except Exception as hook_error:
         return PipelineError(f"{message}; should_retry raised: {_raised(hook_error)}", retryable=True)
-    return PipelineError(message, retryable=retryable)
+    return PipelineError(message, retryable=retryable, retry_after=getattr(exc, "retry_after", None))

@@ -193,7 +193,8 @@ class WorkerPool:
         self.metrics.failed.inc()
         policy = self._policy(delivery)
         if exc.retryable and delivery.attempts <= policy.max_retries:
-            delay = policy.delay(delivery.attempts)
+            # no sooner than the source API asked (a 429's Retry-After), within the policy's longest delay
+            delay = min(max(policy.delay(delivery.attempts), exc.retry_after or 0.0), policy.max_retry_delay_seconds)
             await self._record(dlog, lambda: self.queue.retry_later(delivery, str(exc), delay))
             self.metrics.retried.inc()
             dlog.warning("attempt %d failed, retrying in %.1fs: %s", delivery.attempts, delay, exc)

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from serve_helpers import journal_deliveries, serve_in_process, wait_for
 from webhook_samples import MAPPINGS, capture, catalog, changes, sample_payload, secrets_env
 
 from ocean_hook.config import Config, load_config
@@ -186,3 +188,29 @@ async def test_a_fetch_url_that_gives_nothing_fails_the_delivery_not_silently(tm
     assert outcome.error == ("fetch refused: fetch.url '.issue.self' gives no URL (a non-empty string) for this "
                              "payload (not retryable)")
     assert jira.requests == [] and catalog(config) == {}
+
+
+async def test_a_retry_after_from_the_api_sets_the_next_attempt_in_the_journal(tmp_path: Path, jira: FakeJira) -> None:
+    """The worker's next attempt ignored the API's Retry-After: a 429 asking for two minutes got
+    the policy's second, and the retries were spent in seconds."""
+    write_config(tmp_path, jira)
+    config_path = tmp_path / "ocean-hook.yaml"
+    doc = yaml.safe_load(config_path.read_text())
+    doc["fetch"]["attempts"] = 1  # no waiting inside the worker: the journal holds the schedule
+    doc["processors"][0]["retry"] = {"max_retries": 5, "initial_retry_delay_seconds": 0.05,
+                                     "max_retry_delay_seconds": 600}
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    jira.script = [(429, {"Retry-After": "120"})]
+    event = event_from_capture(partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417"), where="test")
+    env = {**secrets_env(), "JIRA_API_TOKEN": TOKEN}
+    async with serve_in_process(config_path, env=env) as server, aiohttp.ClientSession() as http:
+        async with http.post(server.url + event.path, data=event.body, headers=dict(event.headers)) as response:
+            assert response.status == 202
+        [failed] = await wait_for(lambda: _failed(server.state_dir), what="the failed attempt recorded")
+    assert 115 < failed.next_attempt_at - failed.updated_at <= 121
+    assert len(jira.requests) == 1
+
+
+async def _failed(state_dir: Path) -> list[Any] | None:
+    found = [d for d in await journal_deliveries(state_dir) if d.state.value == "failed"]
+    return found or None
