@@ -227,8 +227,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     server = _server(r, r.mapping(("server",), raw.get("server")))
     target = r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"}
     queue = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
-    fetch = r.mapping(("fetch",), raw.get("fetch"))
-    r.unknown_keys(("fetch",), fetch, FETCH_KEYS)
+    fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
     processors = _processors(r, raw.get("processors"), base)
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
                 for p in processors if p.settings.verifier.scheme == "none"]
@@ -243,7 +242,7 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
     s = ServerSettings()
     r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout", "idle_timeout", "workers"})
     if "max_body_bytes" in raw:
-        if isinstance(raw["max_body_bytes"], int) and raw["max_body_bytes"] > 0:
+        if _whole(raw["max_body_bytes"]) and raw["max_body_bytes"] > 0:
             s.max_body_bytes = raw["max_body_bytes"]
         else:
             r.problem(("server", "max_body_bytes"), "must be a positive number of bytes")
@@ -254,16 +253,38 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
             seconds = parse_duration(raw[key])
             if seconds is None:
                 r.problem(("server", key), f"must be a duration like 7d, 12h or 30s, got {raw[key]!r}")
-            elif key == "idle_timeout" and seconds <= 0:  # 0 would keep slow clients forever
+            elif seconds <= 0 and key != "shutdown_timeout":  # 0: no de-duplication, or slow clients kept forever
                 r.problem(("server", key), f"must be longer than 0s, got {raw[key]!r}")
+            elif seconds < 0:
+                r.problem(("server", key), f"must be 0s or longer, got {raw[key]!r}")
             else:
                 setattr(s, attr, seconds)
     if "workers" in raw:
-        if isinstance(raw["workers"], int) and raw["workers"] > 0:
+        if _whole(raw["workers"]) and raw["workers"] > 0:
             s.workers = raw["workers"]
         else:
             r.problem(("server", "workers"), "must be a positive whole number")
     return s
+
+
+def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:
+    """The top-level `fetch:` block, checked here: `serve` builds its Fetcher from it."""
+    r.unknown_keys(("fetch",), raw, FETCH_KEYS)
+    kept = dict(raw)
+    checks = (("timeout_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+               "must be a number of seconds, > 0"),
+              ("attempts", lambda v: _whole(v) and v >= 1, "must be a whole number, 1 or more"),
+              ("allow_loopback", lambda v: isinstance(v, bool), "must be true or false"))
+    for key, valid, rule in checks:
+        if key in raw and not valid(raw[key]):
+            r.problem(("fetch", key), f"{rule}, got {raw[key]!r}")
+            del kept[key]
+    return kept
+
+
+def _whole(value: Any) -> bool:
+    """An int as YAML writes one: `true` and `yes` are bools, which Python counts as ints."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _processors(r: _Reader, raw: Any, base: Path) -> list[WebhookProcessor]:
@@ -361,7 +382,11 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
     values: list[tuple[KeyPath, Any]] = []
     if "secret" in raw:
         values.append(((*path, "secret"), raw["secret"]))
-    for i, v in enumerate(raw.get("secrets") or []):
+    listed = raw.get("secrets") or []
+    if not isinstance(listed, list):  # a string would be read one character at a time
+        r.problem((*path, "secrets"), "must be a list: secrets: ['${OLD_SECRET}', '${NEW_SECRET}']")
+        listed = []
+    for i, v in enumerate(listed):
         values.append(((*path, "secrets", i), v))
     secrets: list[str] = []
     for where, value in values:
@@ -377,9 +402,11 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
     if "secret_file" in raw:
         file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))
         try:
-            content = file.read_text().strip()
+            content = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             r.problem((*path, "secret_file"), f"cannot read secret file {file}: {exc.strerror}")
+        except UnicodeDecodeError:
+            r.problem((*path, "secret_file"), f"secret file {file} is not UTF-8 text")
         else:
             if content:
                 secrets.append(content)

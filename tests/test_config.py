@@ -251,3 +251,45 @@ def test_server_idle_timeout_is_a_positive_duration(tmp_path: Path) -> None:
         assert len(info.value.problems) == 1
         assert info.value.problems[0].startswith(f"{path}:2 (key server.idle_timeout): must be ")
         assert why in info.value.problems[0]
+
+
+PROCESSOR = "processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}}]"
+
+
+@pytest.mark.parametrize(("block", "key", "problem"), [
+    ("server: {dedup_window: -5}", "server.dedup_window", "must be longer than 0s, got -5"),
+    ("server: {dedup_window: 0s}", "server.dedup_window", "must be longer than 0s, got '0s'"),
+    ("server: {shutdown_timeout: -5}", "server.shutdown_timeout", "must be 0s or longer, got -5"),
+    ("server: {max_body_bytes: true}", "server.max_body_bytes", "must be a positive number of bytes"),
+    ("server: {workers: yes}", "server.workers", "must be a positive whole number"),
+    ("fetch: {timeout_seconds: abc}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got 'abc'"),
+    ("fetch: {timeout_seconds: [1]}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got [1]"),
+    ("fetch: {attempts: 0}", "fetch.attempts", "must be a whole number, 1 or more, got 0"),
+    ("fetch: {allow_loopback: maybe}", "fetch.allow_loopback", "must be true or false, got 'maybe'"),
+])
+def test_settings_that_used_to_pass_and_misbehave_are_problems(tmp_path: Path, block: str, key: str,
+                                                               problem: str) -> None:
+    """A negative dedup window turned de-duplication off; `max_body_bytes: true` made it 1 byte;
+    a bad `fetch:` value passed `check` and ended `serve` in a traceback."""
+    path = write(tmp_path, f"mapping: m.yml\n{block}\n{PROCESSOR}\n")
+    assert refused(path) == f"{path}:2 (key {key}): {problem}"
+
+
+def test_a_secret_file_that_is_not_text_and_secrets_that_are_not_a_list(tmp_path: Path) -> None:
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bin")
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: a
+            path: /a
+            kinds: [pull-request]
+            auth: {scheme: github, secret_file: bin.txt}
+          - name: b
+            path: /b
+            kinds: [pull-request]
+            auth: {scheme: github, secrets: '${B_SECRET}'}
+        """)
+    assert refused(path, {"B_SECRET": "s"}) == (
+        f"2 problems:\n  {path}:6 (key processors[0].auth.secret_file): secret file {tmp_path / 'bin.txt'} "
+        f"is not UTF-8 text\n  {path}:10 (key processors[1].auth.secrets): must be a list: "
+        "secrets: ['${OLD_SECRET}', '${NEW_SECRET}']")
