@@ -221,15 +221,20 @@ def _admit(
         return Admission(202, _ignored_reason(event), event)
     verdicts = [(p, _checked(p, "validate_payload", p.validate_payload(event.payload), Verdict)) for p in matched]
     valid = [p for p, v in verdicts if v.ok]
-    if not valid:
+    found = None if event.delivery_id is not None else _sender_id(valid or matched, event)
+    if found is not None and not _is_text(found):  # a header's raw bytes, not signed
+        return Admission(400, "the delivery id header is not UTF-8 text", event)
+    if not valid:  # the sender's id, when it gave one, goes to the log line of the rejection
         failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
-        return Admission(422, verdict.reason, event, rejected_by=failed.name)
+        return Admission(422, verdict.reason, event.with_delivery_id(found) if found else event,
+                         rejected_by=failed.name)
     if event.delivery_id is None:
-        found = next((d for p in valid if (d := _id_text(p, p.delivery_id(event)))), None)
-        if found is not None and not _is_text(found):  # a header's raw bytes, not signed
-            return Admission(400, "the delivery id header is not UTF-8 text", event)
         event = event.with_delivery_id(found or new_delivery_id())
     return Admission(202, "accepted", event, valid, order_key=valid[0].order_key(event))
+
+
+def _sender_id(processors: Sequence[WebhookProcessor], event: WebhookEvent) -> str | None:
+    return next((d for p in processors if (d := _id_text(p, p.delivery_id(event)))), None)
 
 
 def _checked(processor: WebhookProcessor, method: str, value: Any, kind: type) -> Any:

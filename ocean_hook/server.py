@@ -162,6 +162,7 @@ class WebhookDoor:
             return web.json_response({"challenge": admission.challenge})
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
+            log.info("ignored on %s: %s", request.path, admission.reason)
             return answer(202, "ignored", reason=admission.reason)
         if admission.status == 500:  # our side: the details go to the log, not to the sender
             self.metrics.rejected.labels(admission.label).inc()
@@ -169,7 +170,8 @@ class WebhookDoor:
             return answer(500, "error", reason="processing code failed on this delivery (see ocean-hook's log); "
                                                "send again later")
         if not admission.accepted:
-            return self._reject(request, admission.status, admission.label, admission.reason)
+            return self._reject(request, admission.status, admission.label, admission.reason,
+                                delivery_id=admission.event.delivery_id)
         return await self._journal(admission)
 
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
@@ -194,11 +196,14 @@ class WebhookDoor:
     def _not_allowed(self, request: web.Request, allowed: str) -> web.Response:
         self.metrics.rejected.labels("method_not_allowed").inc()
         reason = f"method {request.method} not allowed; use {allowed}"
+        log.info("rejected 405 method_not_allowed on %s: %s", request.path, reason)
         return web.json_response({"status": "rejected", "reason": reason}, status=405, headers={"Allow": allowed})
 
-    def _reject(self, request: web.Request, status: int, label: str, reason: str) -> web.Response:
+    def _reject(self, request: web.Request, status: int, label: str, reason: str,
+                *, delivery_id: str | None = None) -> web.Response:
+        """`delivery_id`: the sender's, once authenticated (earlier, any sender could write it)."""
         self.metrics.rejected.labels(label).inc()
-        log.info("rejected %d %s on %s: %s", status, label, request.path, reason)
+        for_delivery(log, delivery_id).info("rejected %d %s on %s: %s", status, label, request.path, reason)
         return answer(status, "rejected", reason=reason)
 
     async def _journal(self, admission: Admission) -> web.Response:

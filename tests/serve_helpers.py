@@ -270,7 +270,7 @@ async def serve_in_process(
 
 # ----------------------------------------------------------------------------- subprocess server
 
-_LISTENING = re.compile(r"^ocean-hook listening on (http://\S+)", re.MULTILINE)
+_LISTENING = re.compile(r"ocean-hook listening on (http://[^\s\"]+)")  # a text line, or inside a JSON one
 
 
 async def start_listening(

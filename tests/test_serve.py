@@ -465,18 +465,27 @@ async def test_json_logs_carry_the_delivery_id_and_never_the_secret(tmp_path: Pa
         body, headers = github_delivery(pr_payload(31, value=1))
         assert (await post(http, proc.hook_url, body, headers))[0] == 202
         assert (await post(http, proc.hook_url, *github_delivery(pr_payload(32), secret=None)))[0] == 401
+        invalid_body, invalid_headers = github_delivery({"action": "opened", "pull_request": {"title": "t"}})
+        assert (await post(http, proc.hook_url, invalid_body, invalid_headers))[0] == 422
+        ignored = github_delivery({"action": "opened", "issue": {"number": 1}}, event="issues")
+        assert (await post(http, proc.hook_url, *ignored))[0] == 202
         await wait_until_settled(tmp_path / "state", 1)
         await proc.wait_for_log("applied")
     finally:
         assert await proc.stop() == 0
     text = proc.logs()
     assert SECRET not in text
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in text.splitlines()]  # every line: the listening line too
+    assert any(line["message"] == f"ocean-hook listening on {proc.url}" and line["url"] == proc.url for line in lines)
     mine = [line for line in lines if delivery_id_of(headers) in line["message"]]
     assert {line["logger"] for line in mine} == {"ocean_hook.server", "ocean_hook.worker"}
     assert all(line["delivery_id"] == delivery_id_of(headers) for line in mine)
-    assert any(line["message"].startswith(f"rejected 401 unauthorized on {HOOK_PATH}: ")
-               and "X-Hub-Signature-256" in line["message"] for line in lines)
+    assert any(line["message"].startswith(f"[-] rejected 401 unauthorized on {HOOK_PATH}: ")  # no id: not signed
+               and "X-Hub-Signature-256" in line["message"] and line["delivery_id"] == "-" for line in lines)
+    [invalid] = [line for line in lines if "rejected 422 invalid" in line["message"]]
+    assert invalid["delivery_id"] == delivery_id_of(invalid_headers)  # signed: the sender's id is logged
+    assert any(line["message"] == f"ignored on {HOOK_PATH}: no processor on {HOOK_PATH} matches this event"
+               for line in lines)
 
 
 async def test_capture_files_are_redacted_and_replay_reads_them(tmp_path: Path, http, monkeypatch) -> None:

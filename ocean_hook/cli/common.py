@@ -65,6 +65,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def listening_line(url: str, fmt: str) -> str:
+    """The line that says `serve` is up, printed whatever the log level, in the log's format (a
+    JSON log stays one JSON document per line)."""
+    text = f"ocean-hook listening on {url}"
+    if fmt != "json":
+        return text
+    from ocean_hook.logs import JsonFormatter
+
+    return JsonFormatter().format(logging.makeLogRecord({"name": "ocean_hook.serve", "levelname": "INFO",
+                                                         "msg": text, "url": url}))
+
+
 def setup_logging(verbose: int, quiet: bool, fmt: str = "text") -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     root = logging.getLogger()

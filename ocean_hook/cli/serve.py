@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ocean_hook.cli.common import run, setup_logging, user_errors
+from ocean_hook.cli.common import listening_line, run, setup_logging, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
 
@@ -60,7 +60,7 @@ def command(
 
     def ready(url: str) -> None:
         tune_gc_for_serving()  # this process now only serves: everything long-lived is loaded
-        print(f"ocean-hook listening on {url}", file=sys.stderr, flush=True)
+        print(listening_line(url, log_format.value), file=sys.stderr, flush=True)
 
     options = ServeOptions(host, port, workers, capture, queue, target.value if target else None)
     run(serve(loaded, options, on_ready=ready))
