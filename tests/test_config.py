@@ -62,7 +62,7 @@ def test_valid_config_builds_processors(tmp_path: Path) -> None:
         payload={"repository": {"full_name": "o/r"}}, parsed=True)
     assert proc.could_process(event)
     assert proc.delivery_id(event) == "7:d1"
-    assert proc.order_key(event) == "gh:o/r"
+    assert proc.order_key(event) == "/webhooks/github:o/r"
     other = WebhookEvent("POST", "/webhooks/github", make_headers({"X-GitHub-Event": "issues"}), b"{}")
     assert not proc.could_process(other)
 

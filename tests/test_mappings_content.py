@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import webhook_samples
 
+from ocean_hook.config import load_config
+from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.mapping.engine import Mapping, MapResult
+from ocean_hook.pipeline import admit
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 SOURCES = ["github", "gitlab", "jira", "pagerduty", "stripe"]
@@ -554,3 +558,21 @@ def test_github_push_gives_one_commit_entity_per_commit() -> None:
     assert first["properties"]["filesChanged"] == 2
     feature = result.entities[2].entity
     assert feature["properties"]["branch"] == "feature/refund-ordering"
+
+
+def test_processors_on_one_path_that_write_one_resource_share_its_order_key() -> None:
+    """The GitHub config maps a repository from `repository` and from `push` events: their keys
+    carried the processor's name, so a later push could be applied before an earlier edit."""
+    config = load_config(MAPPINGS / "github" / "ocean-hook.yaml", env=webhook_samples.secrets_env())
+    keys = []
+    for name in ("repository.created", "push"):
+        body, headers = webhook_samples.sample("github", name)
+        payload = json.loads(body)
+        payload["repository"]["full_name"] = "acme/one"
+        body = json.dumps(payload).encode()
+        signed = make_headers(webhook_samples.sign("github", body, headers))
+        event = WebhookEvent("POST", "/webhooks/github", signed, body)
+        admission = admit(event, config.processors_for_path("/webhooks/github"), now=None)
+        assert admission.accepted, admission.reason
+        keys.append(admission.order_key)
+    assert keys == ["/webhooks/github:acme/one"] * 2

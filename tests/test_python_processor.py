@@ -166,3 +166,4 @@ async def test_a_processor_whose_code_raises_is_500_with_the_place_named_and_not
     (out,) = await asyncio.to_thread(replay_json, bare, *args, exit_code=1)  # the CLI runs its own loop
     assert (out["status"], out["answer"]["status"]) == ("failed", 500)
     assert out["answer"]["reason"] == f"processing code failed: {where}"
+

@@ -456,7 +456,7 @@ async def test_journal_that_cannot_be_written_answers_503_never_2xx_and_is_not_r
         await wait_for_entity(tmp_path / "state" / "catalog.db", BLUEPRINT, "3")
     finally:
         assert await proc.stop() == 0
-    assert [d.order_key for d in await journal_deliveries(tmp_path / "state")] == ["gh-pr:1", "gh-pr:3"]
+    assert [d.order_key for d in await journal_deliveries(tmp_path / "state")] == [f"{HOOK_PATH}:1", f"{HOOK_PATH}:3"]
 
 
 async def test_json_logs_carry_the_delivery_id_and_never_the_secret(tmp_path: Path, http) -> None:

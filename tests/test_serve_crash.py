@@ -14,6 +14,7 @@ import aiohttp
 from port_server import FakePort
 from serve_helpers import (
     BLUEPRINT,
+    HOOK_PATH,
     ServeProcess,
     SlowPort,
     delivery_id_of,
@@ -109,7 +110,7 @@ async def test_every_delivery_answered_2xx_survives_a_sigkill_under_load(tmp_pat
     assert {d.state for d in settled} == {DeliveryState.DONE}
     by_id = {d.delivery_id: d for d in settled}
     for delivery_id in accepted:
-        number = by_id[delivery_id].order_key.removeprefix("gh-pr:")
+        number = by_id[delivery_id].order_key.removeprefix(f"{HOOK_PATH}:")
         entity = await read_entity(state / "catalog.db", BLUEPRINT, number)
         assert entity is not None and entity["properties"]["value"] == int(number)
 

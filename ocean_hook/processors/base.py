@@ -106,8 +106,10 @@ class WebhookProcessor(ABC):
         return None
 
     def order_key(self, event: WebhookEvent) -> str:
-        """Deliveries with the same key are applied in arrival order. Default: the path."""
-        return f"{self.name}:{event.path}"
+        """Deliveries with the same key are applied in arrival order. Default: the path. Keys are
+        the path's (one sender's): two processors on a path that write one resource (a repository
+        from `repository` and from `push` events) must share its order; two senders must not."""
+        return event.path
 
     # -- work ---------------------------------------------------------------------------------
     @abstractmethod

@@ -132,8 +132,8 @@ class DeclarativeProcessor(WebhookProcessor):
     def order_key(self, event: WebhookEvent) -> str:
         if self.spec.order_key is not None:
             found = _values(self.spec.order_key, event.payload)
-            if found and found[0] is not None:
-                return f"{self.name}:{found[0]}"
+            if found and found[0] is not None:  # per path, not per processor: see the base class
+                return f"{event.path}:{found[0]}"
         return super().order_key(event)
 
     # -- work ---------------------------------------------------------------------------------
