@@ -72,6 +72,15 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
     return batch
 
 
+def keep_what_another_resource_maps(batches: Sequence[MappedBatch]) -> None:
+    """An entity that one resource maps (its selector passed) is not deleted because another
+    resource's selector refused the same item: Ocean keeps it, and a delete then re-create on
+    Port can take dependents and merged fields with it."""
+    upserted = {entity_key(m.entity) for batch in batches for m in batch.upserts}
+    for batch in batches:
+        batch.deletes = [m for m in batch.deletes if entity_key(m.entity) not in upserted]
+
+
 def plan(batch: MappedBatch, current: MappingABC[EntityKey, Entity], flags: MappingFlags) -> list[Change]:
     """The diff stage for one mapped batch against the current state of those entities."""
     return plan_changes(
@@ -327,7 +336,15 @@ async def process(
     """
     result = ProcessResult(event.delivery_id or "")
     for processor in processors:
-        result.results += await _run_processor(event, processor, mapping, target, fetcher, dry_run)
+        result.results += await _run_processor(event, processor, mapping, fetcher)
+    keep_what_another_resource_maps([r.batch for r in result.results])
+    for kind_result in result.results:  # the diff, once every resource of the event is mapped
+        batch = kind_result.batch
+        try:
+            current = await target.get_entities(batch.keys()) if batch.keys() else {}
+        except TargetError as exc:
+            raise PipelineError(str(exc), retryable=exc.retryable) from exc
+        kind_result.changes = plan(batch, current, mapping.flags)
     for kind_result in result.results:
         if kind_result.batch.result.errors:
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
@@ -343,20 +360,15 @@ async def process(
 
 
 async def _run_processor(
-    event: WebhookEvent,
-    processor: WebhookProcessor,
-    mapping: Mapping,
-    target: Target,
-    fetcher: Fetcher,
-    dry_run: bool,
+    event: WebhookEvent, processor: WebhookProcessor, mapping: Mapping, fetcher: Fetcher
 ) -> list[KindResult]:
-    """One processor's hooks and kinds, in Ocean's order. Whatever its code raises becomes a
+    """One processor's hooks, fetch and map for each of its kinds, in Ocean's order. Whatever its code raises becomes a
     `PipelineError` saying where; `SystemExit` and a stray `CancelledError` too, since they
     would otherwise stop the listener, or leave the delivery in progress for good."""
     try:
         await processor.before_processing(event)
         results = [
-            await _process_kind(event, processor, mapper, mapping.flags, target, fetcher, dry_run)
+            await _process_kind(event, processor, mapper, fetcher)
             for kind in _matching_kinds(event, processor, mapping)
             for mapper in mapping.for_kind(kind)
         ]
@@ -404,21 +416,13 @@ async def _failure(error: BaseException, event: WebhookEvent, processor: Webhook
 
 
 async def _process_kind(
-    event: WebhookEvent,
-    processor: WebhookProcessor,
-    mapper: ResourceMapper,
-    flags: MappingFlags,
-    target: Target,
-    fetcher: Fetcher,
-    dry_run: bool,
+    event: WebhookEvent, processor: WebhookProcessor, mapper: ResourceMapper, fetcher: Fetcher
 ) -> KindResult:
     raw = await processor.handle_event(event.payload, mapper.resource, fetcher)
     if not (isinstance(raw, RawResults) and isinstance(raw.updated, list) and isinstance(raw.deleted, list)):
         raise PipelineError(f"{processor.name}: handle_event must return RawResults(updated=[...], deleted=[...]), "
                             f"got {raw!r:.80}", retryable=False)
-    batch = map_raw(mapper, raw)
-    current = await target.get_entities(batch.keys()) if batch.keys() else {}
-    return KindResult(processor.name, mapper.kind, batch, plan(batch, current, flags))
+    return KindResult(processor.name, mapper.kind, map_raw(mapper, raw))
 
 
 def _as_pipeline_error(exc: BaseException, processor: WebhookProcessor) -> PipelineError:

@@ -21,7 +21,7 @@ from ocean_hook.diff import ACTIONS, Change
 from ocean_hook.entity import Entity, EntityKey
 from ocean_hook.mapping.engine import MappedEntity, ResourceMapper
 from ocean_hook.mapping.models import MappingFlags
-from ocean_hook.pipeline import map_raw, plan
+from ocean_hook.pipeline import keep_what_another_resource_maps, map_raw, plan
 from ocean_hook.processors.base import RawResults
 
 BATCH = 1000
@@ -145,8 +145,9 @@ async def build_report(
             report.items += len(chunk)
             batch_changes: list[Change] = []
             batch_entities: list[MappedEntity] = []
-            for mapper in mappers:
-                batch = map_raw(mapper, RawResults(updated=chunk), start=start)
+            batches = [map_raw(mapper, RawResults(updated=chunk), start=start) for mapper in mappers]
+            keep_what_another_resource_maps(batches)
+            for batch in batches:
                 changes = plan(batch, await _current(batch.keys(), overlay, lookup), flags)
                 for change in changes:
                     if change.writes and isinstance(change.identifier, str):

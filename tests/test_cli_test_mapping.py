@@ -544,3 +544,38 @@ def test_the_overlay_keeps_few_entities_in_memory_and_the_rest_on_disk() -> None
         overlay.set(("pr", str(n)), None)
     assert overlay.get(("pr", "0")) == (True, {"identifier": "0", "n": 100})
     overlay.close()
+
+
+
+TWO_RESOURCES = """\
+resources:
+  - kind: svc
+    selector:
+      query: .type == "a"
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"x"'
+          title: '"from a"'
+  - kind: svc
+    selector:
+      query: .type == "b"
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"x"'
+          title: '"from b"'
+"""
+
+
+def test_an_entity_one_resource_maps_is_not_deleted_by_another(tmp_path: Path) -> None:
+    """It was `~ update` by the resource whose selector passed, then `- delete` by the other."""
+    mapping, data, state = tmp_path / "two.yml", tmp_path / "d.json", tmp_path / "s.json"
+    mapping.write_text(TWO_RESOURCES)
+    data.write_text('[{"id": "e1", "type": "a"}]')
+    state.write_text('[{"identifier": "e1", "blueprint": "x", "title": "from b"}]')
+    result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]] == [("update", "e1")]

@@ -23,6 +23,7 @@ from ocean_hook.pipeline import PipelineError, admit, process
 from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
 from ocean_hook.queue.base import DeliveryState
 from ocean_hook.targets.dry_run import DryRunTarget
+from ocean_hook.targets.local import LocalCatalog
 
 MAPPING = """\
 resources:
@@ -183,3 +184,42 @@ async def _settled(state_dir: Path) -> list[DeliveryState] | None:
     states = sorted((d.state for d in await journal_deliveries(state_dir)), key=lambda s: s.value)
     return states if len(states) == 2 and DeliveryState.PENDING not in states and \
         DeliveryState.IN_PROGRESS not in states and DeliveryState.FAILED not in states else None
+
+
+TWO_RESOURCES = """\
+resources:
+  - kind: thing
+    selector:
+      query: .type == "a"
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"thing"'
+          title: '"from A"'
+  - kind: thing
+    selector:
+      query: .type == "b"
+    port:
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"thing"'
+          title: '"from B"'
+"""
+
+
+async def test_an_entity_one_resource_maps_is_not_deleted_by_another_resources_selector(tmp_path: Path) -> None:
+    """Two resources of one kind, one selector per item type: the entity was updated by one,
+    then deleted by the other (Ocean keeps what any resource of the event maps)."""
+    processor = Misbehaving("none")
+    mapping = Mapping(parse_port_app_config(TWO_RESOURCES))
+    catalog = LocalCatalog(tmp_path / "catalog.db")
+    catalog.import_entities([{"identifier": "e1", "blueprint": "thing", "title": "from B"}])
+    try:
+        admission = admit(event({"id": "e1", "type": "a"}), [processor], now=None)
+        result = await process(admission.event, [processor], mapping, catalog, Fetcher())
+        assert [(c.action, c.identifier) for c in result.changes] == [("update", "e1")]
+        assert (await catalog.get_entities([("thing", "e1")]))[("thing", "e1")]["title"] == "from A"
+    finally:
+        await catalog.close()
