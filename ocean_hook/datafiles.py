@@ -17,7 +17,7 @@ from typing import Any
 import ijson
 
 from ocean_hook import jsontext
-from ocean_hook.entity import Entity, EntityKey, required_key
+from ocean_hook.entity import Entity, EntityKey, mapped_fields, required_key
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import JsonProblem
 
@@ -199,8 +199,9 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
 
 
 def load_state(path: Path) -> dict[EntityKey, Entity]:
-    """A JSON list of Port entities (as `catalog export` writes), keyed by (blueprint, identifier)."""
+    """A JSON list of Port entities (as `catalog export` writes, or Port's API returns them),
+    keyed by (blueprint, identifier)."""
     state: dict[EntityKey, Entity] = {}
     for n, entity in enumerate(iter_items(path)):
-        state[required_key(entity, n, where=str(path))] = entity
+        state[required_key(entity, n, where=str(path))] = mapped_fields(entity)  # Port's export as it is
     return state

@@ -579,3 +579,15 @@ def test_an_entity_one_resource_maps_is_not_deleted_by_another(tmp_path: Path) -
     result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
     assert result.exit_code == 0, result.output
     assert [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]] == [("update", "e1")]
+
+
+def test_a_state_exported_from_ports_api_diffs_as_the_port_target_reads_it(files: dict[str, Path]) -> None:
+    """Port's own bookkeeping (createdAt, $datasource, ...) and its empty defaults (team [], icon
+    null) were diffed as changes: every entity of a real export came out as an update."""
+    exported = [{**entity, "team": [], "icon": None, "createdAt": "2026-01-01T00:00:00.000Z", "createdBy": "x",
+                 "updatedAt": "2026-01-02T00:00:00.000Z", "updatedBy": "y", "$datasource": "ocean-hook/0.1.0/hook"}
+                for entity in STATE]
+    args = ("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json")
+    plain = json.loads(invoke(*args, "-s", files["state"]).stdout)["changes"]  # the fixture's STATE
+    files["state"].write_text(json.dumps(exported))
+    assert json.loads(invoke(*args, "-s", files["state"]).stdout)["changes"] == plain

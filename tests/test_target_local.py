@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -173,6 +174,29 @@ def test_catalog_import_names_the_file_and_the_entity_at_fault_and_imports_nothi
     if db.exists():  # opened for the import, and left empty: all or nothing
         with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("SELECT COUNT(*) FROM entities").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(("entity", "problem"), [
+    ({"identifier": "", "blueprint": "s"}, "entity #1 needs a string 'identifier' and 'blueprint'"),
+    ({"identifier": "b", "blueprint": "s", "title": 5}, "entity #1 (s/b): 'title' must be a string, got 5"),
+    ({"identifier": "b", "blueprint": "s", "properties": [1]}, "'properties' must be an object, got [1]"),
+    ({"identifier": "b", "blueprint": "s", "relations": "x"}, "'relations' must be an object, got \"x\""),
+])
+def test_catalog_import_refuses_what_port_would_and_counts_what_it_stored(tmp_path: Path, entity: dict,
+                                                                           problem: str) -> None:
+    from typer.testing import CliRunner
+
+    from ocean_hook.cli import app
+
+    db = tmp_path / "catalog.db"
+    given = tmp_path / "entities.json"
+    given.write_text(json.dumps([{"identifier": "a", "blueprint": "s"}, entity]))
+    result = CliRunner().invoke(app, ["catalog", "import", str(given), "--db", str(db)])
+    assert result.exit_code == 2 and problem in result.stderr, result.output
+    given.write_text(json.dumps([{"identifier": "a", "blueprint": "s", "title": "1"},
+                                 {"identifier": "a", "blueprint": "s", "title": "2"}]))
+    result = CliRunner().invoke(app, ["catalog", "import", str(given), "--db", str(db)])
+    assert result.stdout == "imported 1 entity\n"  # given twice, stored once: the later one
 
 
 def test_a_sqlite_file_of_something_else_is_refused_and_left_as_it_was(tmp_path: Path) -> None:

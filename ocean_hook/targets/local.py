@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
-from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key
+from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key, shape_problem
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
@@ -323,10 +323,14 @@ class LocalCatalog(Target):
 
     def import_entities(self, entities: Iterable[Entity], *, source: str | None = None) -> int:
         """Store each entity as given (replacing one with the same key), all or nothing; an
-        error names `source`, the file they came from."""
+        error names `source`, the file they came from. How many entities the catalog now holds
+        from it (an entity given twice is stored once: the later one)."""
         entities = list(entities)
         keys = [required_key(entity, n, where=source) for n, entity in enumerate(entities)]
+        for n, entity in enumerate(entities):
+            if problem := shape_problem(entity):
+                raise InputError(f"entity #{n} ({entity['blueprint']}/{entity['identifier']}): {problem}", where=source)
         with self._transaction() as db:
             for key, entity in zip(keys, entities, strict=True):
                 self._store(db, key, entity)
-        return len(entities)
+        return len(set(keys))

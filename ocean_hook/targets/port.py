@@ -50,7 +50,7 @@ from tenacity import (
 from yarl import URL
 
 from ocean_hook import __version__
-from ocean_hook.entity import ENTITY_FIELDS, Entity, EntityKey, entity_key
+from ocean_hook.entity import Entity, EntityKey, entity_key, mapped_fields
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import outcome_key
@@ -207,11 +207,6 @@ def _failed(key: EntityKey, error: str, *, retryable: bool) -> WriteOutcome:
 
 def _reply_failure(key: EntityKey, reply: _Reply) -> WriteOutcome:
     return _failed(key, reply.describe(), retryable=_worth_retrying(reply.status))
-
-
-def _strip(entity: Entity) -> Entity:
-    """Only the fields a mapping sets, so the diff never sees Port's bookkeeping."""
-    return {k: v for k, v in entity.items() if k in ENTITY_FIELDS and v is not None and not (k == "team" and v == [])}
 
 
 def _datasource(entity: Entity) -> str | None:
@@ -478,7 +473,7 @@ class PortTarget(Target):
         for entity in (e for answer in answers for e in answer):
             key = entity_key(entity)  # only string keys were asked for
             if key is not None and key in wanted:
-                found[key] = _strip(entity)
+                found[key] = mapped_fields(entity)
         return found
 
     # -- upsert -------------------------------------------------------------------------------
