@@ -84,7 +84,7 @@ def test_workflow_gates_mapping_changes_and_reports_in_markdown(tmp_path: Path) 
     assert "`ocean-hook check` failed" not in report
     assert ("### `mappings/bad` · `pull-request`: **does not match `mappings/bad/expected/pull-request.json`**"
             in report)
-    assert '-        "title": "before the change",\n+        "title": "after",' in report  # what differs
+    assert '-    "title": "before the change",\n+    "title": "after",' in report  # what differs
     assert "### ocean-hook plan" not in report  # each plan's heading names its folder and kind
     assert report.count("```diff") == 3  # two plans and one mismatch
 

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,9 @@ def test_expect_passes_on_the_same_result_and_fails_with_a_diff_otherwise(files:
     mismatch = invoke(*args)
     assert mismatch.exit_code == 1
     assert f"result differs from {expected}:" in mismatch.stderr
-    assert '-          "after": "merged"' in mismatch.stderr
-    assert '+          "after": "closed"' in mismatch.stderr
+    assert f"--- {expected} changes[1]\n+++ actual changes[1]" in mismatch.stderr  # only what differs
+    assert '-      "after": "merged"' in mismatch.stderr
+    assert '+      "after": "closed"' in mismatch.stderr
 
     assert invoke(*args, "--update-expected").exit_code == 0
     assert invoke(*args).exit_code == 0
@@ -591,3 +593,20 @@ def test_a_state_exported_from_ports_api_diffs_as_the_port_target_reads_it(files
     plain = json.loads(invoke(*args, "-s", files["state"]).stdout)["changes"]  # the fixture's STATE
     files["state"].write_text(json.dumps(exported))
     assert json.loads(invoke(*args, "-s", files["state"]).stdout)["changes"] == plain
+
+
+def test_a_mismatch_in_a_big_result_shows_the_first_differing_items_only(files: dict[str, Path]) -> None:
+    """A whole-document diff of 10,000 items took four minutes; 25 shifted items show 20."""
+    items = [{"number": n, "title": f"PR {n}", "state": "open", "repo": "api"} for n in range(1, 3001)]
+    files["data"].write_text(json.dumps(items))
+    expected = files["data"].parent / "big-expected.json"
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "--expect", expected]
+    assert invoke(*args, "--update-expected").exit_code == 0
+    files["data"].write_text(json.dumps([{**item, "title": "changed"} if item["number"] <= 25 else item
+                                         for item in items]))
+    started = time.monotonic()
+    mismatch = invoke(*args)
+    assert mismatch.exit_code == 1 and time.monotonic() - started < 30
+    headers = [line for line in mismatch.stderr.splitlines() if line.startswith("+++ actual ")]
+    assert headers[:2] == ["+++ actual entities[0]", "+++ actual entities[1]"] and len(headers) == 20
+    assert "... and more: the first 20 differing items are shown" in mismatch.stderr

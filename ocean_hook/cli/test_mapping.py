@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -216,14 +217,41 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
         stderr().print(f"wrote {expect}", markup=False)
         return 0
     expected = load_json(expect)
-    if expected == json.loads(json.dumps(actual, default=str)):
+    actual = json.loads(json.dumps(actual, default=str))
+    if expected == actual:
         return 0
-    diff = difflib.unified_diff(
-        render.dumps(expected).splitlines(), render.dumps(actual).splitlines(),
-        fromfile=str(expect), tofile="actual", lineterm="",
-    )
     err = stderr()
     err.print(f"[red]result differs from {render.escape_text(str(expect))}:[/]")
-    for line in diff:
-        err.print(line, markup=False, highlight=False)
+    differences = _differences(expected, actual)
+    for where, before, after in differences[:MAX_DIFFERENCES]:
+        for line in difflib.unified_diff(render.dumps(before).splitlines(), render.dumps(after).splitlines(),
+                                         fromfile=f"{expect} {where}", tofile=f"actual {where}", lineterm=""):
+            err.print(line, markup=False, highlight=False)
+    if len(differences) > MAX_DIFFERENCES:
+        err.print(f"... and more: the first {MAX_DIFFERENCES} differing items are shown", markup=False)
     return 1
+
+
+#: items shown when a result differs from --expect (a whole-document diff of 10,000 items took minutes)
+MAX_DIFFERENCES = 20
+
+
+def _differences(expected: Any, actual: Any) -> list[tuple[str, Any, Any]]:
+    """(where, expected, actual) per differing top-level value, lists item by item, up to one more
+    than is shown."""
+    if not (isinstance(expected, dict) and isinstance(actual, dict)):
+        return [("(document)", expected, actual)]
+    found: list[tuple[str, Any, Any]] = []
+    for key in dict.fromkeys([*expected, *actual]):
+        before, after = expected.get(key), actual.get(key)
+        if isinstance(before, list) and isinstance(after, list):
+            for i in range(max(len(before), len(after))):
+                item_before = before[i] if i < len(before) else None
+                item_after = after[i] if i < len(after) else None
+                if item_before != item_after:
+                    found.append((f"{key}[{i}]", item_before, item_after))
+        elif before != after:
+            found.append((key, before, after))
+        if len(found) > MAX_DIFFERENCES:
+            break
+    return found
