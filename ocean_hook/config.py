@@ -226,7 +226,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         allow_env = False
     server = _server(r, r.mapping(("server",), raw.get("server")))
     target = r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"}
-    queue = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
+    queue = _queue(r, r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"})
     fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
     processors = _processors(r, raw.get("processors"), base)
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
@@ -265,6 +265,17 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
         else:
             r.problem(("server", "workers"), "must be a positive whole number")
     return s
+
+
+def _queue(r: _Reader, spec: dict[str, Any]) -> dict[str, Any]:
+    """The `queue:` block, checked as `serve` will open it, so its mistake has a file and line."""
+    from ocean_hook.runtime import check_queue  # runtime builds on this module
+
+    try:
+        check_queue(spec)
+    except ConfigError as exc:
+        r.problem(tuple((exc.where or "queue").split(".")), exc.message)
+    return spec
 
 
 def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:
