@@ -208,7 +208,8 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     base = file.parent
     mapping = r.expand(("mapping",), raw.get("mapping"))
     if not isinstance(mapping, str) or not mapping:
-        r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
+        if not unset_variables(raw.get("mapping"), r.env):  # else the variable is the problem, or not looked for
+            r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
         mapping = ""
     mapping_path = (base / mapping) if mapping else base
     # a path made without a variable is not the path: the variable is the problem (or not looked for)
@@ -410,7 +411,7 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
             secrets.append(expanded)
         elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env:
             r.problem(where, f"environment variable {value.strip()[2:-1]} is empty")
-    if "secret_file" in raw:
+    if "secret_file" in raw and not r.inspection:  # looking, or checking --no-env: secrets are not needed
         file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))
         try:
             content = file.read_text(encoding="utf-8").strip()

@@ -243,3 +243,19 @@ def test_text_that_looks_like_an_emoji_code_is_printed_as_written(tmp_path: Path
     path = write(tmp_path, config=CONFIG.replace("    preset: github\n", "    preset: github\n    class: hooks:Star\n"))
     result = run_check(path, "--no-env")
     assert "hooks:Star" in result.output and "\N{WHITE MEDIUM STAR}" not in result.output, result.output
+
+
+def test_no_env_needs_no_secret_file_and_no_mapping_variable(tmp_path: Path) -> None:
+    """`--no-env` still read secret files, and `mapping: ${VAR}` was 'needs the path of a mapping'."""
+    config = CONFIG.replace("mapping: m.yml", "mapping: ${MAPPING_FILE}").replace(
+        "auth: {secret: '${GH_SECRET}'}", "auth: {secret_file: secrets/gh.txt}")
+    path = write(tmp_path, config=config)
+    result = run_check(path, "--no-env")
+    assert result.exit_code == 0, result.output
+    assert "warning: the mapping path uses $MAPPING_FILE, not set here: the mapping is not checked" in result.stderr
+    result = run_check(path)
+    assert result.exit_code == 1
+    assert [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("error")] == [
+        f"{path}:1 (key mapping): environment variable MAPPING_FILE is not set",
+        f"{path}:7 (key processors[0].auth.secret_file): cannot read secret file {tmp_path / 'secrets/gh.txt'}: "
+        "No such file or directory"]
