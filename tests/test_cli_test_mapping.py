@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mapping_texts import TWO_RESOURCES
 from port_server import FakePort
 from serve_helpers import hook_env, port_env, port_target, write_config
 from typer.testing import CliRunner
@@ -549,35 +550,13 @@ def test_the_overlay_keeps_few_entities_in_memory_and_the_rest_on_disk() -> None
 
 
 
-TWO_RESOURCES = """\
-resources:
-  - kind: svc
-    selector:
-      query: .type == "a"
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: '"x"'
-          title: '"from a"'
-  - kind: svc
-    selector:
-      query: .type == "b"
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: '"x"'
-          title: '"from b"'
-"""
-
 
 def test_an_entity_one_resource_maps_is_not_deleted_by_another(tmp_path: Path) -> None:
     """It was `~ update` by the resource whose selector passed, then `- delete` by the other."""
     mapping, data, state = tmp_path / "two.yml", tmp_path / "d.json", tmp_path / "s.json"
     mapping.write_text(TWO_RESOURCES)
     data.write_text('[{"id": "e1", "type": "a"}]')
-    state.write_text('[{"identifier": "e1", "blueprint": "x", "title": "from b"}]')
+    state.write_text('[{"identifier": "e1", "blueprint": "thing", "title": "from b"}]')
     result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
     assert result.exit_code == 0, result.output
     assert [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]] == [("update", "e1")]

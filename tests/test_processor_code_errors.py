@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from mapping_texts import ONE_RESOURCE, TWO_RESOURCES
 from serve_helpers import journal_deliveries, serve_in_process, wait_for
 
 from ocean_hook.auth.base import Verdict
@@ -25,17 +26,6 @@ from ocean_hook.queue.base import DeliveryState
 from ocean_hook.targets.dry_run import DryRunTarget
 from ocean_hook.targets.local import LocalCatalog
 
-MAPPING = """\
-resources:
-  - kind: thing
-    selector:
-      query: 'true'
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: '"thing"'
-"""
 HERE = Path(__file__).name
 
 
@@ -102,7 +92,7 @@ async def run(mode: str) -> PipelineError:
     processor = Misbehaving(mode)
     admission = admit(event(), [processor], now=None)
     assert admission.accepted, admission.reason
-    mapping = Mapping(parse_port_app_config(MAPPING))
+    mapping = Mapping(parse_port_app_config(ONE_RESOURCE))
     with pytest.raises(PipelineError) as caught:
         await process(admission.event, [processor], mapping, DryRunTarget(), Fetcher())
     return caught.value
@@ -165,7 +155,7 @@ class Exits(WebhookProcessor):
 async def test_a_processor_calling_sys_exit_is_dead_lettered_and_the_listener_stays_up(tmp_path: Path) -> None:
     """One such delivery ended `serve` with exit code 3, and again at every restart."""
     (tmp_path / "exits.py").write_text(PROCESSOR)
-    (tmp_path / "mapping.yml").write_text(MAPPING)
+    (tmp_path / "mapping.yml").write_text(ONE_RESOURCE)
     config = tmp_path / "ocean-hook.yaml"
     config.write_text("mapping: mapping.yml\nstate_dir: state\nprocessors:\n  - name: exits\n    path: /hooks/exits\n"
                       "    class: exits:Exits\n    kinds: [thing]\n    auth: {scheme: none}\n"
@@ -186,27 +176,6 @@ async def _settled(state_dir: Path) -> list[DeliveryState] | None:
         DeliveryState.IN_PROGRESS not in states and DeliveryState.FAILED not in states else None
 
 
-TWO_RESOURCES = """\
-resources:
-  - kind: thing
-    selector:
-      query: .type == "a"
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: '"thing"'
-          title: '"from A"'
-  - kind: thing
-    selector:
-      query: .type == "b"
-    port:
-      entity:
-        mappings:
-          identifier: .id
-          blueprint: '"thing"'
-          title: '"from B"'
-"""
 
 
 async def test_an_entity_one_resource_maps_is_not_deleted_by_another_resources_selector(tmp_path: Path) -> None:
@@ -215,11 +184,11 @@ async def test_an_entity_one_resource_maps_is_not_deleted_by_another_resources_s
     processor = Misbehaving("none")
     mapping = Mapping(parse_port_app_config(TWO_RESOURCES))
     catalog = LocalCatalog(tmp_path / "catalog.db")
-    catalog.import_entities([{"identifier": "e1", "blueprint": "thing", "title": "from B"}])
+    catalog.import_entities([{"identifier": "e1", "blueprint": "thing", "title": "from b"}])
     try:
         admission = admit(event({"id": "e1", "type": "a"}), [processor], now=None)
         result = await process(admission.event, [processor], mapping, catalog, Fetcher())
         assert [(c.action, c.identifier) for c in result.changes] == [("update", "e1")]
-        assert (await catalog.get_entities([("thing", "e1")]))[("thing", "e1")]["title"] == "from A"
+        assert (await catalog.get_entities([("thing", "e1")]))[("thing", "e1")]["title"] == "from a"
     finally:
         await catalog.close()
