@@ -215,7 +215,11 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     # a path made without a variable is not the path: the variable is the problem (or not looked for)
     if mapping and not mapping_path.is_file() and not unset_variables(raw.get("mapping"), r.env):
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
-    state_dir = base / str(r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook")))
+    state_value = r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook"))
+    if not isinstance(state_value, str) or not state_value:
+        r.problem(("state_dir",), f"must be a directory path, got {state_value!r}")
+        state_value = ".ocean-hook"
+    state_dir = base / state_value
     if state_dir.exists() and not state_dir.is_dir():
         where: KeyPath = ("state_dir",) if "state_dir" in raw else ()  # else the default, on no line
         r.problem(where, f"state_dir {state_dir} (journal and local catalog) exists and is not a directory")
@@ -235,7 +239,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     return Config(
         file=file, mapping_path=mapping_path, state_dir=state_dir, target=target, queue=queue,
         server=server, processors=processors, allow_env_in_jq=allow_env,
-        integration=str(raw.get("integration", "ocean-hook")), warnings=warnings, fetch=fetch,
+        integration=_integration(r, raw), warnings=warnings, fetch=fetch,
     )
 
 
@@ -266,6 +270,15 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
         else:
             r.problem(("server", "workers"), "must be a positive whole number")
     return s
+
+
+def _integration(r: _Reader, raw: dict[str, Any]) -> str:
+    """The name Port's datasource carries: what this instance may delete is told by it."""
+    value = r.expand(("integration",), raw.get("integration", "ocean-hook"))
+    if not isinstance(value, str) or not value:
+        r.problem(("integration",), f"must be a name, got {value!r}")
+        return "ocean-hook"
+    return value
 
 
 def _queue(r: _Reader, spec: dict[str, Any]) -> dict[str, Any]:
@@ -434,9 +447,15 @@ def _retry(r: _Reader, path: KeyPath, raw: dict[str, Any]) -> RetryPolicy:
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             r.problem((*path, key), "must be a non-negative number")
+        elif key == "max_retries" and not _whole(value):  # 2.5 read as 2 would hide the typo
+            r.problem((*path, key), f"must be a whole number, got {value!r}")
         else:
             values[key] = int(value) if key == "max_retries" else float(value)
-    return RetryPolicy(**values)
+    policy = RetryPolicy(**values)
+    if policy.max_retry_delay_seconds < policy.initial_retry_delay_seconds:
+        r.problem((*path, "max_retry_delay_seconds"), f"must be at least initial_retry_delay_seconds "
+                                                      f"({policy.initial_retry_delay_seconds:g})")
+    return policy
 
 
 def _python_processor(
@@ -549,7 +568,12 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
         r.problem((*path, "allowed_hosts"), "fetch needs allowed_hosts (or base_url): "
                                             "a payload must never choose which host is called")
     raw_headers = r.mapping((*path, "headers"), raw.get("headers"))
-    headers = {str(k): str(v) for k, v in r.expand((*path, "headers"), raw_headers).items()}
+    headers = {}
+    for name, value in r.expand((*path, "headers"), raw_headers).items():
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            headers[str(name)] = str(value)
+        else:  # `Authorization:` left empty would be sent as the text "None"
+            r.problem((*path, "headers", str(name)), f"must be the header's value (a string), got {value!r}")
     items = r.jq((*path, "items"), raw.get("items", "."))
     if url is None or items is None:
         return None

@@ -293,3 +293,28 @@ def test_a_secret_file_that_is_not_text_and_secrets_that_are_not_a_list(tmp_path
         f"2 problems:\n  {path}:6 (key processors[0].auth.secret_file): secret file {tmp_path / 'bin.txt'} "
         f"is not UTF-8 text\n  {path}:10 (key processors[1].auth.secrets): must be a list: "
         "secrets: ['${OLD_SECRET}', '${NEW_SECRET}']")
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), [
+    ("state_dir: 5\n", "state_dir", "must be a directory path, got 5"),
+    ("integration: [a, b]\n", "integration", "must be a name, got ['a', 'b']"),
+    ("processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}, retry: {max_retries: 2.5}}]\n",
+     "processors[0].retry.max_retries", "must be a whole number, got 2.5"),
+    ("processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}, "
+     "retry: {initial_retry_delay_seconds: 1, max_retry_delay_seconds: 0.5}}]\n",
+     "processors[0].retry.max_retry_delay_seconds", "must be at least initial_retry_delay_seconds (1)"),
+    ("processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}, "
+     "fetch: {url: .u, allowed_hosts: [h], headers: {Authorization: }}}]\n",
+     "processors[0].fetch.headers.Authorization", "must be the header's value (a string), got None"),
+])
+def test_values_that_were_coerced_in_silence_are_problems(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    """`integration: [a, b]` became the name "['a', 'b']"; `Authorization:` left empty was sent
+    as "None"; `max_retries: 2.5` was 2."""
+    body = f"mapping: m.yml\n{text}" + ("" if "processors" in text else PROCESSOR + "\n")
+    path = write(tmp_path, body)
+    assert refused(path) == f"{path}:2 (key {key}): {problem}"
+
+
+def test_integration_is_read_from_the_environment_like_any_value(tmp_path: Path) -> None:
+    path = write(tmp_path, f"mapping: m.yml\nintegration: ${{INTEGRATION}}\n{PROCESSOR}\n")
+    assert load_config(path, env={"INTEGRATION": "hooks-eu"}).integration == "hooks-eu"
