@@ -109,6 +109,8 @@ class Admission:
     order_key: str = ""
     #: a URL verification handshake: answered 200 with this, never journaled
     challenge: str | None = None
+    #: the label when the status alone does not say it (a 400 that is not about the JSON)
+    cause: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -121,6 +123,8 @@ class Admission:
     @property
     def label(self) -> str:
         """Short machine label for metrics and JSON output."""
+        if self.cause is not None:
+            return self.cause
         return {200: "challenge", 202: "accepted" if self.processors else "ignored", 400: "bad_json",
                 401: "unauthorized", 404: "unknown_path", 405: "method_not_allowed", 415: "unsupported_media_type",
                 422: "invalid", 500: "processing_failed"}.get(self.status, str(self.status))
@@ -232,7 +236,7 @@ def _admit(
     valid = [p for p, v in verdicts if v.ok]
     found = None if event.delivery_id is not None else _sender_id(valid or matched, event)
     if found is not None and not _is_text(found):  # a header's raw bytes, not signed
-        return Admission(400, "the delivery id header is not UTF-8 text", event)
+        return Admission(400, "the delivery id header is not UTF-8 text", event, cause="bad_delivery_id")
     if not valid:  # the sender's id, when it gave one, goes to the log line of the rejection
         failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
         return Admission(422, verdict.reason, event.with_delivery_id(found) if found else event,

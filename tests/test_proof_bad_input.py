@@ -535,6 +535,8 @@ def test_a_delivery_id_header_that_is_not_utf8_is_400_and_the_listener_stays_rea
     headers = replace(gh(body), "X-GitHub-Delivery", b"d\xff")
     settled.bad(400, "POST", HOOK_PATH, body, headers, words=("delivery id header is not UTF-8",))
     assert send(settled.url, "GET", "/readyz").status == 200
+    metrics = send(settled.url, "GET", "/metrics").body.decode()
+    assert 'ocean_hook_deliveries_rejected_total{reason="bad_delivery_id"} 1.0' in metrics  # not bad_json
 
 
 def test_unknown_expectation_is_417(settled: Listener) -> None:
