@@ -220,6 +220,8 @@ def _admit(
             failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
             return Admission(401, verdict.reason, event, rejected_by=failed.name)
         candidates = [p for p in candidates if p in passed]
+    if problem := next((found for p in processors if (found := p.header_problem(event))), None):
+        return Admission(400, problem, event, cause="bad_header")
     if not candidates:
         return Admission(202, _ignored_reason(event), event)
     try:

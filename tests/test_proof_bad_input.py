@@ -539,6 +539,14 @@ def test_a_delivery_id_header_that_is_not_utf8_is_400_and_the_listener_stays_rea
     assert 'ocean_hook_deliveries_rejected_total{reason="bad_delivery_id"} 1.0' in metrics  # not bad_json
 
 
+def test_a_repeated_event_header_is_400_not_read_as_its_first_value(settled: Listener) -> None:
+    """GitHub signs the body only: `X-GitHub-Event: issues` and `pull_request` together were
+    processed as whichever came first."""
+    body = json.dumps(pr_payload(next(settled.numbers))).encode()
+    headers = [*gh(body), ("X-GitHub-Event", "issues")]
+    settled.bad(400, "POST", HOOK_PATH, body, headers, words=("duplicated header X-GitHub-Event",))
+
+
 def test_unknown_expectation_is_417(settled: Listener) -> None:
     settled.bad_raw(417, raw_post(("Expect", "the-unexpected")))
 

@@ -95,6 +95,11 @@ class WebhookProcessor(ABC):
     @abstractmethod
     def validate_payload(self, payload: Any) -> Verdict: ...
 
+    def header_problem(self, event: WebhookEvent) -> str | None:
+        """Why the headers this processor reads cannot be trusted to say one thing (a repeated
+        event header: which event is it?), or None."""
+        return None
+
     def challenge(self, event: WebhookEvent) -> str | None:
         """What to answer a sender's URL verification handshake with (Slack's `url_verification`
         must get its `challenge` back before Slack sends any event); None for a delivery. Such a

@@ -113,6 +113,12 @@ class DeclarativeProcessor(WebhookProcessor):
                 return Verdict.reject(f"payload fails validation '{condition.expr}'")
         return Verdict.passed()
 
+    def header_problem(self, event: WebhookEvent) -> str | None:
+        name = self.spec.event_header
+        if name is not None and len(set(event.headers.getall(name, []))) > 1:
+            return f"duplicated header {name}: one delivery is one event"
+        return None
+
     def challenge(self, event: WebhookEvent) -> str | None:
         found = _values(self.spec.challenge, event.payload) if self.spec.challenge is not None else []
         return found[0] if found and isinstance(found[0], str) else None
