@@ -48,6 +48,7 @@ from tenacity.wait import wait_exponential, wait_random
 from yarl import URL
 
 from ocean_hook import __version__, jsontext
+from ocean_hook.bodies import read_at_most
 
 MiB = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -57,7 +58,6 @@ _EMPTY_STATUSES = frozenset({204, 205})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _SNIPPET_BYTES = 300
-_CHUNK_BYTES = 64 * 1024
 
 
 class FetchRefused(Exception):
@@ -462,21 +462,14 @@ class Fetcher:
 
     async def _read_capped(self, response: aiohttp.ClientResponse, url: URL) -> bytes:
         """Refuse early on Content-Length, then count what actually arrives (it may be compressed)."""
-        too_large = FetchError(
-            f"response from {_shown(url)} is larger than max_response_bytes ({self.max_response_bytes})",
-            retryable=False,
-            status=response.status,
-        )
-        if (response.content_length or 0) > self.max_response_bytes:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        body = await read_at_most(response.content, self.max_response_bytes, response.content_length)
+        if body is None:
+            raise FetchError(
+                f"response from {_shown(url)} is larger than max_response_bytes ({self.max_response_bytes})",
+                retryable=False,
+                status=response.status,
+            )
+        return body
 
 
 async def _failure(response: aiohttp.ClientResponse, url: URL) -> FetchResult:

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 from prometheus_client import Counter
 
+from ocean_hook.bodies import read_at_most
 from ocean_hook.config import OPERATIONS_PATHS, Config
 from ocean_hook.events import WebhookEvent, write_capture
 from ocean_hook.logs import for_delivery
@@ -48,19 +49,6 @@ def accepted_answer(status: int, state: str, delivery_id: str | None) -> web.Res
     quoted = "null" if delivery_id is None else encode_basestring_ascii(delivery_id)
     body = f'{{"status": "{state}", "delivery_id": {quoted}}}'.encode()
     return web.Response(body=body, status=status, headers=_JSON_HEADERS)
-
-
-async def read_at_most(content: StreamReader, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it grows past `limit` (a chunked body has no length
-    to check up front, and one `read(n)` returns only what has arrived so far)."""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def payload_problem(exc: BaseException) -> str:

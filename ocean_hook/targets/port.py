@@ -50,6 +50,7 @@ from tenacity import (
 from yarl import URL
 
 from ocean_hook import __version__
+from ocean_hook.bodies import read_at_most
 from ocean_hook.entity import Entity, EntityKey, entity_key, mapped_fields
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
@@ -181,21 +182,6 @@ class _Contact:
     retryable: bool = True
 
 
-async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, refused past `limit` bytes: Port's answers are small (a page of entities), and
-    whatever answers in its place must not take the worker's memory."""
-    too_big = f"Port's answer ({response.status}) is over {limit:,} bytes"
-    if (response.content_length or 0) > limit:
-        raise TargetError(too_big)
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():  # chunked: no length up front
-        size += len(chunk)
-        if size > limit:
-            raise TargetError(too_big)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _worth_retrying(status: int | None) -> bool:
     """Whether a later attempt may succeed: rate limits, timeouts and server errors."""
     return isinstance(status, int) and (status in RETRYABLE_STATUSES or status >= 500)
@@ -285,7 +271,11 @@ class PortTarget(Target):
                 allow_redirects=False,
             ) as response,
         ):
-            raw = await _read_at_most(response, MAX_ANSWER_BYTES)
+            # Port's answers are small (a page of entities): whatever answers in its place must
+            # not take the worker's memory
+            raw = await read_at_most(response.content, MAX_ANSWER_BYTES, response.content_length)
+            if raw is None:
+                raise TargetError(f"Port's answer ({response.status}) is over {MAX_ANSWER_BYTES:,} bytes")
             try:
                 decoded: Any = json.loads(raw) if raw else None
             except ValueError:
