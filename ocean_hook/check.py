@@ -19,8 +19,7 @@ from typing import Any
 from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
-from ocean_hook.runtime import check_queue
-from ocean_hook.targets import build_target, catalog_path
+from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
 
@@ -78,7 +77,6 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
         report.warnings += raw.idle_kinds(mapping, report.kinds)
     if config is not None:
         report.problems += _target_problems(config, env, require_env)
-        report.problems += _queue_problems(config)
     return report
 
 
@@ -153,14 +151,6 @@ class _RawConfig:
         return [f"{mapping}: kind '{kind}' has no processor feeding it" for kind in kinds if kind not in fed]
 
 
-def _queue_problems(config: Config) -> list[str]:
-    try:
-        check_queue(config.queue)
-    except ConfigError as exc:
-        return [f"{config.file} (key {exc.where}): {exc.message}"]
-    return []
-
-
 def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) -> list[str]:
     """Build the target once, as `serve` would, but never touch a catalog file or the network."""
     spec = dict(config.target)
@@ -170,10 +160,8 @@ def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) 
         env = {name: "set" for name in ("PORT_CLIENT_ID", "PORT_CLIENT_SECRET",
                                         spec.get("client_id_env"), spec.get("client_secret_env"))
                if isinstance(name, str)}
-    reads_local = spec.get("type", "local") == "local" or (
-        spec.get("type") == "dry-run" and spec.get("read_from", "local") == "local")
     try:
-        if reads_local:
+        if reads_local_catalog(spec):
             catalog_path(spec, config.state_dir)  # the path as serve reads it, then none:
             spec["path"] = ":memory:"  # the settings are checked without creating the catalog file
         target = build_target(spec, config.state_dir, env=env)

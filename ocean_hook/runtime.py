@@ -43,9 +43,9 @@ async def open_queue(
 
 
 def check_queue(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The `queue:` block's mistakes as a ConfigError, found without opening anything (`check`
-    runs it too, so a queue that `serve` would refuse is not 'ok' there); else the RedisQueue
-    options it sets (none for the journal)."""
+    """The `queue:` block's mistakes as a ConfigError, found without opening anything (`load_config`
+    runs it, so `check`, `serve` and `deliveries` name the line); else the RedisQueue options it
+    sets (none for the journal)."""
     kind = spec.get("type", "sqlite")
     if kind == "sqlite":
         unknown = sorted(set(spec) - {"type", "path"})

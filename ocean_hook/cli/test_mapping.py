@@ -22,7 +22,7 @@ from ocean_hook.errors import InputError
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
-from ocean_hook.targets import catalog_path
+from ocean_hook.targets import catalog_path, reads_local_catalog
 from ocean_hook.targets.base import TargetError
 
 
@@ -161,12 +161,10 @@ async def _report(
 def _require_local_catalog(loaded: Config, config: Path) -> None:
     """A local catalog that is not there yet would be created empty, and every entity diffed as
     new: a wrong `state_dir` would pass as "everything to create"."""
-    spec = loaded.target
-    kind = spec.get("type", "local")
-    if kind != "local" and not (kind == "dry-run" and spec.get("read_from", "local") == "local"):
+    if not reads_local_catalog(loaded.target):
         return
     try:
-        path = catalog_path(spec, loaded.state_dir)
+        path = catalog_path(loaded.target, loaded.state_dir)
     except ValueError:
         return  # make_target names the bad path
     if not path.exists():

@@ -81,6 +81,12 @@ def catalog_path(spec: Mapping[str, Any], state_dir: Path) -> Path:
     return Path(_string(spec, "path", "")).expanduser()
 
 
+def reads_local_catalog(spec: Mapping[str, Any]) -> bool:
+    """Whether a `target:` reads the local catalog: `local`, or `dry-run` reading from it."""
+    kind = spec.get("type", "local")
+    return kind == "local" or (kind == "dry-run" and spec.get("read_from", "local") == "local")
+
+
 def _local(spec: Mapping[str, Any], state_dir: Path) -> LocalCatalog:
     return LocalCatalog(catalog_path(spec, state_dir))
 
