@@ -35,11 +35,6 @@ from ocean_hook.yamlfile import KeyPath, YamlDocument, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-
-
-def unset_variables(value: Any, env: Mapping[str, str]) -> list[str]:
-    """The `${VAR}` names in a config string that `env` does not set."""
-    return [name for name in _VAR.findall(value) if name not in env] if isinstance(value, str) else []
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -47,6 +42,12 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 OPERATIONS_PATHS = ("/healthz", "/readyz", "/metrics")
 #: a plain URL path: RFC 3986 path characters, no percent-escapes, no aiohttp {placeholders}
 _ROUTE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$")
+
+
+def unset_variables(value: Any, env: Mapping[str, str]) -> list[str]:
+    """The `${VAR}` names in a config string that `env` does not set."""
+    return [name for name in _VAR.findall(value) if name not in env] if isinstance(value, str) else []
+
 
 TOP_KEYS = {"mapping", "state_dir", "target", "queue", "server", "jq", "processors", "integration", "fetch"}
 FETCH_KEYS = {"timeout_seconds", "attempts", "allow_loopback"}
@@ -207,13 +208,14 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     r.unknown_keys((), raw, TOP_KEYS)
     base = file.parent
     mapping = r.expand(("mapping",), raw.get("mapping"))
+    # a path made without a variable is not the path: the variable is the problem (or not looked for)
+    unset = unset_variables(raw.get("mapping"), r.env)
     if not isinstance(mapping, str) or not mapping:
-        if not unset_variables(raw.get("mapping"), r.env):  # else the variable is the problem, or not looked for
+        if not unset:
             r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
         mapping = ""
     mapping_path = (base / mapping) if mapping else base
-    # a path made without a variable is not the path: the variable is the problem (or not looked for)
-    if mapping and not mapping_path.is_file() and not unset_variables(raw.get("mapping"), r.env):
+    if mapping and not mapping_path.is_file() and not unset:
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
     state_value = r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook"))
     if not isinstance(state_value, str) or not state_value:

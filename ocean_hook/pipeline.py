@@ -368,9 +368,10 @@ async def process(
 async def _run_processor(
     event: WebhookEvent, processor: WebhookProcessor, mapping: Mapping, fetcher: Fetcher
 ) -> list[KindResult]:
-    """One processor's hooks, fetch and map for each of its kinds, in Ocean's order. Whatever its code raises becomes a
-    `PipelineError` saying where; `SystemExit` and a stray `CancelledError` too, since they
-    would otherwise stop the listener, or leave the delivery in progress for good."""
+    """One processor's hooks, fetch and map for each of its kinds, in Ocean's order. Whatever
+    its code raises becomes a `PipelineError` saying where; `SystemExit` and a stray
+    `CancelledError` too, since they would otherwise stop the listener, or leave the delivery
+    in progress for good."""
     try:
         await processor.before_processing(event)
         results = [

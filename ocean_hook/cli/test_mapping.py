@@ -248,6 +248,8 @@ def _differences(expected: Any, actual: Any) -> list[tuple[str, Any, Any]]:
                 item_after = after[i] if i < len(after) else None
                 if item_before != item_after:
                     found.append((f"{key}[{i}]", item_before, item_after))
+                    if len(found) > MAX_DIFFERENCES:
+                        break
         elif before != after:
             found.append((key, before, after))
         if len(found) > MAX_DIFFERENCES:
