@@ -69,6 +69,9 @@ class ServerSettings:
     #: slow headers however slowly they trickle (aiohttp counts from the connection or the last
     #: answer). Slow bodies have their own 10 s.
     idle_timeout_seconds: float = 75.0
+    #: an event loop this long without running (a jq program that never ends) has `serve`
+    #: killed, to be restarted (watchdog.py); 0: never
+    stall_timeout_seconds: float = 60.0
 
 
 @dataclass
@@ -247,23 +250,25 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
 
 def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
     s = ServerSettings()
-    r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout", "idle_timeout", "workers"})
+    r.unknown_keys(("server",), raw, {"max_body_bytes", "dedup_window", "shutdown_timeout",
+                                       "idle_timeout", "stall_timeout", "workers"})
     if "max_body_bytes" in raw:
         if _whole(raw["max_body_bytes"]) and raw["max_body_bytes"] > 0:
             s.max_body_bytes = raw["max_body_bytes"]
         else:
             r.problem(("server", "max_body_bytes"), "must be a positive number of bytes")
     durations = (("dedup_window", "dedup_window_seconds"), ("shutdown_timeout", "shutdown_timeout_seconds"),
-                 ("idle_timeout", "idle_timeout_seconds"))
+                 ("idle_timeout", "idle_timeout_seconds"), ("stall_timeout", "stall_timeout_seconds"))
+    may_be_zero = {"shutdown_timeout": "", "stall_timeout": " (0s: never)"}
     for key, attr in durations:
         if key in raw:
             seconds = parse_duration(raw[key])
             if seconds is None:
                 r.problem(("server", key), f"must be a duration like 7d, 12h or 30s, got {raw[key]!r}")
-            elif seconds <= 0 and key != "shutdown_timeout":  # 0: no de-duplication, or slow clients kept forever
+            elif seconds <= 0 and key not in may_be_zero:  # 0: no de-duplication, or slow clients kept forever
                 r.problem(("server", key), f"must be longer than 0s, got {raw[key]!r}")
             elif seconds < 0:
-                r.problem(("server", key), f"must be 0s or longer, got {raw[key]!r}")
+                r.problem(("server", key), f"must be 0s or longer{may_be_zero[key]}, got {raw[key]!r}")
             else:
                 setattr(s, attr, seconds)
     if "workers" in raw:

@@ -30,6 +30,7 @@ from ocean_hook.queue.sqlite import SqliteJournal
 from ocean_hook.runtime import Runtime, open_queue, queue_spec_from_option
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
 from ocean_hook.targets.local import LocalCatalog
+from ocean_hook.watchdog import Watchdog
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
@@ -49,6 +50,9 @@ class ServeOptions:
     capture_dir: Path | None = None
     queue: str | None = None
     target: str | None = None
+    #: kills the process if its event loop stalls (`ocean-hook serve` sets one; an embedding
+    #: program, a test say, may not want its own process killed)
+    watchdog: Watchdog | None = None
 
 
 async def serve(
@@ -88,6 +92,7 @@ async def serve(
             queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
             concurrency=options.workers or config.server.workers, metrics=metrics,
             log_plans=runtime.target.name == "dry-run", door_calm=door_calm,
+            watch=options.watchdog.working_on if options.watchdog else None,
         )
         health = JournalHealth()
         door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health,
@@ -104,9 +109,22 @@ async def serve(
         site = await _listen(runner, options.host, options.port)
         url = _url(site, options.host)
         log.info("listening on %s (paths: %s)", url, ", ".join(config.paths))
+        if options.watchdog is not None:
+            resources.enter_context(_watched(options.watchdog))
         if on_ready is not None:
             on_ready(url)
         await _run_until_stopped(door, pool, stopping, config.server.shutdown_timeout_seconds)
+
+
+@contextlib.contextmanager
+def _watched(watchdog: Watchdog) -> Iterator[None]:
+    watchdog.start()
+    beating = asyncio.create_task(watchdog.beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        watchdog.stop()
 
 
 async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.Event, timeout: float) -> None:

@@ -58,7 +58,9 @@ class WorkerPool:
         log_plans: bool = False,
         door_calm: asyncio.Event | None = None,
         give_way_seconds: float = 0.2,
+        watch: Callable[[str, str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
+        """`watch(queue id, delivery id)` surrounds each delivery's run (a Watchdog's `working_on`)."""
         self.queue = queue
         self.processors = processors
         self.mapping = mapping
@@ -72,6 +74,7 @@ class WorkerPool:
         self.log_plans = log_plans
         self.door_calm = door_calm  # clear while the listener has many senders waiting
         self.give_way_seconds = give_way_seconds
+        self.watch = watch
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -121,7 +124,11 @@ class WorkerPool:
             if self._stopping.is_set():
                 return  # claimed ahead, never started: left in progress, pending again at the next start
             await self._give_way()
-            await self.handle(delivery)
+            if self.watch is None:
+                await self.handle(delivery)
+                return
+            with self.watch(delivery.id, delivery.delivery_id):
+                await self.handle(delivery)
 
     async def _give_way(self) -> None:
         """Acceptance first. Senders wait for their answers (and some never send again), while

@@ -244,6 +244,9 @@ def test_server_idle_timeout_is_a_positive_duration(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, f"mapping: m.yml\n{processors}\n"), env={}).server.idle_timeout_seconds == 75
     config = load_config(write(tmp_path, f"mapping: m.yml\nserver: {{idle_timeout: 20s}}\n{processors}\n"), env={})
     assert config.server.idle_timeout_seconds == 20
+    assert config.server.stall_timeout_seconds == 60
+    config = load_config(write(tmp_path, f"mapping: m.yml\nserver: {{stall_timeout: 0s}}\n{processors}\n"), env={})
+    assert config.server.stall_timeout_seconds == 0
     for bad, why in (("0s", "longer than 0s"), ("soon", "a duration like")):
         path = write(tmp_path, f"mapping: m.yml\nserver: {{idle_timeout: {bad}}}\n{processors}\n")
         with pytest.raises(ConfigProblems) as info:
@@ -260,6 +263,8 @@ PROCESSOR = "processors: [{name: x, path: /x, kinds: [pull-request], auth: {sche
     ("server: {dedup_window: -5}", "server.dedup_window", "must be longer than 0s, got -5"),
     ("server: {dedup_window: 0s}", "server.dedup_window", "must be longer than 0s, got '0s'"),
     ("server: {shutdown_timeout: -5}", "server.shutdown_timeout", "must be 0s or longer, got -5"),
+    ("server: {stall_timeout: -1m}", "server.stall_timeout", "must be a duration like 7d, 12h or 30s, got '-1m'"),
+    ("server: {stall_timeout: -60}", "server.stall_timeout", "must be 0s or longer (0s: never), got -60"),
     ("server: {max_body_bytes: true}", "server.max_body_bytes", "must be a positive number of bytes"),
     ("server: {workers: yes}", "server.workers", "must be a positive whole number"),
     ("fetch: {timeout_seconds: abc}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got 'abc'"),

@@ -11,6 +11,7 @@ import typer
 from ocean_hook.cli.common import listening_line, run, setup_logging, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
+from ocean_hook.watchdog import Watchdog
 
 
 class LogFormat(StrEnum):
@@ -62,6 +63,8 @@ def command(
         tune_gc_for_serving()  # this process now only serves: everything long-lived is loaded
         print(listening_line(url, log_format.value), file=sys.stderr, flush=True)
 
-    options = ServeOptions(host, port, workers, capture, queue, target.value if target else None)
+    stall = loaded.server.stall_timeout_seconds
+    options = ServeOptions(host, port, workers, capture, queue, target.value if target else None,
+                           watchdog=Watchdog(stall, log_format.value) if stall > 0 else None)
     run(serve(loaded, options, on_ready=ready))
 
