@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -26,11 +27,12 @@ from ocean_hook.config import Config
 from ocean_hook.errors import OceanHookError
 from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
+from ocean_hook.queue.base import DeliveryState, Queue
 from ocean_hook.queue.sqlite import SqliteJournal
 from ocean_hook.runtime import Runtime, open_queue, queue_spec_from_option
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
 from ocean_hook.targets.local import LocalCatalog
-from ocean_hook.watchdog import Watchdog
+from ocean_hook.watchdog import Stall, Watchdog, read_stalls, write_stalls
 from ocean_hook.worker import WorkerPool
 
 log = logging.getLogger("ocean_hook.serve")
@@ -87,13 +89,23 @@ async def serve(
         if recovered:
             log.info("recovered %d delivery(ies) left in progress by an earlier run", recovered)
         metrics = Metrics()
+        watch, stalls = None, {}
+        if options.watchdog is not None:
+            resources.enter_context(_watched(options.watchdog))
+            watch, stalls = options.watchdog.working_on, read_stalls(options.watchdog.stalls_path)
+        refuse = {queue_id: _culprit(queue_id, config) for queue_id, stall in stalls.items() if stall.alone}
+
+        def workers(concurrency: int, **tuning: Any) -> WorkerPool:
+            return WorkerPool(
+                queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
+                concurrency=concurrency, metrics=metrics, log_plans=runtime.target.name == "dry-run",
+                watch=watch, refuse=refuse, **tuning,
+            )
+
+        if options.watchdog is not None:
+            await _run_stalled_alone(queue, workers(1, prefetch=0), options.watchdog, stalls)
         door_calm = asyncio.Event()  # clear while many senders wait: the workers give way
-        pool = WorkerPool(
-            queue, {p.name: p for p in config.processors}, runtime.mapping, runtime.target, runtime.fetcher,
-            concurrency=options.workers or config.server.workers, metrics=metrics,
-            log_plans=runtime.target.name == "dry-run", door_calm=door_calm,
-            watch=options.watchdog.working_on if options.watchdog else None,
-        )
+        pool = workers(options.workers or config.server.workers, door_calm=door_calm)
         health = JournalHealth()
         door = WebhookDoor(config, queue, metrics, notify=pool.notify, capture_dir=options.capture_dir, health=health,
                            calm=door_calm)
@@ -109,11 +121,49 @@ async def serve(
         site = await _listen(runner, options.host, options.port)
         url = _url(site, options.host)
         log.info("listening on %s (paths: %s)", url, ", ".join(config.paths))
-        if options.watchdog is not None:
-            resources.enter_context(_watched(options.watchdog))
         if on_ready is not None:
             on_ready(url)
         await _run_until_stopped(door, pool, stopping, config.server.shutdown_timeout_seconds)
+
+
+async def _run_stalled_alone(queue: Queue, pool: WorkerPool, watchdog: Watchdog, stalls: dict[str, Stall]) -> None:
+    """Before listening, run the deliveries the last stall caught one at a time (`pool` has one
+    slot, claims one by one), so that a stall now is the running delivery's alone: the watchdog
+    records it as the cause. Deliveries that come first in the journal run alone too."""
+    waiting = await _unfinished(queue, stalls)
+    if waiting:
+        shown = ", ".join(sorted(waiting, key=lambda queue_id: (len(queue_id), queue_id)))  # 9 before 10
+        log.warning("the event loop stalled while %d delivery(ies) were being processed; running them one at a "
+                    "time before listening: %s", len(waiting), shown)
+        watchdog.alone(True)
+        running = asyncio.create_task(pool.run())
+        while waiting and not running.done():
+            await asyncio.sleep(0.05)
+            waiting = await _unfinished(queue, {queue_id: stalls[queue_id] for queue_id in waiting})
+        pool.stop(finish_claimed=True)  # what it claimed last must not stay in progress: no recovery follows
+        await running
+        await pool.drain(None)
+        watchdog.alone(False)
+    try:
+        write_stalls(watchdog.stalls_path, {})
+    except OSError as exc:  # the next start finds those settled, and runs nothing twice
+        log.warning("cannot remove %s: %s", watchdog.stalls_path, exc.strerror or exc)
+
+
+async def _unfinished(queue: Queue, stalls: dict[str, Stall]) -> set[str]:
+    """Queue ids among `stalls` still to run (pending, or claimed and not settled yet)."""
+    left = set()
+    for queue_id in stalls:
+        found = await queue.get(queue_id)
+        if found is not None and found.state in (DeliveryState.PENDING, DeliveryState.IN_PROGRESS):
+            left.add(queue_id)
+    return left
+
+
+def _culprit(queue_id: str, config: Config) -> str:
+    return (f"it stopped the event loop for {config.server.stall_timeout_seconds:g} s (server.stall_timeout) when run "
+            "alone: a jq program that never ends on its payload, or processor code that blocks; fix that, then "
+            f"`ocean-hook deliveries retry {queue_id}`")
 
 
 @contextlib.contextmanager

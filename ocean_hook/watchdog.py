@@ -10,13 +10,20 @@ which deliveries were being processed and kills `serve` with SIGKILL, so that a 
 restarts it. Nothing is lost: those deliveries are in progress in the journal and run again at
 the next start, and the log line names them for whoever fixes the mapping.
 
-    python -m ocean_hook.watchdog PID STALL_SECONDS text|json      (started by `Watchdog`)
+A delivery that stalls the loop every time would have `serve` killed at every start. So the
+child also writes the deliveries it saw being processed to `stalls.json` in the state
+directory; the next `serve` runs those one at a time before it listens (`alone`), and one that
+stalls the loop then, with nothing else running, is recorded as the culprit and dead-lettered
+at the following start instead of being run again.
+
+    python -m ocean_hook.watchdog PID STALL_SECONDS text|json STALLS_FILE   (started by `Watchdog`)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import select
@@ -24,24 +31,57 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 log = logging.getLogger("ocean_hook.watchdog")
 
 HEARTBEAT = b".\n"
+STALLS_FILE = "stalls.json"
+
+
+@dataclass
+class Stall:
+    """A delivery being processed when the loop stalled; `alone`: nothing else was running, so
+    the stall was its own."""
+
+    delivery_id: str
+    alone: bool = False
+
+
+def read_stalls(path: Path) -> dict[str, Stall]:
+    """Queue id -> Stall; nothing for a file that is missing or unreadable (it is advice)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {str(queue_id): Stall(**fields) for queue_id, fields in doc["deliveries"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def write_stalls(path: Path, stalls: dict[str, Stall]) -> None:
+    if not stalls:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"deliveries": {k: asdict(v) for k, v in stalls.items()}}), encoding="utf-8")
+    partial.replace(path)
 
 
 class Watchdog:
     """The serving side: starts the child, beats, and says what the workers are on."""
 
-    def __init__(self, stall_seconds: float, log_format: str) -> None:
+    def __init__(self, stall_seconds: float, log_format: str, stalls_path: Path) -> None:
         self.stall_seconds = stall_seconds
         self.log_format = log_format
+        self.stalls_path = stalls_path
         self._child: subprocess.Popen[bytes] | None = None
         self._fd = -1
 
     def start(self) -> None:
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "ocean_hook.watchdog", str(os.getpid()), str(self.stall_seconds), self.log_format],
+            [sys.executable, "-m", "ocean_hook.watchdog", str(os.getpid()), str(self.stall_seconds), self.log_format,
+             str(self.stalls_path)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
         )
         assert self._child.stdin is not None
@@ -64,6 +104,10 @@ class Watchdog:
         finally:
             self._send(f"-{queue_id}\n".encode())
 
+    def alone(self, alone: bool) -> None:
+        """Whether the worker runs one delivery with nothing else on the loop (no listener)."""
+        self._send(b"alone\n" if alone else b"together\n")
+
     def _send(self, line: bytes) -> None:
         if self._fd < 0:
             return
@@ -85,36 +129,64 @@ class Watchdog:
         self._child = None
 
 
-def watch(pid: int, stall_seconds: float, fd: int = 0) -> int:
+@dataclass
+class _Seen:
+    """What the child knows of the loop it watches."""
+
+    working: dict[str, str]
+    alone: bool = False
+
+    def note(self, line: str) -> None:
+        if line.startswith("+"):
+            queue_id, _, delivery_id = line[1:].partition(" ")
+            self.working[queue_id] = delivery_id
+        elif line.startswith("-"):
+            self.working.pop(line[1:], None)
+        elif line in ("alone", "together"):
+            self.alone = line == "alone"
+
+
+def watch(pid: int, stall_seconds: float, stalls_path: Path, fd: int = 0) -> int:
     """The child: read heartbeats from `fd` until it closes (0) or goes quiet (kill `pid`, 1)."""
-    working: dict[str, str] = {}
+    seen = _Seen({})
     pending = b""
     while True:
         readable, _, _ = select.select([fd], [], [], stall_seconds)
         if not readable:
-            return _stalled(pid, stall_seconds, working)
+            return _stalled(pid, stall_seconds, seen, stalls_path)
         chunk = os.read(fd, 65536)
         if not chunk:
             return 0
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
-            _note(line.decode("utf-8", "replace"), working)
+            seen.note(line.decode("utf-8", "replace"))
 
 
-def _note(line: str, working: dict[str, str]) -> None:
-    if line.startswith("+"):
-        queue_id, _, delivery_id = line[1:].partition(" ")
-        working[queue_id] = delivery_id
-    elif line.startswith("-"):
-        working.pop(line[1:], None)
+def record_stall(path: Path, working: dict[str, str], alone: bool) -> None:
+    """Add what was being processed to the stalls file; earlier entries stay until `serve` has
+    run them. Only a delivery running alone is found to be the cause."""
+    stalls = read_stalls(path)
+    for queue_id, delivery_id in working.items():
+        stalls[queue_id] = Stall(delivery_id, alone=alone and len(working) == 1)
+    write_stalls(path, stalls)
 
 
-def _stalled(pid: int, stall_seconds: float, working: dict[str, str]) -> int:
+def _stalled(pid: int, stall_seconds: float, seen: _Seen, stalls_path: Path) -> int:
     if os.getppid() != pid:  # `serve` is gone already (its pid may be another process's now)
         return 0
-    if working:
+    working = seen.working
+    try:
+        record_stall(stalls_path, working, seen.alone)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", stalls_path, exc)
+    if seen.alone and len(working) == 1:
+        (queue_id, delivery_id), = working.items()
+        doing = (f"Delivery {queue_id} (delivery {delivery_id}) was running alone: it is the cause, and the next "
+                 "start dead-letters it instead of running it again")
+    elif working:
         names = ", ".join(f"{queue_id} (delivery {delivery_id})" for queue_id, delivery_id in sorted(working.items()))
-        doing = f"Deliveries being processed: {names}; they stay in the journal and run again at the next start"
+        doing = (f"Deliveries being processed: {names}; they stay in the journal, and the next start runs them one "
+                 "at a time before it listens")
     else:
         doing = "No delivery was being processed (a payload at the door, or a processor's code)"
     log.error(
@@ -128,7 +200,7 @@ def _stalled(pid: int, stall_seconds: float, working: dict[str, str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    pid, stall_seconds, log_format = int(argv[0]), float(argv[1]), argv[2]
+    pid, stall_seconds, log_format, stalls_path = int(argv[0]), float(argv[1]), argv[2], Path(argv[3])
     from ocean_hook.logs import JsonFormatter, TextFormatter
 
     handler = logging.StreamHandler(sys.stderr)
@@ -139,7 +211,7 @@ def main(argv: list[str]) -> int:
     # process of the service: `serve` handles both, and this child keeps watching it drain
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return watch(pid, stall_seconds)
+    return watch(pid, stall_seconds, stalls_path)
 
 
 if __name__ == "__main__":

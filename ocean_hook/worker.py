@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 from prometheus_client import Counter
 
@@ -59,8 +59,11 @@ class WorkerPool:
         door_calm: asyncio.Event | None = None,
         give_way_seconds: float = 0.2,
         watch: Callable[[str, str], contextlib.AbstractContextManager[None]] | None = None,
+        refuse: MutableMapping[str, str] | None = None,
     ) -> None:
-        """`watch(queue id, delivery id)` surrounds each delivery's run (a Watchdog's `working_on`)."""
+        """`watch(queue id, delivery id)` surrounds each delivery's run (a Watchdog's `working_on`);
+        `refuse` maps queue ids to the error they are dead-lettered with, unrun (a delivery that
+        stalled the event loop when run alone)."""
         self.queue = queue
         self.processors = processors
         self.mapping = mapping
@@ -75,8 +78,10 @@ class WorkerPool:
         self.door_calm = door_calm  # clear while the listener has many senders waiting
         self.give_way_seconds = give_way_seconds
         self.watch = watch
+        self.refuse = refuse if refuse is not None else {}  # each popped once: `deliveries retry` then runs it
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._finish_claimed = False
         self._slots = asyncio.Semaphore(concurrency)
         self._outstanding: set[asyncio.Task[None]] = set()  # claimed: running or waiting for a slot
         self._claim_failing = False
@@ -121,7 +126,7 @@ class WorkerPool:
 
     async def _handle_in_slot(self, delivery: Delivery) -> None:
         async with self._slots:
-            if self._stopping.is_set():
+            if self._stopping.is_set() and not self._finish_claimed:
                 return  # claimed ahead, never started: left in progress, pending again at the next start
             await self._give_way()
             if self.watch is None:
@@ -145,13 +150,16 @@ class WorkerPool:
         self._outstanding.discard(task)
         self._wake.set()  # a finished delivery may unblock the next one of its order key
 
-    def stop(self) -> None:
+    def stop(self, *, finish_claimed: bool = False) -> None:
+        """Claim no more. Deliveries claimed ahead are left in progress for the next start to
+        recover, unless `finish_claimed` (a pool that another one follows in the same process)."""
+        self._finish_claimed = finish_claimed
         self._stopping.set()
         self._wake.set()
 
-    async def drain(self, timeout: float) -> int:
-        """Wait for claimed deliveries up to `timeout`; cancel the rest (they stay claimed and
-        are recovered as pending at the next start). Returns how many were cancelled."""
+    async def drain(self, timeout: float | None) -> int:
+        """Wait for claimed deliveries up to `timeout` (None: all of them); cancel the rest (they
+        stay claimed and are recovered as pending at the next start). Returns how many were cancelled."""
         if not self._outstanding:
             return 0
         _, pending = await asyncio.wait(set(self._outstanding), timeout=timeout)
@@ -162,6 +170,9 @@ class WorkerPool:
 
     async def handle(self, delivery: Delivery) -> None:
         dlog = for_delivery(log, delivery.delivery_id)
+        if (refused := self.refuse.pop(delivery.id, None)) is not None:
+            await self._settle_failure(delivery, PipelineError(refused, retryable=False), dlog)
+            return
         try:
             result = await self._run(delivery)
         except PipelineError as exc:

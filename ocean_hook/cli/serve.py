@@ -11,7 +11,7 @@ import typer
 from ocean_hook.cli.common import listening_line, run, setup_logging, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
-from ocean_hook.watchdog import Watchdog
+from ocean_hook.watchdog import STALLS_FILE, Watchdog
 
 
 class LogFormat(StrEnum):
@@ -64,7 +64,7 @@ def command(
         print(listening_line(url, log_format.value), file=sys.stderr, flush=True)
 
     stall = loaded.server.stall_timeout_seconds
-    options = ServeOptions(host, port, workers, capture, queue, target.value if target else None,
-                           watchdog=Watchdog(stall, log_format.value) if stall > 0 else None)
+    watchdog = Watchdog(stall, log_format.value, loaded.state_dir / STALLS_FILE) if stall > 0 else None
+    options = ServeOptions(host, port, workers, capture, queue, target.value if target else None, watchdog=watchdog)
     run(serve(loaded, options, on_ready=ready))
 
