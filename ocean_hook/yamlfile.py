@@ -68,16 +68,23 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], loader
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
-        written: set[Any] = set()  # keys written out here (a key merged in with << may be overridden)
+        written: set[str] = set()  # keys written out here (a key merged in with << may be overridden)
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
                 _merge(value_node, path, out, lines, loader)
                 continue
             key = loader.construct_object(key_node, deep=True)
-            child = (*path, str(key))
-            if key in written:  # PyYAML would keep the last silently: a line of config ignored
+            if not isinstance(key, str | int | float | bool) and key is not None:  # `? [a, b]`: a list as a key
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value (text or a number), not a list or a mapping",
+                    key_node.start_mark)
+            name = str(key)
+            child = (*path, name)
+            # PyYAML would keep the last silently: a line of config ignored; `1` and `"1"` name
+            # the same field once read as text
+            if name in written:
                 raise _DuplicateKey(child, key_node.start_mark.line + 1, lines[child])
-            written.add(key)
+            written.add(name)
             lines[child] = key_node.start_mark.line + 1
             out[key] = _construct(value_node, child, lines, loader)
         return out

@@ -11,6 +11,7 @@ from ocean_hook.config import ConfigProblems, load_config, parse_duration
 from ocean_hook.errors import ConfigError
 from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.processors.declarative import DeclarativeProcessor
+from ocean_hook.yamlfile import parse_yaml
 
 MAPPING = """\
 resources:
@@ -184,6 +185,22 @@ def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path: Path) -> None:
         """)
     assert refused(path, {"GH_SECRET": "s"}, error=ConfigError) == (
         f"{path}:7 (key processors[0].auth): duplicate key 'auth' (first at line 6; YAML keys must be unique)")
+
+
+def test_keys_that_are_lists_or_the_same_text_are_errors_naming_the_line() -> None:
+    """`? [a, b]` ended in a TypeError traceback; `1:` and `"1":` became one property, the
+    first value lost."""
+    with pytest.raises(ConfigError) as info:
+        parse_yaml("properties:\n  ? [a, b]\n  : .x\n", "m.yml")
+    assert info.value.where == "m.yml:2"
+    assert str(info.value).endswith("invalid YAML: a key must be a plain value (text or a number), not a list or "
+                                    "a mapping")
+    with pytest.raises(ConfigError) as info:
+        parse_yaml('properties:\n  1: .name\n  "1": .url\n', "m.yml")
+    assert info.value.where == "m.yml:3 (key properties.1)"
+    assert "duplicate key '1' (first at line 2" in str(info.value)
+    assert parse_yaml("properties: {1: .a, 2: .b, null: .c}\n", "m.yml").data == {"properties": {1: ".a", 2: ".b",
+                                                                                                   None: ".c"}}
 
 
 def test_merge_keys_share_settings_and_a_key_written_after_one_wins(tmp_path: Path) -> None:
