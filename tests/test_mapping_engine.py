@@ -344,6 +344,16 @@ def test_items_to_parse_makes_one_entity_per_element_under_item_with_the_array_r
     assert RAW_FILE["content"]["services"][0] == {"name": "cart", "owner": "a"}  # the raw item is untouched
 
 
+def test_items_to_parse_with_a_trailing_comment_works_as_in_other_fields() -> None:
+    """It ended in a JqCompileError traceback: the comment swallowed `del(...)`'s parenthesis."""
+    text = ITEMS_TO_PARSE.format(name="item", extra="").replace(
+        "itemsToParse: .content.services", "itemsToParse: '.content.services # the services'")
+    result = mapper(text).map_items([RAW_FILE])
+    assert [(e.entity["identifier"], e.entity["properties"]["stillThere"]) for e in result.entities] == [
+        ("shop/cart", 0), ("shop/pay", 0),
+    ]
+
+
 def test_items_to_parse_name_and_top_level_transform_false_keep_the_array() -> None:
     extra = "      itemsToParseName: service\n      itemsToParseTopLevelTransform: false\n"
     result = mapper(ITEMS_TO_PARSE.format(name="service", extra=extra)).map_items([RAW_FILE])

@@ -207,7 +207,8 @@ class ResourceMapper:
             self._program = None
         itp = resource.items_to_parse
         self._items = None if itp is None else JqQuery(itp, allow_env=allow_env)
-        self._strip = None if itp is None else compile_jq(f"del({normalize_quotes(itp)})")
+        # own line, as in `_slot`: a trailing `# comment` would swallow the closing parenthesis
+        self._strip = None if itp is None else compile_jq(f"del(\n{normalize_quotes(itp)}\n)")
 
     def _check_compiles(self, allow_env: bool) -> None:
         """Report the first bad expression with its file, line, kind and field path."""
