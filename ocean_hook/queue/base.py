@@ -125,7 +125,9 @@ class Queue(ABC):
 
     @abstractmethod
     async def claim(self, limit: int) -> list[Delivery]:
-        """Due deliveries, marked in progress with `attempts` incremented; order keys respected."""
+        """Due deliveries, marked in progress, order keys respected. Their `attempts` counts the
+        one under way; the queue records it when the attempt ends (ack, retry_later, dead_letter),
+        so a claim a stop or crash cuts short, or one never started, does not use one up."""
 
     @abstractmethod
     async def ack(self, delivery: Delivery) -> None:

@@ -180,12 +180,12 @@ local function release(seq, key)
   end
 end
 
--- Re-add an abandoned claim as a new pending entry, counting the attempt that was cut short.
+-- Re-add an abandoned claim as a new pending entry. The attempt it was (if it ever started) is
+-- not counted: only attempts that ended are (see Queue.claim).
 local function readd(id, fields)
   redis.call('XACK', P, G, id)
   redis.call('XDEL', P, id)
-  local attempts = tonumber(field(fields, 'attempts') or '0') + 1
-  add('m', P, field(fields, 'seq'), with(fields, {attempts = tostring(attempts)}))
+  add('m', P, field(fields, 'seq'), fields)
 end
 
 -- P:deadkeys counts the dead letters of each key; while a key has some, P:applied holds the seq

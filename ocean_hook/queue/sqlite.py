@@ -402,7 +402,7 @@ class SqliteJournal(Queue):
                 return []
             marks = ",".join("?" * len(ids))
             conn.execute(
-                "UPDATE deliveries SET state = 'in_progress', attempts = attempts + 1,"
+                "UPDATE deliveries SET state = 'in_progress',"
                 f" updated_at = ? WHERE id IN ({marks})",
                 (now, *ids),
             )
@@ -435,8 +435,8 @@ class SqliteJournal(Queue):
             if state is DeliveryState.DEAD:  # it leaves the unfinished: the next of its key leads
                 _promote_next(conn, [int(delivery.id)])
             conn.execute(
-                "UPDATE deliveries SET state = ?, last_error = ?, next_attempt_at = ?, updated_at = ?,"
-                " head = head AND ? WHERE id = ? AND state = 'in_progress'",
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " updated_at = ?, head = head AND ? WHERE id = ? AND state = 'in_progress'",
                 (str(state), clip_error(error or ""), None if delay is None else now + delay, now,
                  int(state is DeliveryState.FAILED), int(delivery.id)),
             )
@@ -659,7 +659,7 @@ def _ack_many(conn: sqlite3.Connection, now: float, acks: list[_Ack]) -> list[fl
         chunk = ids[start:start + _INSERT_CHUNK]
         _promote_next(conn, chunk)
         conn.execute(
-            "UPDATE deliveries SET state = 'done', head = 0, updated_at = ?"
+            "UPDATE deliveries SET state = 'done', head = 0, attempts = attempts + 1, updated_at = ?"
             f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'in_progress'",
             (now, *chunk),
         )
@@ -782,7 +782,7 @@ def to_delivery(row: Row) -> Delivery:
         processors=decode_processors(processors),
         order_key=order_key,
         state=DeliveryState(state),
-        attempts=attempts,
+        attempts=attempts + (state == "in_progress"),  # the one under way counts; one cut short does not
         last_error=last_error,
         next_attempt_at=next_attempt_at,
         received_at=received_at,
