@@ -178,12 +178,20 @@ class _Reader:
         return value
 
 
+#: past a century a duration is a mistake (and YAML's .inf, or select()'s limits, are near)
+LONGEST_DURATION = 36500 * 86400.0
+
+
 def parse_duration(text: Any) -> float | None:
-    """`30d`, `12h`, `90m`, `45s` or a number of seconds."""
+    """`30d`, `12h`, `90m`, `45s` or a number of seconds, up to a century (YAML's .nan and .inf:
+    None, as for text that is not a duration)."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
-    match = _DURATION.match(str(text))
-    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
+        seconds = float(text)
+    elif match := _DURATION.match(str(text)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        return None
+    return seconds if abs(seconds) <= LONGEST_DURATION else None
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False) -> Config:
@@ -264,7 +272,9 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
         if key in raw:
             seconds = parse_duration(raw[key])
             if seconds is None:
-                r.problem(("server", key), f"must be a duration like 7d, 12h or 30s, got {raw[key]!r}")
+                r.problem(("server", key), f"must be a duration like 7d, 12h or 30s (at most 36500d), got {raw[key]!r}")
+            elif key == "stall_timeout" and 0 < seconds < 1:  # the heartbeat itself takes a moment
+                r.problem(("server", key), f"must be 0s (never) or 1s or longer, got {raw[key]!r}")
             elif seconds <= 0 and key not in may_be_zero:  # 0: no de-duplication, or slow clients kept forever
                 r.problem(("server", key), f"must be longer than 0s, got {raw[key]!r}")
             elif seconds < 0:

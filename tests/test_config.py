@@ -280,7 +280,17 @@ PROCESSOR = "processors: [{name: x, path: /x, kinds: [pull-request], auth: {sche
     ("server: {dedup_window: -5}", "server.dedup_window", "must be longer than 0s, got -5"),
     ("server: {dedup_window: 0s}", "server.dedup_window", "must be longer than 0s, got '0s'"),
     ("server: {shutdown_timeout: -5}", "server.shutdown_timeout", "must be 0s or longer, got -5"),
-    ("server: {stall_timeout: -1m}", "server.stall_timeout", "must be a duration like 7d, 12h or 30s, got '-1m'"),
+    ("server: {stall_timeout: -1m}", "server.stall_timeout",
+     "must be a duration like 7d, 12h or 30s (at most 36500d), got '-1m'"),
+    # found by probing: .nan turned de-duplication off, .inf or 999999d killed the watchdog
+    # with an OverflowError, 0.001 had serve killed while idle
+    ("server: {dedup_window: .nan}", "server.dedup_window",
+     "must be a duration like 7d, 12h or 30s (at most 36500d), got nan"),
+    ("server: {stall_timeout: .inf}", "server.stall_timeout",
+     "must be a duration like 7d, 12h or 30s (at most 36500d), got inf"),
+    ("server: {stall_timeout: 999999d}", "server.stall_timeout",
+     "must be a duration like 7d, 12h or 30s (at most 36500d), got '999999d'"),
+    ("server: {stall_timeout: 0.001}", "server.stall_timeout", "must be 0s (never) or 1s or longer, got 0.001"),
     ("server: {stall_timeout: -60}", "server.stall_timeout", "must be 0s or longer (0s: never), got -60"),
     ("server: {max_body_bytes: true}", "server.max_body_bytes", "must be a positive number of bytes"),
     ("server: {workers: yes}", "server.workers", "must be a positive whole number"),
