@@ -77,35 +77,51 @@ class Watchdog:
         self.stalls_path = stalls_path
         self._child: subprocess.Popen[bytes] | None = None
         self._fd = -1
+        self._working: dict[str, str] = {}  # told again to a child started anew
+        self._alone = False
 
     def start(self) -> None:
+        """The child has a process group of its own: Ctrl-C at a terminal (or a signal to
+        `serve`'s group) is for `serve`, which stops it by closing the pipe once it has drained."""
         self._child = subprocess.Popen(
             [sys.executable, "-m", "ocean_hook.watchdog", str(os.getpid()), str(self.stall_seconds), self.log_format,
              str(self.stalls_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, process_group=0,
         )
         assert self._child.stdin is not None
         self._fd = self._child.stdin.fileno()
         os.set_blocking(self._fd, False)
+        self.alone(self._alone)
+        for queue_id, delivery_id in self._working.items():
+            self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
 
     async def beat(self) -> None:
-        """Run on the event loop being watched, until cancelled."""
+        """Run on the event loop being watched, until cancelled. A child that died (killed by
+        someone) is started again: `serve` must not go on unwatched without anyone knowing."""
         interval = min(1.0, self.stall_seconds / 5)
         while True:
+            if self._child is not None and (code := self._child.poll()) is not None:
+                log.warning("the watchdog process %d exited (code %s); starting another", self._child.pid, code)
+                self._close()
+                self.start()
             self._send(HEARTBEAT)
             await asyncio.sleep(interval)
 
     @contextlib.contextmanager
     def working_on(self, queue_id: str, delivery_id: str) -> Iterator[None]:
         """Two short writes per delivery: the names the child gives if the loop stalls."""
+        delivery_id = delivery_id.replace("\n", " ")  # one line each (a Python processor's id could hold one)
+        self._working[queue_id] = delivery_id
         self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
         try:
             yield
         finally:
+            self._working.pop(queue_id, None)
             self._send(f"-{queue_id}\n".encode())
 
     def alone(self, alone: bool) -> None:
         """Whether the worker runs one delivery with nothing else on the loop (no listener)."""
+        self._alone = alone
         self._send(b"alone\n" if alone else b"together\n")
 
     def _send(self, line: bytes) -> None:
@@ -118,15 +134,19 @@ class Watchdog:
         """Closing the pipe tells the child to exit (as the kernel does if `serve` dies)."""
         if self._child is None:
             return
-        assert self._child.stdin is not None
-        with contextlib.suppress(OSError):
-            self._child.stdin.close()
-        self._fd = -1
+        self._close()
+        assert self._child is not None
         try:
             self._child.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._child.kill()
         self._child = None
+
+    def _close(self) -> None:
+        assert self._child is not None and self._child.stdin is not None
+        with contextlib.suppress(OSError):
+            self._child.stdin.close()
+        self._fd = -1
 
 
 @dataclass

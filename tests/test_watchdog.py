@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -135,10 +136,15 @@ async def test_the_watchdog_leaves_with_serve_and_a_busy_serve_is_not_killed(tmp
     config = write_config(tmp_path, server={"stall_timeout": "1s"})
     server = await ServeProcess.start(config)
     try:
-        assert len(_watchdogs_of(server.pid)) == 1
+        [first] = _watchdogs_of(server.pid)
+        assert os.getpgid(first) == first  # Ctrl-C at a terminal is for serve, which drains first
         await asyncio.sleep(2.5)  # idle past the stall timeout: the heartbeat keeps it alive
         body, headers = github_delivery(pr_payload(7))
         assert await _post(server.hook_url, body, headers) == 202
+        os.kill(first, signal.SIGKILL)  # someone kills the watchdog: serve starts another
+        [second] = await wait_for(lambda: [p for p in _watchdogs_of(server.pid) if p != first], what="a new watchdog")
+        await server.wait_for_log(f"the watchdog process {first} exited (code -9); starting another")
+        assert os.getpgid(second) == second
     finally:
         assert await server.stop() == 0
     assert "has not run" not in server.logs()
