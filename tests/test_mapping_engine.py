@@ -191,6 +191,16 @@ def test_parse_all_maps_items_that_fail_the_selector_and_marks_them() -> None:
     assert result.filtered == 1
 
 
+def test_an_item_the_selector_refuses_is_filtered_whatever_its_identifier() -> None:
+    """It was an error (a dead letter in `serve`, exit 1 in test-mapping): a refused item with
+    a numeric id names nothing to write or delete."""
+    m = mapper(resource({"state": ".state"}, selector=".state == 'open'"))
+    for parse_all in (False, True):
+        result = m.map_items([{"id": "1", "state": "open"}, {"id": 42, "state": "closed"}], parse_all=parse_all)
+        assert [e.entity["identifier"] for e in result.entities] == ["1"]
+        assert (result.errors, result.filtered) == ([], 1)
+
+
 # ------------------------------------------------------------------------------- entity shape
 def test_the_entity_has_exactly_the_keys_the_mapping_names() -> None:
     text = """

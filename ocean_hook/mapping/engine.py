@@ -313,7 +313,8 @@ class ResourceMapper:
             return
         problem = _key_problem(entity)
         if problem:
-            result.errors.append(f"kind '{self.kind}', item {index}: {problem}")
+            if passed:  # one the selector refused names nothing to write or delete: filtered, no more
+                result.errors.append(f"kind '{self.kind}', item {index}: {problem}")
             return
         result.entities.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
 
