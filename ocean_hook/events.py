@@ -95,12 +95,7 @@ def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:
     """Rebuild an event from a capture document; `where` names the file in errors."""
     if not isinstance(doc, dict) or "path" not in doc or ("body" not in doc and "body_base64" not in doc):
         raise InputError("not a capture (needs 'path' and 'body' or 'body_base64')", where=where)
-    raw_headers = doc.get("headers") or []
-    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-    try:
-        headers = make_headers([(str(k), str(v)) for k, v in pairs])
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"'headers' must be a list of [name, value] pairs: {exc}", where=where) from None
+    headers = make_headers(_header_pairs(doc.get("headers") or [], where))
     if "body_base64" in doc:
         try:
             body = base64.b64decode(doc["body_base64"], validate=True)
@@ -122,6 +117,19 @@ def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:
     )
 
 
+def _header_pairs(raw: Any, where: str) -> list[tuple[str, str]]:
+    """`[[name, value], ...]` (or a mapping), names and values text: a hand-edited `null` or
+    list was sent as the text "None" or "['application/json']" before."""
+    pairs = list(raw.items()) if isinstance(raw, dict) else raw
+    if not isinstance(pairs, list):
+        raise InputError(f"'headers' must be a list of [name, value] pairs, got {quoted(raw, 40)}", where=where)
+    for index, pair in enumerate(pairs):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise InputError(f"'headers' entry {index} must be a [name, value] pair of text, got {quoted(pair, 60)}",
+                             where=where)
+    return [(name, value) for name, value in pairs]
+
+
 def _text(doc: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
     """A capture field that must be a string (a hand-edited capture may hold anything)."""
     value = doc.get(key, default)
@@ -131,10 +139,13 @@ def _text(doc: dict[str, Any], key: str, where: str, default: str | None = None)
 
 
 def write_capture(directory: Path, event: WebhookEvent) -> Path:
-    """Write one capture file atomically (temp file + rename), named after the delivery."""
+    """Write one capture file atomically (temp file + rename), named after the delivery.
+
+    The name sorts by arrival and ends in a random part: ids that clean up to the same text
+    (`a?` and `a!`) in the same millisecond overwrote each other, and shared a temp file."""
     directory.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in (event.delivery_id or "x"))
-    path = directory / f"{int(event.received_at * 1000)}-{safe[:80]}.json"
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in (event.delivery_id or "x"))
+    path = directory / f"{int(event.received_at * 1000)}-{safe[:80]}-{uuid.uuid4().hex[:8]}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(event_to_capture(event), indent=2))
     tmp.replace(path)

@@ -216,11 +216,18 @@ async def replay_event(
 
 #: `--to`: a listener journals and answers in milliseconds; one that does not answer is not waited on
 SEND_TIMEOUT_SECONDS = 30.0
+#: headers about the connection that carried the capture, not about the delivery (RFC 9110
+#: 7.6.1's hop-by-hop ones, the length and host, and Content-Encoding: the capture holds the
+#: body as decoded on receipt); the client writes its own
+NOT_SENT_AGAIN = frozenset({
+    "host", "content-length", "transfer-encoding", "content-encoding", "connection", "keep-alive", "te",
+    "trailer", "upgrade", "proxy-connection", "proxy-authorization", "expect",
+})
 
 
 async def send_event(file: str, event: WebhookEvent, url: str, session: aiohttp.ClientSession) -> ReplayOutcome:
     """`--to URL`: the request as captured, byte for byte, to a running listener."""
-    headers = [(k, v) for k, v in event.headers.items() if k.lower() not in ("host", "content-length")]
+    headers = [(k, v) for k, v in event.headers.items() if k.lower() not in NOT_SENT_AGAIN]
     target = url.rstrip("/") + event.path
     outcome = ReplayOutcome(file, "sent", event=event)
     try:

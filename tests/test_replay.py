@@ -268,6 +268,19 @@ def test_capture_round_trip(tmp_path: Path) -> None:
     assert catalog(config)[("githubRelease", "acme/payments-api@v1.8.0")]["title"] == "v1.8.0 — charge retries"
 
 
+def test_captures_of_ids_that_clean_up_alike_in_one_millisecond_are_all_kept(tmp_path: Path) -> None:
+    """`a?`, `a!` and `a#` all became `a_` and overwrote each other; a 90-character CJK id made a
+    name over 255 bytes, and no capture at all."""
+    ids = ["p1?", "p1!", "p1#", "\U00020000" * 90]
+    for delivery_id in ids:
+        write_capture(tmp_path, WebhookEvent("POST", "/h", make_headers({}), b"{}", received_at=1714809820.5,
+                                             delivery_id=delivery_id))
+    written = sorted(tmp_path.iterdir())
+    assert len(written) == 4
+    assert sorted(json.loads(f.read_text())["delivery_id"] for f in written) == sorted(ids)
+    assert all(len(f.name.encode()) < 255 and f.name.startswith("1714809820500-") for f in written)
+
+
 def test_redacted_gitlab_token_fails_verify_and_says_so(tmp_path: Path) -> None:
     config = source_config(tmp_path, "gitlab")
     file, = write_captures(tmp_path / "caps", [capture("gitlab", "issue.open", redact=True)])
@@ -346,6 +359,11 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         capture("github", "issues.opened"),
         capture("github", "release.published", secret="wrong"),
         capture("github", "issues.opened", headers={"X-Note": "a\r\nX-Injected: b"}),  # hand-edited
+        # as received: chunked, and compressed (the capture holds the body aiohttp decoded); these
+        # describe that one connection's bytes, not the delivery, and are not sent again
+        capture("github", "issues.opened", headers={"X-GitHub-Delivery": "6e0c1f00-0000-4000-8000-000000000001",
+                                                    "Transfer-Encoding": "chunked", "Content-Encoding": "gzip",
+                                                    "Connection": "keep-alive", "Keep-Alive": "timeout=5"}),
     ])
     async with serve_in_process(config, env=secrets_env()) as server:
         process = await asyncio.create_subprocess_exec(
@@ -357,14 +375,14 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         assert process.returncode == 1, stderr.decode()
         out = json.loads(stdout)
         assert [(d["status"], d.get("sent_status")) for d in out] == [
-            ("sent", 202), ("sent", 202), ("failed", 401), ("failed", None)]
+            ("sent", 202), ("sent", 202), ("failed", 401), ("failed", None), ("sent", 202)]
         [refused] = out[3]["errors"]
         assert refused.startswith(f"cannot send to {server.url}/webhooks/github: ") and "control character" in refused
         delivery_id = "476193052:5f0c8a10-0863-11ef-9a3b-2e1d7c4b8f01"
         assert out[0]["listener_answer"] == {"status": "accepted", "delivery_id": delivery_id}
         assert out[0]["delivery_id"] == delivery_id
         assert out[2]["listener_answer"]["reason"] == "signature mismatch in header X-Hub-Signature-256"
-        await wait_until_settled(server.state_dir, 2)
+        await wait_until_settled(server.state_dir, 3)
         pr = await wait_for_entity(server.catalog_path, *PR)
     assert pr["properties"]["status"] == "open"
     assert ("githubIssue", "acme/payments-api/issues/57") in catalog(config)
@@ -417,6 +435,16 @@ async def test_to_a_listener_that_never_answers_fails_the_file_after_the_timeout
         ({"received_at": "yesterday"}, "'received_at' must be a Unix time in seconds, got \"yesterday\""),
         ({"received_at": True}, "'received_at' must be a Unix time in seconds, got true"),
         ({"delivery_id": ["x"]}, "'delivery_id' must be a string, got [\"x\"]"),
+        # these were sent as the text "None", "['application/json']", and not at all
+        ({"headers": [["X-GitHub-Event", None]]}, "'headers' entry 0 must be a [name, value] pair of text, got "
+                                                  '["X-GitHub-Event", null]'),
+        ({"headers": {"Content-Type": ["application/json"]}}, "'headers' entry 0 must be a [name, value] pair of "
+                                                              'text, got ["Content-Type", ["application/json"]]'),
+        ({"headers": [{"name": "Content-Type", "value": "application/json"}]},
+         "'headers' entry 0 must be a [name, value] pair of text, got {\"name\": \"Content-Type\", \"value\": "
+         "\"application/json\"}"),
+        ({"headers": "Content-Type: application/json"}, "'headers' must be a list of [name, value] pairs, got "
+                                                         '"Content-Type: application/json"'),
     ],
 )
 def test_a_hand_edited_capture_with_a_wrong_field_fails_alone_naming_it(
