@@ -299,6 +299,28 @@ async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superse
     assert again is not None and again.state == PENDING
 
 
+async def test_a_dead_letter_with_a_newer_unfinished_delivery_of_its_key_is_superseded(
+    queue: Queue, backend: Backend
+) -> None:
+    """Found by probing: retried while a newer delivery of its key was in progress, the dead
+    letter was applied after it, its older content last. Newer content on the way (pending, in
+    progress or waiting for a retry) supersedes it as applied content does."""
+    [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
+    [first] = await queue.claim(1)
+    await queue.dead_letter(first, "Port answered 422")
+    [newer] = await put_all(queue, delivery(2, backend.clock, key="repo/1"))
+    assert await queue.superseded() == {old: newer}  # pending
+    [running] = await queue.claim(10)
+    assert await queue.requeue(old, spare_superseded=True) == Requeued(0, {old: newer})  # in progress
+    await queue.retry_later(running, "Port answered 503", 0)
+    assert await queue.requeue_dead(spare_superseded=True) == Requeued(0, {old: newer})  # waiting for a retry
+    assert await queue.superseded() == {old: newer}
+    [again] = await queue.claim(10)
+    await queue.ack(again)
+    assert await queue.superseded() == {old: newer}  # applied now
+    assert ids_of(await queue.list(DEAD)) == [old]
+
+
 async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(backend: Backend) -> None:
     queue = await backend.open(dedup_window_seconds=60)  # the dead letter purged below is past the window
     [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))

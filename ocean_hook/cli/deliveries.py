@@ -162,7 +162,7 @@ def retry(
         return
     if done.spared:
         [newer] = done.spared.values()
-        raise fail(f"delivery {delivery} was superseded by delivery {newer}, applied after it; "
+        raise fail(f"delivery {delivery} was superseded by delivery {newer}, applied (or being applied) after it; "
                    "--include-superseded retries it anyway", 1)
     if not done.count and found is not None:  # there, but nothing to retry
         raise fail(f"delivery {delivery} is {found.state.value}, not dead or failed: nothing to retry", 1)

@@ -326,7 +326,7 @@ return n
 """
 
 # ARGV: P, G, now, only_code (r|d|any), spare (1: leave superseded dead letters dead), seqs...
-# Returns {requeued count, then pairs of spared seq and the newer applied seq}.
+# Returns {requeued count, then pairs of spared seq and the newer (applied or active) seq}.
 LUA_REQUEUE = r"""
 local now, only, spare = ARGV[3], ARGV[4], ARGV[5] == '1'
 local n, spared = 0, {}
@@ -337,10 +337,12 @@ for i = 6, #ARGV do
     local stream = code == 'd' and k('dead') or k('retry')
     local fields = entry(stream, id)
     local key = fields and field(fields, 'order_key') or ''
-    local later = spare and code == 'd' and key ~= '' and redis.call('HGET', k('applied'), key)
-    if later and tonumber(later) > tonumber(seq) then
+    -- superseded: a newer delivery of its key applied, or active (the requeued one would wait behind it)
+    local later = spare and code == 'd' and key ~= '' and math.max(
+      tonumber(redis.call('HGET', k('applied'), key) or '0'), tonumber(redis.call('HGET', k('active'), key) or '0'))
+    if later and later > tonumber(seq) then
       table.insert(spared, seq)
-      table.insert(spared, later)
+      table.insert(spared, tostring(later))
     else
       redis.call('XDEL', stream, id)
       if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
@@ -805,13 +807,12 @@ class RedisQueue(Queue):
             return {}
         keys = sorted({key for _, key in dead})
         async with self._available():
-            applied = dict(zip(keys, await self._redis.hmget(f"{self.stream}:applied", keys), strict=True))
-        found: dict[str, str] = {}
-        for seq, key in dead:
-            later = applied[key]
-            if later is not None and int(_text(later)) > int(seq):
-                found[seq] = _text(later)
-        return found
+            applied = await self._redis.hmget(f"{self.stream}:applied", keys)
+            active = await self._redis.hmget(f"{self.stream}:active", keys)
+        # as LUA_REQUEUE decides: a newer delivery applied, or active (one requeued would wait behind it)
+        newest = {key: max(int(_text(a or b"0")), int(_text(b or b"0")))
+                  for key, a, b in zip(keys, applied, active, strict=True)}
+        return {seq: str(newest[key]) for seq, key in dead if newest[key] > int(seq)}
 
     async def _scan(self, suffix: str) -> builtins.list[tuple[str, str, float, str]]:
         """(entry id, seq, updated_at, order key) of every entry of a side stream, oldest first."""

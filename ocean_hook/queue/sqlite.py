@@ -139,12 +139,14 @@ ORDER BY 1
 LIMIT :limit
 """
 
-# Dead letters with a newer delivery of their key done since: one pass over the done rows of
-# those keys (no index serves it; `deliveries retry` asks, never the listener).
+# Dead letters with a newer delivery of their key applied since, or unfinished (its newer content
+# is on the way, and one already started would be applied before the requeued dead letter, then
+# overwritten by it): as Redis decides. One pass over those keys' rows (no index serves it;
+# `deliveries retry` asks, never the listener).
 SUPERSEDED = """
 WITH dead AS (SELECT id, order_key FROM deliveries WHERE state = 'dead' AND order_key != ''),
      newest AS (SELECT order_key, MAX(id) AS id FROM deliveries
-                WHERE state = 'done' AND order_key IN (SELECT order_key FROM dead) GROUP BY order_key)
+                WHERE state != 'dead' AND order_key IN (SELECT order_key FROM dead) GROUP BY order_key)
 SELECT dead.id, newest.id FROM dead JOIN newest USING (order_key) WHERE newest.id > dead.id ORDER BY dead.id
 """
 
