@@ -46,5 +46,5 @@ def take_over(conn: sqlite3.Connection, own_table: str, what: str) -> bool:
 
 def wal_descriptor(path: Path) -> int:
     """A descriptor of the file's WAL, to fsync it: the WAL exists from the first transaction on,
-    as long as a connection is open."""
-    return os.open(f"{path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+    as long as a connection is open. SQLite keeps it beside the file a symbolic link points to."""
+    return os.open(f"{os.path.realpath(path)}-wal", os.O_RDONLY | os.O_CLOEXEC)

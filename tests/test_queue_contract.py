@@ -595,6 +595,24 @@ async def test_sqlite_put_is_answered_only_once_its_wal_is_fsynced(tmp_path: Pat
     assert synced == [f"{path}-wal"]
 
 
+async def test_sqlite_journal_behind_a_symbolic_link_fsyncs_the_real_wal(tmp_path: Path, clock: Clock) -> None:
+    """SQLite keeps the WAL beside the link's target: `serve` could not start on a linked journal
+    ("No such file or directory: 'link.db-wal'")."""
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "j.db", tmp_path / "link.db"
+    link.symlink_to(real)
+    synced = []
+
+    def recorded_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+    async with await SqliteJournal.open(link, clock=clock) as journal:
+        journal.fsync = recorded_fsync
+        assert (await journal.put(delivery(1, clock))).accepted
+    assert synced == [f"{real}-wal"]
+
+
 async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Path, clock: Clock) -> None:
     """`sync_before`: the local catalog's writes reach the disk before the journal records the
     delivery done, in the same step on the helper thread; a failure there fails the round."""
