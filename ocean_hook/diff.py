@@ -89,9 +89,23 @@ def field_changes(before: Entity, after: Entity, *, every: bool = False) -> list
             for name in sorted({*old_map, *new_map}):
                 if old_map.get(name) != new_map.get(name) or (every and name in new_map):
                     changes.append(FieldChange(f"{key}.{name}", old_map.get(name), new_map.get(name)))
+        elif key == "team" and _teams(old) == _teams(new):
+            continue
         elif old != new:
             changes.append(FieldChange(key, old, new))
     return changes
+
+
+def _teams(value: Any) -> Any:
+    """Port stores `team` as a list of names, `[]` for none, and takes one name as a string: a
+    mapping's `"platform"` against a stored `["platform"]`, or `[]` against none, is no change."""
+    if value is None or value == []:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset([value])
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return frozenset(value)
+    return value
 
 
 def plan_upsert(desired: Entity, current: Entity | None, *, merge: bool, kind: str = "") -> Change:

@@ -79,6 +79,18 @@ def test_top_level_fields_and_relations_are_diffed_by_path() -> None:
 
 
 # ------------------------------------------------------------------------------- merge or replace
+def test_team_as_port_stores_it_is_no_change() -> None:
+    """`team: []` against none, or `"core"` against Port's stored `["core"]`, showed as an update on
+    every run (found by probing); a real change of team still shows."""
+    for stored, mapped in ((None, []), ([], None), (["core"], "core"), (["a", "b"], ["b", "a"])):
+        current = {**pr("1", "open"), "team": stored} if stored is not None else pr("1", "open")
+        (same,) = plan_changes([{**pr("1", "open"), "team": mapped}], [], keyed(current), merge=True)
+        assert (stored, mapped, same.action) == (stored, mapped, "unchanged")
+    (moved,) = plan_changes([{**pr("1", "open"), "team": "web"}], [], keyed({**pr("1", "open"), "team": ["core"]}),
+                            merge=True)
+    assert moved.fields == [FieldChange("team", ["core"], "web")]
+
+
 def test_merge_keeps_properties_the_mapping_does_not_set_and_replace_drops_them() -> None:
     current = keyed({**pr("1", "open", owner="ann"), "icon": "Github"})
     desired = {"identifier": "1", "blueprint": "pr", "properties": {"status": "open"}}
