@@ -260,6 +260,17 @@ def test_a_key_port_would_refuse_is_an_error_not_an_entity(item: dict[str, Any],
     assert result.skipped == 0
 
 
+def test_a_title_or_icon_port_would_refuse_is_an_error_as_the_local_catalog_says() -> None:
+    """`title: .num` passed test-mapping --strict and was written to the local catalog, whose
+    export then could not be imported back ("'title' must be a string, got 42"); Port refuses it."""
+    text = ID_AND_BLUEPRINT + "          title: .title\n          icon: .icon\n"
+    result = mapper(text).map_items([{"id": "a", "bp": "t", "title": 42}, {"id": "b", "bp": "t", "icon": ["x"]},
+                                     {"id": "c", "bp": "t", "title": "C"}])
+    assert [e.entity["identifier"] for e in result.entities] == ["c"]
+    assert result.errors == ["kind 'thing', item 0: 'title' must be a string, got 42",
+                             "kind 'thing', item 1: 'icon' must be a string, got [\"x\"]"]
+
+
 def test_root_flags_default_to_true_as_in_ocean() -> None:
     flags = load(resource({"a": ".a"})).flags
     assert (flags.enable_merge_entity, flags.delete_dependent_entities, flags.create_missing_related_entities) == (

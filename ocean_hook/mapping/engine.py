@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.entity import Entity, is_search_query
+from ocean_hook.entity import Entity, is_search_query, shape_problem
 from ocean_hook.errors import ConfigError, quoted
 from ocean_hook.mapping.jq import JqCompileError, JqQuery, compile_jq, normalize_quotes
 from ocean_hook.mapping.models import PortAppConfig, ResourceConfig, load_port_app_config
@@ -311,7 +311,7 @@ class ResourceMapper:
                 if misconfigurations:
                     result.unnamed.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
             return
-        problem = _key_problem(entity)
+        problem = _key_problem(entity) or shape_problem(entity)
         if problem:
             if passed:  # one the selector refused names nothing to write or delete: filtered, no more
                 result.errors.append(f"kind '{self.kind}', item {index}: {problem}")
