@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from ocean_hook import jsontext
 from ocean_hook.apply import ApplyError, apply_changes
 from ocean_hook.auth.base import Verdict
-from ocean_hook.diff import Change, plan_changes
+from ocean_hook.diff import Change, plan_changes, summarize
 from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.errors import quoted
 from ocean_hook.events import WebhookEvent, new_delivery_id
@@ -324,6 +324,17 @@ class ProcessResult:
     @property
     def errors(self) -> list[str]:
         return [e for r in self.results for e in r.batch.result.errors]
+
+    def summary(self) -> dict[str, int]:
+        """The changes by action, and what the mapping left out or could not fill, counted as
+        test-mapping counts them: a delivery whose items were all skipped is not silent."""
+        mapped = [r.batch.result for r in self.results]
+        return {
+            **summarize(self.changes),
+            "filtered": sum(m.filtered for m in mapped),
+            "skipped": sum(m.skipped for m in mapped),
+            "misconfigured": sum(1 for m in mapped for e in [*m.passed, *m.unnamed] if e.misconfigurations),
+        }
 
 
 async def process(

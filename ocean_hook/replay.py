@@ -17,7 +17,6 @@ import aiohttp
 
 from ocean_hook.config import Config
 from ocean_hook.datafiles import load_json
-from ocean_hook.diff import summarize
 from ocean_hook.errors import InputError, OceanHookError
 from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_capture, make_headers
 from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, check_media_type, process
@@ -87,7 +86,7 @@ class ReplayOutcome:
             "auth": _auth_result(a, self.verified),
             "validation": _validation_result(a),
             "changes": [c.to_json() for c in self.result.changes] if self.result else [],
-            "summary": summarize(self.result.changes) if self.result else None,
+            "summary": self.result.summary() if self.result else None,
             "errors": ([self.error] if self.error else []) + (self.result.errors if self.result else []),
         }
         if self.sent_status is not None:

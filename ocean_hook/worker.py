@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 
 from prometheus_client import Counter
 
-from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
 from ocean_hook.fetch import Fetcher
 from ocean_hook.logs import for_delivery
@@ -184,7 +183,7 @@ class WorkerPool:
         for change in result.changes:
             if change.writes:
                 self._writes(change.action).inc()
-        dlog.info("applied: %s", summary_line(summarize(result.changes)))
+        dlog.info("applied: %s", summary_line(result.summary()))
         if self.log_plans:
             for change in result.changes:
                 if change.writes:

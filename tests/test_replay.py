@@ -544,3 +544,31 @@ def test_a_slack_url_verification_capture_is_skipped_not_failed(tmp_path: Path, 
     (delivery,) = replay_json(capture_file, "--config", config, "--verify")
     assert (delivery["status"], delivery["answer"]["status"]) == ("skipped", 200)
     assert delivery["answer"]["reason"] == "URL verification answered"
+
+
+def test_what_the_mapping_left_out_is_counted_not_silent(tmp_path: Path) -> None:
+    """A payload without an id was `processed` with no changes and not a word (found by probing):
+    skipped, filtered and misconfigured are counted as test-mapping counts them."""
+    (tmp_path / "mapping.yml").write_text(
+        "resources:\n  - kind: repo\n    selector: {query: '.type == \"repo\"'}\n    port:\n      entity:\n"
+        "        mappings: {identifier: .id, title: .name, blueprint: '\"service\"'}\n")
+    (tmp_path / "ocean-hook.yaml").write_text(
+        "mapping: mapping.yml\nprocessors:\n  - {name: x, path: /webhooks/x, kinds: [repo], auth: {scheme: none}}\n")
+    payloads = {"no-id.json": {"type": "repo", "name": "A"}, "user.json": {"type": "user", "id": "u"},
+                "untitled.json": {"type": "repo", "id": "b"}}
+    for name, payload in payloads.items():
+        (tmp_path / name).write_text(json.dumps(payload))
+    files = [tmp_path / name for name in payloads]
+    config = tmp_path / "ocean-hook.yaml"
+    out = replay_json(*files, "--config", config, "--path", "/webhooks/x", "--dry-run")
+    assert [(d["status"], d["summary"]) for d in out] == [
+        ("processed", {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "filtered": 0, "skipped": 1,
+                       "misconfigured": 1}),  # its identifier is null: both, as in test-mapping
+        ("processed", {"create": 0, "update": 0, "delete": 0, "unchanged": 0, "filtered": 1, "skipped": 0,
+                       "misconfigured": 0}),
+        ("processed", {"create": 1, "update": 0, "delete": 0, "unchanged": 0, "filtered": 0, "skipped": 0,
+                       "misconfigured": 1}),
+    ]
+    applied = replay(files[0], "--config", config, "--path", "/webhooks/x")
+    assert applied.exit_code == 0, applied.output
+    assert "0 to create, 0 to update, 0 to delete, 0 unchanged (1 skipped, 1 misconfigured)" in applied.stdout

@@ -13,7 +13,6 @@ from rich.progress import Progress
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
 from ocean_hook.config import Config, load_config
-from ocean_hook.diff import summarize
 from ocean_hook.events import WebhookEvent
 from ocean_hook.fetch import is_http_url
 from ocean_hook.replay import (
@@ -126,8 +125,9 @@ def _print(outcomes: list[ReplayOutcome], output: Format, *, dry_run: bool) -> N
         if o.result is not None:
             for change in o.result.changes:
                 render.print_change(out, change)
-            if dry_run:
-                out.print(render.escape_text(render.summary_line(summarize(o.result.changes))))
+            summary = o.result.summary()
+            if dry_run or any(summary[k] for k in ("filtered", "skipped", "misconfigured")):
+                out.print(render.escape_text(render.summary_line(summary)))
     counts = {s: sum(1 for o in outcomes if o.status == s) for s in ("processed", "sent", "skipped", "failed")}
     if not counts["sent"]:
         counts.pop("sent")
