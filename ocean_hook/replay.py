@@ -143,12 +143,13 @@ def load_event(file: Path, *, path: str | None, headers: Sequence[str]) -> Webho
             return event_from_capture(doc, where=str(file))
         raise InputError("not a capture: a bare payload needs --path (the listener path it was sent to)",
                          where=str(file))
-    if not path.startswith("/"):
+    return WebhookEvent("POST", path, make_headers(bare_payload_headers(path, headers)), raw)
+
+
+def bare_payload_headers(path: str | None, headers: Sequence[str]) -> list[tuple[str, str]]:
+    """The headers `--header` gives a bare payload sent to `--path` (both checked here)."""
+    if path is not None and not path.startswith("/"):
         raise InputError(f"--path must start with '/', got {path!r}")
-    return WebhookEvent("POST", path, make_headers(_header_pairs(headers)), raw)
-
-
-def _header_pairs(headers: Sequence[str]) -> list[tuple[str, str]]:
     pairs = [("Content-Type", "application/json")]
     for header in headers:
         name, sep, value = header.partition(":")

@@ -306,9 +306,13 @@ def test_bare_payload_with_path_and_headers(tmp_path: Path) -> None:
     without_path = replay(payload_file, "--config", config)
     assert without_path.exit_code == 1
     assert "a bare payload needs --path" in without_path.stdout
+    # once, up front, as a usage error: it failed every file alike, exit 1 (found by probing)
     bad_header = replay(payload_file, "--config", config, "--path", "/webhooks/github", "-H", "no colon")
-    assert bad_header.exit_code == 1
-    assert "--header must look like 'Name: value'" in bad_header.stdout
+    assert (bad_header.exit_code, bad_header.stdout) == (2, "")
+    assert bad_header.stderr == "error: --header must look like 'Name: value', got 'no colon'\n"
+    bad_path = replay(payload_file, payload_file, "--config", config, "--path", "webhooks/github")
+    assert (bad_path.exit_code, bad_path.stdout) == (2, "")
+    assert bad_path.stderr == "error: --path must start with '/', got 'webhooks/github'\n"
 
 
 def test_directory_of_captures_summary_and_exit_code(tmp_path: Path) -> None:

@@ -13,10 +13,12 @@ from rich.progress import Progress
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
 from ocean_hook.config import Config, load_config
+from ocean_hook.errors import InputError
 from ocean_hook.events import WebhookEvent
 from ocean_hook.fetch import is_http_url
 from ocean_hook.replay import (
     ReplayOutcome,
+    bare_payload_headers,
     expand_files,
     load_outcome_or_event,
     replay_event,
@@ -89,6 +91,10 @@ def _check_options(to: str | None, *, dry_run: bool, verify: bool, path: str | N
         raise fail("--verify cannot go with --to: the listener checks the signatures itself")
     if header and path is None:
         raise fail("--header is for bare payloads, with --path (a capture file brings its own headers)")
+    try:  # else every file failed alike, exit 1
+        bare_payload_headers(path, header)
+    except InputError as exc:
+        raise fail(str(exc)) from None
 
 
 async def _replay_all(
