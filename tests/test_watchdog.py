@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -70,19 +70,31 @@ def _serve_until_it_exits(config: Path, log_path: Path) -> int:
                               env={**os.environ, **hook_env()}, cwd=config.parent).returncode
 
 
+@contextlib.asynccontextmanager
+async def _stalling(config: Path) -> AsyncIterator[ServeProcess]:
+    """A `serve` the test expects the watchdog to kill; killed here if the test fails first."""
+    server = await ServeProcess.start(config)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+            await server.wait()
+
+
 async def test_a_stalled_serve_is_killed_naming_the_delivery_and_runs_it_again_once_fixed(tmp_path: Path) -> None:
     state = tmp_path / "state"
     config = write_config(tmp_path, mapping=LOOPING, server={"stall_timeout": "1s", "workers": 1})
-    server = await ServeProcess.start(config)
-    good_body, good_headers = github_delivery(pr_payload(1, title="fine"))
-    assert await _post(server.hook_url, good_body, good_headers) == 202
-    await wait_for_entity(state / "catalog.db", BLUEPRINT, "1")
+    async with _stalling(config) as server:
+        good_body, good_headers = github_delivery(pr_payload(1, title="fine"))
+        assert await _post(server.hook_url, good_body, good_headers) == 202
+        await wait_for_entity(state / "catalog.db", BLUEPRINT, "1")
 
-    body, headers = github_delivery(pr_payload(2, title="loop"))
-    assert await _post(server.hook_url, body, headers) == 202
-    started = time.monotonic()
-    assert await asyncio.wait_for(server.wait(), 20) == -9  # SIGKILL: nothing in it could run
-    assert time.monotonic() - started < 15
+        body, headers = github_delivery(pr_payload(2, title="loop"))
+        assert await _post(server.hook_url, body, headers) == 202
+        started = time.monotonic()
+        assert await asyncio.wait_for(server.wait(), 20) == -9  # SIGKILL: nothing in it could run
+        assert time.monotonic() - started < 15
     logs = server.logs()
     assert "has not run for 1 s (server.stall_timeout)" in logs
     assert f"Deliveries being processed: 2 (delivery {delivery_id_of(headers)}); they stay in the journal" in logs
@@ -106,10 +118,10 @@ async def test_a_delivery_that_stalls_serve_when_run_alone_is_dead_lettered_and_
     third dead-letters it and listens. Four workers, so the first stall cannot tell the cause."""
     state = tmp_path / "state"
     config = write_config(tmp_path, mapping=LOOPING, server={"stall_timeout": "1s", "workers": 4})
-    server = await ServeProcess.start(config)
-    body, headers = github_delivery(pr_payload(2, title="loop"))
-    assert await _post(server.hook_url, body, headers) == 202
-    assert await asyncio.wait_for(server.wait(), 20) == -9
+    async with _stalling(config) as server:
+        body, headers = github_delivery(pr_payload(2, title="loop"))
+        assert await _post(server.hook_url, body, headers) == 202
+        assert await asyncio.wait_for(server.wait(), 20) == -9
 
     assert _serve_until_it_exits(config, tmp_path / "second.log") == -9
     second = (tmp_path / "second.log").read_text()
