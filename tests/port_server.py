@@ -108,6 +108,8 @@ class FakePort:
     blueprint_schema: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: seconds every API answer takes (to observe concurrency)
     latency: float = 0.0
+    #: False → entity answers leave `$datasource` out (only search rules can tell the writer)
+    answers_datasource: bool = True
     #: the most requests ever handled at the same time
     max_concurrent: int = 0
 
@@ -308,7 +310,7 @@ class FakePort:
             "createdBy": "fake-user",
             "updatedAt": _iso(stored.updated_at),
             "updatedBy": "fake-user",
-            "$datasource": stored.datasource,
+            **({"$datasource": stored.datasource} if self.answers_datasource else {}),
         }
 
     def _bulk_upsert(self, bp: str, query: dict[str, str], body: Any, ua: str) -> web.Response:

@@ -434,6 +434,9 @@ async def test_build_target_kinds(tmp_path: Path):
         ({"type": "port", "base_url": "api.getport.io"}, ENV,
          "target.base_url must be an http(s) URL like https://api.getport.io, got 'api.getport.io'"),
         ({"type": "port", "base_url": "https://"}, ENV, "target.base_url must be an http(s) URL"),
+        # its password was in the "unreachable" error, then a ValueError traceback (found by probing)
+        ({"type": "port", "base_url": "http://proxyuser:PROXYPASS@127.0.0.1:9"}, ENV,
+         "target.base_url must not hold a user or password (user@host): Port takes the client id and secret"),
         ({"type": "dry-run", "read_from": "s3"}, {}, "target.read_from must be one of local, port, none"),
         ({"type": "dry-run", "read_from": "none", "path": "x"}, {}, "unknown key(s) 'path'"),
         ("local", {}, "target must be a mapping"),

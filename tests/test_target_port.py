@@ -202,6 +202,10 @@ def test_retry_after_parsing():
     assert retry_after_seconds({"x-ratelimit-reset": str(now + 4)}, now) == 4.0
     assert retry_after_seconds({"Retry-After": "soon"}, now) is None
     assert retry_after_seconds({}, now) is None
+    # nothing usable: the backoff decides, not an instant retry (they were 0 s; found by probing)
+    for nonsense in ("-1", "nan", "inf", "-inf"):
+        assert retry_after_seconds({"Retry-After": nonsense}, now) is None
+        assert retry_after_seconds({"X-RateLimit-Reset": nonsense}, now) is None
 
 
 async def test_503_storm_ends_in_retryable_outcomes(port: FakePort, target: PortTarget):
@@ -388,6 +392,53 @@ async def test_entities_of_other_writers_are_left_alone(port: FakePort, target: 
     assert port.calls("POST", "/v1/blueprints/service/bulk")[0].json == {"entities": ["mine", "older"]}
 
 
+async def test_without_datasources_in_answers_only_this_writers_entities_are_deleted(port: FakePort,
+                                                                                    target: PortTarget):
+    """Found by probing: with no `$datasource` in Port's answers, `contains "/hook"` also matched
+    `hook-2`'s entity, and integration `hook` deleted it."""
+    port.answers_datasource = False
+    await target.upsert([svc("mine")], MERGE)
+    port.put(svc("sibling"), datasource=f"ocean-hook/{__version__}/hook-2")
+    port.put(svc("theirs"), datasource="port-ocean/github/gh/0.1.9/exporter")
+    keys = [("service", k) for k in ("mine", "sibling", "theirs")]
+    outcomes = await target.delete(keys, MERGE)
+    assert [o.ok for o in outcomes] == [True, False, False]
+    assert outcomes[1].error.startswith("Port did not say who wrote it, and not this version of ocean-hook/hook")
+    assert not outcomes[1].retryable
+    assert set(port.store) == {("service", "sibling"), ("service", "theirs")}
+
+
+async def test_a_search_404_that_is_not_a_missing_blueprint_fails_the_delete(port: FakePort, target: PortTarget):
+    """A wrong base_url path or a proxy answering 404 was read as "nothing exists": the delete
+    was reported done while the entity stayed (found by probing)."""
+    await target.upsert([svc("mine")], MERGE)
+    port.fail_next("/v1/entities/search", 404, body={"message": "Route not found"})
+    with pytest.raises(TargetError) as failed:
+        await target.delete([("service", "mine")], MERGE)
+    assert "Port search failed" in str(failed.value) and "404" in str(failed.value)
+    assert set(port.store) == {("service", "mine")}
+    port.blueprints = {"service"}  # Port's own 404 for a blueprint it does not have still means none
+    assert (await target.delete([("nothing", "x")], MERGE))[0].ok
+
+
+async def test_dot_identifiers_are_escaped_so_no_one_resolves_them_as_dot_segments(port: FakePort):
+    """`DELETE /v1/blueprints/svc/entities/..` reads as `DELETE /v1/blueprints/svc` to a server or
+    proxy resolving dot segments (RFC 3986): another resource altogether (found by probing)."""
+    port.bulk_delete_supported = False
+    target = make_target(port)
+    try:
+        assert all(o.ok for o in await target.upsert([svc(".."), svc("."), svc("a.b")], MERGE))
+        outcomes = await target.delete([("service", ".."), ("service", "."), ("service", "a.b")], MERGE)
+    finally:
+        await target.close()
+    assert [o.ok for o in outcomes] == [True, True, True]
+    assert sorted(r.raw_path for r in port.calls("DELETE")) == [
+        "/v1/blueprints/service/entities/%2E", "/v1/blueprints/service/entities/%2E%2E",
+        "/v1/blueprints/service/entities/a.b",
+    ]
+    assert port.store == {}
+
+
 async def test_paths_are_url_encoded_and_old_api_falls_back_to_single_delete(port: FakePort):
     port.bulk_delete_supported = False
     target = make_target(port)
@@ -439,6 +490,7 @@ async def test_redirects_are_not_followed_so_the_secret_stays_with_base_url(port
     ("<html>login</html>", "200 without a JSON object"),
     ({"expiresIn": 3600}, "no 'accessToken' string"),
     ({"accessToken": "t", "expiresIn": "3600"}, "'expiresIn' is not a number of seconds"),
+    ({"accessToken": "t\r\nX-Evil: 1", "expiresIn": 3600}, "the 'accessToken' holds control characters"),
 ])
 async def test_a_malformed_token_answer_says_what_is_wrong(port: FakePort, body, problem: str) -> None:
     target = make_target(port, retry_attempts=1)
@@ -448,6 +500,23 @@ async def test_a_malformed_token_answer_says_what_is_wrong(port: FakePort, body,
             await target.upsert([svc("api")], FLAGS)
     finally:
         await target.close()
+
+
+async def test_a_token_refusal_that_echoes_the_secret_does_not_repeat_it(port: FakePort) -> None:
+    """The error went to the log and to the unauthenticated /readyz (found by probing)."""
+    target = make_target(port, retry_attempts=1)
+    port.fail_next("/v1/auth/access_token", 400, body=f'bad request: {{"clientSecret":"{port.client_secret}"}}')
+    try:
+        with pytest.raises(TargetError) as failed:
+            await target.upsert([svc("api")], FLAGS)
+        with pytest.raises(TargetError) as not_ready:
+            await target.check_ready()
+    finally:
+        await target.close()
+    for said in (str(failed.value), str(not_ready.value)):
+        assert port.client_secret not in said
+        assert said.startswith("cannot obtain a Port access token: Port answered 400: bad request: ")
+        assert '"clientSecret":"[redacted]"' in said
 
 
 @pytest.mark.parametrize("chunked", [False, True])

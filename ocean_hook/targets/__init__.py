@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ocean_hook.fetch import is_http_url
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
@@ -109,6 +110,9 @@ def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
     base_url = _string(spec, "base_url", REGIONS[region])
     if not is_http_url(base_url):
         raise ValueError(f"target.base_url must be an http(s) URL like {DEFAULT_BASE_URL}, got {base_url!r}")
+    if "@" in urlsplit(base_url).netloc:  # its password would be in every error; aiohttp refused it besides
+        raise ValueError("target.base_url must not hold a user or password (user@host): Port takes the client id "
+                         "and secret from client_id_env and client_secret_env")
     return PortTarget(
         base_url,
         client_id=_secret(spec, "client_id_env", "PORT_CLIENT_ID", env),

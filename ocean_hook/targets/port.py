@@ -8,9 +8,11 @@ Before deleting, the target searches the entities twice: once by identifier (to 
 gone", which is fine, from "exists"), once adding the rules ``$datasource contains
 "ocean-hook/"`` and ``$datasource contains "/<integration_name>"`` so Port itself confirms
 ownership. When Port also returns the datasource string, it is checked segment by segment too
-(so integration ``hook`` does not claim the entities of ``hook-2``). Entities that exist but are
-not ours are never deleted: their outcome says so and is not retryable. Upserts are not
-guarded: mapping an entity is an explicit request to write it.
+(so integration ``hook`` does not claim the entities of ``hook-2``); when it does not, a third
+search asks for ``$datasource = "ocean-hook/<this version>/<integration_name>"`` exactly, and
+what only the ``contains`` rules matched (``hook-2``'s, or an older version's) is left alone.
+Entities that exist but are not ours are never deleted: their outcome says so and is not
+retryable. Upserts are not guarded: mapping an entity is an explicit request to write it.
 
 Failures. 408, 429, 502, 503, 504 and connection errors are retried with exponential backoff
 and jitter, or exactly as long as ``Retry-After`` / ``x-ratelimit-reset`` ask (capped at
@@ -26,15 +28,14 @@ Every method answers one outcome per input, in input order.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +53,7 @@ from yarl import URL
 from ocean_hook import __version__
 from ocean_hook.bodies import read_at_most
 from ocean_hook.entity import Entity, EntityKey, entity_key, mapped_fields
+from ocean_hook.fetch import parse_retry_after
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import outcome_key
@@ -80,7 +82,11 @@ READY_WINDOW_SECONDS = 10.0
 
 
 def _q(segment: str) -> str:
-    return quote(segment, safe="")
+    """One path segment, escaped whole. `.` and `..` are escaped too (`%2E`): sent as they are, a
+    server or proxy resolving dot segments reads `DELETE .../entities/..` as a delete of the
+    blueprint itself."""
+    quoted = quote(segment, safe="")
+    return quoted.replace(".", "%2E") if set(segment) <= {"."} else quoted
 
 
 def _bool(value: bool) -> str:
@@ -105,6 +111,12 @@ def owns(datasource: str, integration_name: str) -> bool:
     return parts[0] == "ocean-hook" and integration_name in parts[1:]
 
 
+def _no_such_blueprint(body: Any) -> bool:
+    """Port's 404 for a search on a blueprint it does not have, not any 404: a wrong `base_url`
+    path or a proxy's page read as "nothing there" would lose every delete without a word."""
+    return isinstance(body, dict) and "blueprint" in str(body.get("message", "")).lower()
+
+
 def port_message(body: Any, status: int) -> str:
     """Port's own words for an error: its `message`, else its `error`, else the raw text."""
     if isinstance(body, dict):
@@ -117,29 +129,21 @@ def port_message(body: Any, status: int) -> str:
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The wait the server asked for: `Retry-After` (seconds or HTTP date), else
-    `x-ratelimit-reset` (seconds to wait, or an epoch timestamp when it is that large)."""
+    """The wait the server asked for: `Retry-After` (read as the fetch stage reads it), else
+    `x-ratelimit-reset` (seconds to wait, or an epoch timestamp when it is that large). None for
+    what says nothing usable (`-1`, `nan`): the backoff decides then, not an instant retry."""
     now = time.time() if now is None else now
     lower = {k.lower(): v for k, v in headers.items()}
-    value = lower.get("retry-after", "").strip()
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)
-            return max(0.0, when.timestamp() - now)
-    reset = lower.get("x-ratelimit-reset", "").strip()
+    asked = parse_retry_after(lower.get("retry-after"), now=now)
+    if asked is not None:
+        return asked
     try:
-        number = float(reset)
+        number = float(lower.get("x-ratelimit-reset", "").strip())
     except ValueError:
         return None
-    return max(0.0, number - now) if number > 1e9 else max(0.0, number)
+    if not math.isfinite(number) or number < 0:
+        return None
+    return max(0.0, number - now) if number > 1e9 else number
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,7 @@ class PortTarget(Target):
         #: the retry waits taken lately (seconds), for logs and tests
         self.retry_waits: deque[float] = deque(maxlen=100)
         self._credentials = _dumps({"clientId": client_id, "clientSecret": client_secret})
+        self._client_secret = client_secret
         self._session = session
         self._own_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -362,9 +367,11 @@ class PortTarget(Target):
                     self._send, "POST", self._url("/v1/auth/access_token"), None, self._credentials, None,
                 ), attempts=attempts))
             except TargetError as exc:
-                problem = f"cannot obtain a Port access token: {exc}"
+                # an answer may echo the request: the secret must not reach a log or /readyz
+                said = str(exc).replace(self._client_secret, "[redacted]") if self._client_secret else str(exc)
+                problem = f"cannot obtain a Port access token: {said}"
                 self._saw(problem, retryable=exc.retryable)
-                raise TargetError(problem, retryable=exc.retryable) from exc
+                raise TargetError(problem, retryable=exc.retryable) from None
 
     def _keep_token(self, reply: _Reply) -> str:
         if not reply.ok:
@@ -375,6 +382,8 @@ class PortTarget(Target):
             raise TargetError(f"malformed token answer: {reply.status} without a JSON object")
         if not isinstance(token, str) or not token:
             raise TargetError("malformed token answer: no 'accessToken' string")
+        if not token.isprintable():  # it goes into a header: aiohttp would refuse it with a traceback
+            raise TargetError("malformed token answer: the 'accessToken' holds control characters")
         if isinstance(expires, bool) or not isinstance(expires, int | float):
             raise TargetError("malformed token answer: 'expiresIn' is not a number of seconds")
         self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
@@ -414,7 +423,7 @@ class PortTarget(Target):
             {"exclude_calculated_properties": "true"},
             _dumps({"combinator": "and", "rules": rules}),
         )
-        if reply.status == 404:  # unknown blueprint: nothing of it exists
+        if reply.status == 404 and _no_such_blueprint(reply.body):  # nothing of it exists
             return []
         if not reply.ok:
             raise TargetError(
@@ -426,8 +435,10 @@ class PortTarget(Target):
             raise TargetError(f"Port search gave no 'entities' list ({reply.describe()})")
         return [e for e in entities if isinstance(e, dict)]
 
-    async def _lookup(self, blueprint: str, identifiers: list[str], *, ours: bool = False) -> dict[str, str | None]:
-        """identifier → datasource (None when Port does not say) of those that exist."""
+    async def _lookup(self, blueprint: str, identifiers: list[str], *, ours: bool = False,
+                      exactly_ours: bool = False) -> dict[str, str | None]:
+        """identifier → datasource (None when Port does not say) of those that exist (and, with
+        `ours`, that Port's `contains` rules say are ours; `exactly_ours`: this very writer's)."""
         rules: list[dict[str, Any]] = [
             {"property": "$identifier", "operator": "in", "value": identifiers},
             {"property": "$blueprint", "operator": "=", "value": blueprint},
@@ -437,6 +448,8 @@ class PortTarget(Target):
                 {"property": "$datasource", "operator": "contains", "value": "ocean-hook/"},
                 {"property": "$datasource", "operator": "contains", "value": f"/{self.integration_name}"},
             ]
+        if exactly_ours:
+            rules.append({"property": "$datasource", "operator": "=", "value": user_agent(self.integration_name)})
         found = await self._search(rules)
         wanted = set(identifiers)
         return {
@@ -528,13 +541,19 @@ class PortTarget(Target):
         existing = await self._lookup(blueprint, identifiers)
         present = [i for i in identifiers if i in existing]
         ours = await self._lookup(blueprint, present, ours=True) if present else {}
+        unsaid = [i for i in ours if existing.get(i) is None]  # `contains` matched: hook-2's too
+        exact = await self._lookup(blueprint, unsaid, exactly_ours=True) if unsaid else {}
         outcomes, doomed = [], []
         for ident in identifiers:
             datasource = existing.get(ident)
             if ident not in existing:
                 outcomes.append(WriteOutcome((blueprint, ident), ok=True))
-            elif ident in ours and (datasource is None or owns(datasource, self.integration_name)):
+            elif ident in ours and (owns(datasource, self.integration_name) if datasource else ident in exact):
                 doomed.append(ident)
+            elif ident in ours:
+                error = (f"Port did not say who wrote it, and not this version of ocean-hook/{self.integration_name}"
+                         " (another integration whose name begins the same, or an older version): left alone")
+                outcomes.append(_failed((blueprint, ident), error, retryable=False))
             else:
                 error = f"not created by ocean-hook (datasource {datasource or 'unknown'}): left alone"
                 outcomes.append(_failed((blueprint, ident), error, retryable=False))
