@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import traceback
 from collections.abc import Mapping as MappingABC
@@ -209,7 +210,7 @@ def _admit(
 ) -> Admission:
     if not processors:
         return Admission(404, f"no processor listens on {event.path}", event)
-    candidates = [p for p in processors if p.could_process(event)]
+    candidates = [p for p in processors if _decided(p, "could_process", p.could_process(event))]
     if verify:
         # Unmatched events are authenticated too (against any processor on the path): a forged
         # request gets a 401, never a 202, whatever event it claims to be.
@@ -231,7 +232,7 @@ def _admit(
     answer = next((c for p in candidates if (c := p.challenge(event)) is not None), None)
     if answer is not None:  # authenticated above: only the sender gets its challenge back
         return Admission(200, "URL verification answered", event, challenge=answer)
-    matched = [p for p in candidates if p.should_process_event(event)]
+    matched = [p for p in candidates if _decided(p, "should_process_event", p.should_process_event(event))]
     if not matched:
         return Admission(202, _ignored_reason(event), event)
     verdicts = [(p, _checked(p, "validate_payload", p.validate_payload(event.payload), Verdict)) for p in matched]
@@ -245,7 +246,8 @@ def _admit(
                          rejected_by=failed.name)
     if event.delivery_id is None:
         event = event.with_delivery_id(found or new_delivery_id())
-    return Admission(202, "accepted", event, valid, order_key=valid[0].order_key(event))
+    order_key = _checked(valid[0], "order_key", valid[0].order_key(event), str)  # None was a 503, sent forever
+    return Admission(202, "accepted", event, valid, order_key=order_key)
 
 
 def _sender_id(processors: Sequence[WebhookProcessor], event: WebhookEvent) -> str | None:
@@ -258,6 +260,17 @@ def _checked(processor: WebhookProcessor, method: str, value: Any, kind: type) -
     if not isinstance(value, kind):
         raise TypeError(f"{processor.name}: {method} must return a {kind.__name__}, got {value!r:.80}")
     return value
+
+
+def _decided(processor: WebhookProcessor, method: str, value: Any) -> bool:
+    """A yes or no. An `async def` method (as in Ocean's code) returns a coroutine, which is
+    always true: every event was processed, whatever the method said."""
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: no "coroutine was never awaited" warning on top
+        raise TypeError(f"{processor.name}: {method} must return True or False, not an awaitable "
+                        "(define it with def, not async def)")
+    return bool(value)
 
 
 def _id_text(processor: WebhookProcessor, found: Any) -> str | None:

@@ -43,7 +43,13 @@ class Misbehaving(WebhookProcessor):
         self.mode = mode
 
     def should_process_event(self, event: WebhookEvent) -> bool:
-        return True
+        return self._async_true() if self.mode == "async_should" else True  # type: ignore[return-value]
+
+    async def _async_true(self) -> bool:
+        return False  # as an `async def should_process_event` answers: a coroutine, always true
+
+    def order_key(self, event: WebhookEvent) -> str:
+        return {"order_none": None, "order_list": ["a"]}.get(self.mode, "k")  # type: ignore[return-value]
 
     def validate_payload(self, payload: Any) -> Verdict:
         return None if self.mode == "validate_none" else Verdict.passed()  # type: ignore[return-value]
@@ -121,6 +127,11 @@ async def test_each_hook_that_fails_is_one_failed_attempt_naming_it(mode: str, m
 
 @pytest.mark.parametrize(("mode", "problem"), [
     ("validate_none", "bad: validate_payload must return a Verdict, got None"),
+    # found by probing: a 503 "cannot store the delivery now", which senders retry for ever
+    ("order_none", "bad: order_key must return a str, got None"),
+    ("order_list", "bad: order_key must return a str, got ['a']"),
+    # found by probing: always true, so every event was processed
+    ("async_should", "bad: should_process_event must return True or False, not an awaitable"),
 ])
 def test_a_door_method_returning_the_wrong_type_is_named(mode: str, problem: str) -> None:
     admission = admit(event(), [Misbehaving(mode)], now=None)
