@@ -243,8 +243,9 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         r.problem(("jq", "allow_env"), f"must be true or false, got {allow_env!r}")
         allow_env = False
     server = _server(r, r.mapping(("server",), raw.get("server")))
-    target = r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"}
-    queue = _queue(r, r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"})
+    target = _beside(base, r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"})
+    queue_spec = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
+    queue = _queue(r, _beside(base, queue_spec))
     fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
     processors = _processors(r, raw.get("processors"), base)
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
@@ -296,6 +297,16 @@ def _integration(r: _Reader, raw: dict[str, Any]) -> str:
         r.problem(("integration",), f"must be a name, got {value!r}")
         return "ocean-hook"
     return value
+
+
+def _beside(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """A `path:` of the target or queue read from the config's folder, as `mapping` and
+    `state_dir` are: it was read from wherever the command ran, so `serve` and `catalog` run
+    from two folders used two catalogs."""
+    path = spec.get("path")
+    if isinstance(path, str) and path:
+        return {**spec, "path": str(base / Path(path).expanduser())}
+    return spec
 
 
 def _queue(r: _Reader, spec: dict[str, Any]) -> dict[str, Any]:

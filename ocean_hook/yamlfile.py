@@ -94,7 +94,13 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], loader
 
 
 def parse_yaml(text: str, file: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # it refuses a control character here, before any parsing
+    except yaml.reader.ReaderError as exc:
+        char = ord(exc.character) if isinstance(exc.character, str) else exc.character
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"invalid YAML: a control character (#x{char:02x}) is not allowed", where=f"{file}:{line}"
+                          ) from None
     try:
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}

@@ -203,6 +203,29 @@ def test_keys_that_are_lists_or_the_same_text_are_errors_naming_the_line() -> No
                                                                                                    None: ".c"}}
 
 
+def test_a_control_character_in_yaml_is_an_error_naming_the_line() -> None:
+    """PyYAML refuses it while setting up, outside the error handling: a ReaderError traceback
+    from check, test-mapping, serve and the rest (found by probing)."""
+    with pytest.raises(ConfigError) as info:
+        parse_yaml("a: 1\nb: x\x07\n", "m.yml")
+    assert (info.value.where, str(info.value)) == (
+        "m.yml:2", "m.yml:2: invalid YAML: a control character (#x07) is not allowed")
+
+
+def test_target_and_queue_paths_are_read_from_the_configs_folder(tmp_path: Path, monkeypatch) -> None:
+    """As `mapping` and `state_dir` are: they were read from wherever the command ran, so `serve`
+    and `catalog` started in two folders used two catalogs (found by probing)."""
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    path = write(folder, "mapping: m.yml\ntarget: {type: local, path: mycat.db}\nqueue: {type: sqlite, path: q/j.db}\n"
+                         f"{PROCESSOR}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(path, env={})
+    assert (config.target["path"], config.queue["path"]) == (str(folder / "mycat.db"), str(folder / "q" / "j.db"))
+    absolute = write(folder, f"mapping: m.yml\ntarget: {{type: local, path: {tmp_path / 'abs.db'}}}\n{PROCESSOR}\n")
+    assert load_config(absolute, env={}).target["path"] == str(tmp_path / "abs.db")
+
+
 def test_merge_keys_share_settings_and_a_key_written_after_one_wins(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         mapping: m.yml
