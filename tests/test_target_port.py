@@ -167,6 +167,36 @@ async def test_requests_in_flight_are_bounded(port: FakePort):
     assert port.max_concurrent == 2
 
 
+async def test_without_creating_missing_related_entities_batches_go_one_after_another_in_order(port: FakePort):
+    """Sent at once, a service's batch could reach Port before the batch of the team it relates
+    to, and be refused (found by probing); with `createMissingRelatedEntities` Port makes the team."""
+    port.latency = 0.05
+    target = make_target(port, max_in_flight=4)
+    entities = [{"identifier": "t1", "blueprint": "team"}, {"identifier": "s1", "blueprint": "service",
+                "relations": {"team": "t1"}}, {"identifier": "t2", "blueprint": "team"}]
+    try:
+        assert all(o.ok for o in await target.upsert(entities, MappingFlags(create_missing_related_entities=False)))
+    finally:
+        await target.close()
+    assert [r.path for r in port.calls("POST", "/v1/blueprints/")] == [
+        "/v1/blueprints/team/entities/bulk", "/v1/blueprints/service/entities/bulk"]
+    assert port.calls("POST", "/v1/blueprints/team")[0].json == {"entities": [entities[0], entities[2]]}
+    assert port.max_concurrent == 1
+
+
+async def test_answers_not_in_ports_shape_are_failures_not_tracebacks(port: FakePort, target: PortTarget):
+    """A list where Port puts a string or a number was a TypeError traceback (found by probing)."""
+    port.fail_next(BULK, 200, body={"entities": [{"index": {"i": 0}}], "errors": [{"index": [0]}]})
+    [upserted] = await target.upsert([svc("a")], MERGE)
+    assert (upserted.ok, upserted.error, upserted.retryable) == (False, "Port's bulk answer did not mention it", True)
+    await target.upsert([svc("a")], MERGE)
+    port.fail_next("/v1/blueprints/service/bulk", 200, body={"deletedEntities": [["a"]]})  # and nothing deleted
+    [deleted] = await target.delete([("service", "a")], MERGE)
+    assert (deleted.ok, deleted.error, deleted.retryable) == (False, "Port did not delete the entity", True)
+    port.fail_next("/v1/entities/search", 200, body={"entities": [{"identifier": ["a"], "blueprint": "service"}]})
+    assert (await target.delete([("service", "b")], MERGE))[0].ok  # not there: nothing to do
+
+
 # -- retries -----------------------------------------------------------------------------------
 
 

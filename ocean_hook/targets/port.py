@@ -455,7 +455,8 @@ class PortTarget(Target):
         return {
             e["identifier"]: _datasource(e)
             for e in found
-            if e.get("identifier") in wanted and e.get("blueprint", blueprint) == blueprint
+            if isinstance(e.get("identifier"), str) and e["identifier"] in wanted
+            and e.get("blueprint", blueprint) == blueprint
         }
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
@@ -500,7 +501,12 @@ class PortTarget(Target):
                 outcomes[i] = outcome
 
         pending = [i for i, o in enumerate(outcomes) if o is None]
-        await asyncio.gather(*(run(bp, idx) for bp, idx in _batches(entities, encoded, pending)))
+        batches = sorted(_batches(entities, encoded, pending), key=lambda batch: batch[1][0])
+        if flags.create_missing_related_entities:  # Port makes what a relation names: any order will do
+            await asyncio.gather(*(run(bp, idx) for bp, idx in batches))
+        else:  # a relation to an entity of a later batch still in flight would be refused
+            for bp, idx in batches:
+                await run(bp, idx)
         return [o for o in outcomes if o is not None]
 
     async def _upsert_batch(
@@ -574,7 +580,9 @@ class PortTarget(Target):
         if not reply.ok:
             return [_reply_failure(key, reply) for key in keys]
         reported = reply.body.get("deletedEntities") if isinstance(reply.body, dict) else None
-        deleted = {d.get("identifier") if isinstance(d, dict) else d for d in reported or []}
+        reported = reported if isinstance(reported, list) else []
+        named = (d.get("identifier") if isinstance(d, dict) else d for d in reported)
+        deleted = {name for name in named if isinstance(name, str)}  # else looked up again below
         leftover = [i for i in identifiers if i not in deleted]
         still_there = await self._lookup(blueprint, leftover) if leftover else {}
         return [
@@ -619,11 +627,18 @@ def _batches(entities: Sequence[Entity], encoded: list[bytes], indices: list[int
     return done
 
 
+def _listed(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The objects of a list in Port's answer (anything else in it is not Port's shape: skipped)."""
+    value = body.get(name)
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
+
+
 def _bulk_outcomes(keys: list[EntityKey], body: Any) -> list[WriteOutcome]:
     """One outcome per entity from Port's partial-success answer, matched by index."""
     body = body if isinstance(body, dict) else {}
-    succeeded = {e.get("index") for e in body.get("entities") or [] if isinstance(e, dict)}
-    errors = {e.get("index"): e for e in body.get("errors") or [] if isinstance(e, dict)}
+    # an index that is not a number (a list, say) matches nothing: "did not mention it", retried
+    succeeded = {e.get("index") for e in _listed(body, "entities") if isinstance(e.get("index"), int)}
+    errors = {e.get("index"): e for e in _listed(body, "errors") if isinstance(e.get("index"), int)}
     outcomes = []
     for index, key in enumerate(keys):
         if index in errors:
