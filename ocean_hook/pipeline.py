@@ -368,13 +368,22 @@ async def process(
     for processor in processors:
         result.results += await _run_processor(event, processor, mapping, fetcher)
     keep_what_another_resource_maps([r.batch for r in result.results])
-    for kind_result in result.results:  # the diff, once every resource of the event is mapped
+    # the diff, once every resource of the event is mapped; an entity an earlier resource
+    # changes is diffed against what that leaves (as test-mapping does), else two resources
+    # mapping one entity were each judged against the old state and the catalog flip-flopped
+    planned: dict[EntityKey, Entity | None] = {}
+    for kind_result in result.results:
         batch = kind_result.batch
+        keys = batch.keys()
+        unseen = [key for key in keys if key not in planned]
         try:
-            current = await target.get_entities(batch.keys()) if batch.keys() else {}
+            current = await target.get_entities(unseen) if unseen else {}
         except TargetError as exc:
             raise PipelineError(str(exc), retryable=exc.retryable) from exc
+        current.update({key: e for key in keys if (e := planned.get(key)) is not None})
         kind_result.changes = plan(batch, current, mapping.flags)
+        planned.update({(c.blueprint, c.identifier): c.after for c in kind_result.changes
+                        if isinstance(c.identifier, str)})
     for kind_result in result.results:
         if kind_result.batch.result.errors:
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)

@@ -5,18 +5,25 @@ Ocean's webhook deletion semantics without its stale-entity bug, through `pipeli
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mapping_texts import resource
 
 from ocean_hook import render
+from ocean_hook.auth.base import Verdict
+from ocean_hook.auth.none import build as no_auth
 from ocean_hook.diff import FieldChange, plan_changes, summarize
 from ocean_hook.entity import Entity, EntityKey, entity_key
+from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.fetch import Fetcher
 from ocean_hook.mapping.engine import Mapping
 from ocean_hook.mapping.models import MappingFlags, parse_port_app_config
-from ocean_hook.pipeline import map_raw, plan
-from ocean_hook.processors.base import RawResults
+from ocean_hook.pipeline import admit, map_raw, plan, process
+from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
+from ocean_hook.targets.local import LocalCatalog
 
 
 def pr(identifier: str, status: str, **properties: Any) -> Entity:
@@ -242,3 +249,39 @@ def test_the_diff_of_any_state_against_itself_is_all_unchanged(state: list[Entit
     assert [c.action for c in changes] == ["unchanged"] * len(state)
     assert all(c.fields == [] and not c.writes for c in changes)
     assert [c.after for c in changes] == state
+
+
+class Plain(WebhookProcessor):
+    """Every event, its payload the one item."""
+
+    def __init__(self) -> None:
+        super().__init__(ProcessorSettings("plain", "/hooks/plain", ["thing"], no_auth("none", [], {})))
+
+    def should_process_event(self, event: WebhookEvent) -> bool:
+        return True
+
+    def validate_payload(self, payload: Any) -> Verdict:
+        return Verdict.passed()
+
+    async def handle_event(self, payload: Any, resource: Any, fetcher: Fetcher) -> RawResults:
+        return RawResults(updated=[payload])
+
+
+async def test_two_resources_writing_one_entity_end_with_the_last_every_time(tmp_path: Path) -> None:
+    """Each was diffed against the state before either wrote: the second found the entity as it
+    left it last time and wrote nothing, so the catalog flip-flopped between runs (found by
+    probing). Now the second is diffed against what the first leaves, as test-mapping does."""
+    text = "enableMergeEntity: false\nresources:\n" + resource(title="from a") + resource(title="from b")
+    mapping = Mapping(parse_port_app_config(text))
+    catalog = LocalCatalog(tmp_path / "catalog.db")
+    try:
+        titles = []
+        body = b'{"id": "x"}'
+        admitted = admit(WebhookEvent("POST", "/hooks/plain", make_headers({"Content-Type": "application/json"}), body),
+                         [Plain()], now=None).event
+        for _ in range(3):
+            await process(admitted, [Plain()], mapping, catalog, Fetcher())
+            titles.append((await catalog.get_entities([("thing", "x")]))[("thing", "x")]["title"])
+    finally:
+        await catalog.close()
+    assert titles == ["from b", "from b", "from b"]
