@@ -184,14 +184,15 @@ def dumps(document: Any) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False, default=str)
 
 
-def data_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Any:
+def data_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, whole: Sequence[str] = ()) -> Any:
     """A rich table of what came from outside (delivery ids, entity titles, errors): shown as
     written, never read as rich markup ('[/]' in a title raised an error), control codes spelled
-    out (an ESC in a payload would otherwise reach the operator's terminal)."""
-    from rich.table import Table
+    out (an ESC in a payload would otherwise reach the operator's terminal). Columns in `whole`
+    wrap onto more lines rather than being cut short: a key the user must type back."""
+    from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table(*columns)
+    table = Table(*(Column(name, overflow="fold") if name in whole else name for name in columns))
     for row in rows:
         table.add_row(*(Text(printable(str(cell))) for cell in row))
     return table

@@ -181,6 +181,21 @@ async def test_catalog_commands_find_the_catalog_where_serve_puts_it(
     assert broken.stderr == f"error: {config} (key target): target.path must be a non-empty string, got 5\n"
 
 
+async def test_catalog_list_never_cuts_an_identifier_short(tmp_path: Path) -> None:
+    """Piped, or in a narrow terminal, it showed "acme/some-very-long-reposi…": the key that
+    `catalog get` needs was lost (found by probing). Long ones wrap instead."""
+    identifier = "acme/some-very-long-repository-name-for-payments/pull/12345"
+    catalog = LocalCatalog(tmp_path / "c.db")
+    await catalog.upsert([{"identifier": identifier, "blueprint": "githubPullRequest", "title": "t"}], MappingFlags())
+    await catalog.close()
+    for width in ("80", "30"):
+        listed = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--db", str(tmp_path / "c.db")],
+                                         env={"COLUMNS": width})
+        assert listed.exit_code == 0, listed.output
+        cells = [line.split("│")[2].strip() for line in listed.stdout.splitlines() if line.count("│") == 4]
+        assert "".join(cells) == identifier and "…" not in listed.stdout
+
+
 async def test_deliveries_take_any_id_and_a_digit_delivery_id_is_retried_past_a_queue_id(tmp_path: Path) -> None:
     """`show 99999999999999999999` and `show ²` (digits to str.isdigit) ended in tracebacks; `retry 1`
     found queue id 1 (done) and missed the dead delivery whose sender's id is "1"."""

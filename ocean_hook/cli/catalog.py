@@ -75,7 +75,7 @@ def list_(
     """List entities (blueprint, identifier, title)."""
     entities = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
     rows = [(e.get("blueprint"), e.get("identifier"), e.get("title") or "") for e in entities]
-    stdout().print(render.data_table(["blueprint", "identifier", "title"], rows))
+    stdout().print(render.data_table(["blueprint", "identifier", "title"], rows, whole=["blueprint", "identifier"]))
     stdout().print(render.entities_text(len(entities)))
 
 
