@@ -10,6 +10,7 @@ even when the config has problems of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
+from ocean_hook.runtime import journal_path
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
@@ -72,11 +74,14 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
     elif not unset and mapping is not None and mapping.is_file():
         allow_env = config.allow_env_in_jq if config else raw.allow_env
         report.problems += collect_problems(mapping, allow_env=allow_env)
-        report.kinds = mapping_kinds(mapping)
-        report.problems += raw.unfed_kinds(mapping, report.kinds)
-        report.warnings += raw.idle_kinds(mapping, report.kinds)
+        kinds = mapping_kinds(mapping)
+        if kinds is not None:  # else its YAML problem is reported: which kinds it lacks is unknown
+            report.kinds = kinds
+            report.problems += raw.unfed_kinds(mapping, kinds)
+            report.warnings += raw.idle_kinds(mapping, kinds)
     if config is not None:
         report.problems += _target_problems(config, env, require_env)
+        report.problems += _file_problems(config)
     return report
 
 
@@ -169,3 +174,40 @@ def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) 
         return [f"{config.file} (key target): {exc}"]
     asyncio.run(target.close())
     return []
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _file_problems(config: Config) -> list[str]:
+    """What `serve` would be refused, looked at without creating anything: the state directory,
+    the journal and the local catalog where they go (a file in the way of a directory, a
+    directory where a file goes, a file that is not SQLite, a folder it cannot write)."""
+    files = [journal_path(config.queue, config.state_dir)]
+    if reads_local_catalog(config.target):
+        with contextlib.suppress(ValueError):  # a bad path is _target_problems' to report
+            files.append(catalog_path(config.target, config.state_dir))
+    problems = []
+    for path in [f for f in files if f is not None]:
+        problem = _sqlite_file_problem(path)
+        if problem:
+            problems.append(f"{config.file}: {path}: {problem}")
+    return list(dict.fromkeys(problems))
+
+
+def _sqlite_file_problem(path: Path) -> str | None:
+    if path.is_dir():
+        return "is a directory, where a database file goes"
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            return f"cannot be read: {exc.strerror or exc}"
+        return None if head in (b"", SQLITE_HEADER) else "is not an SQLite database"
+    folder = next((p for p in path.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"cannot be created: {folder} is not a directory"
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable"
+    return None

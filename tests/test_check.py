@@ -164,6 +164,16 @@ def test_yaml_error_names_file_and_line(tmp_path: Path) -> None:
     assert problem == f"{path}:3: invalid YAML: mapping values are not allowed here"
 
 
+def test_a_mapping_that_is_not_yaml_is_one_problem_not_two(tmp_path: Path) -> None:
+    """Its kinds are unknown, not none: "feeds kind 'pull-request', which the mapping does not
+    have (kinds: none)" came on top of the YAML error (found by probing)."""
+    path = write(tmp_path, mapping=GOOD_MAPPING + "          identifier: .id\n")  # a duplicate key
+    result = run_check(path, "--format", "json", env={"GH_SECRET": "s"})
+    assert result.exit_code == 1
+    [problem] = json.loads(result.stdout)["problems"]
+    assert "duplicate key 'identifier'" in problem
+
+
 def test_missing_config_file_is_a_problem(tmp_path: Path) -> None:
     result = run_check(tmp_path / "nope.yaml")
     assert result.exit_code == 1
@@ -204,6 +214,25 @@ def test_a_queue_or_catalog_serve_would_refuse_is_a_problem(tmp_path: Path, bloc
     line = ":9" if block.startswith("queue") else ""
     assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}{line} {problem}"]
     assert not (tmp_path / ".ocean-hook").exists()
+
+
+def test_journal_and_catalog_files_serve_could_not_open_are_problems(tmp_path: Path) -> None:
+    """`check` said ok and `serve` refused to start (found by probing); nothing is created."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "junk.db").write_text("not a database")
+    cases = {
+        "state_dir: afile/sub": [f"{tmp_path}/afile/sub/journal.db: cannot be created: {tmp_path}/afile is not a "
+                                 "directory", f"{tmp_path}/afile/sub/catalog.db: cannot be created: {tmp_path}/afile "
+                                 "is not a directory"],
+        "target: {type: local, path: adir}": [f"{tmp_path}/adir: is a directory, where a database file goes"],
+        "queue: {type: sqlite, path: junk.db}": [f"{tmp_path}/junk.db: is not an SQLite database"],
+    }
+    for block, problems in cases.items():
+        path = write(tmp_path, CONFIG + block + "\n")
+        assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}: {p}" for p in problems]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "junk.db", "m.yml", "ocean-hook.yaml"]
+    assert check(write(tmp_path, CONFIG), env={"GH_SECRET": "s"}).ok  # a state_dir still to be made is fine
 
 
 def test_mapping_kind_without_processor_is_a_warning(tmp_path: Path) -> None:

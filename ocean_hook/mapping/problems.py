@@ -41,12 +41,13 @@ def collect_problems(path: str | Path, *, allow_env: bool = False) -> list[str]:
     return problems + [p for p in _whole_document(doc) if p not in problems]
 
 
-def mapping_kinds(path: str | Path) -> list[str]:
-    """The kinds of the resources that have one, even in a mapping with other problems."""
+def mapping_kinds(path: str | Path) -> list[str] | None:
+    """The kinds of the resources that have one, even in a mapping with other problems; None
+    when the file cannot be read as YAML at all (its kinds are unknown, not none)."""
     try:
         doc = load_yaml(path)
     except ConfigError:
-        return []
+        return None
     kinds = [r.get("kind") for r in _raw_resources(doc) if isinstance(r, dict)]
     return list(dict.fromkeys(k for k in kinds if isinstance(k, str) and k))
 
