@@ -16,7 +16,7 @@ directory; the next `serve` runs those one at a time before it listens (`alone`)
 stalls the loop then, with nothing else running, is recorded as the culprit and dead-lettered
 at the following start instead of being run again.
 
-    python -m ocean_hook.watchdog PID STALL_SECONDS text|json STALLS_FILE   (started by `Watchdog`)
+    python -m ocean_hook.watchdog PID STALL_SECONDS text|json STALLS_FILE|- WHAT SETTING   (by `Watchdog`)
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ class Stall:
     alone: bool = False
 
 
-def read_stalls(path: Path) -> dict[str, Stall]:
+def read_stalls(path: Path | None) -> dict[str, Stall]:
     """Queue id -> Stall; nothing for a file that is missing or unreadable (it is advice)."""
+    if path is None:
+        return {}
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return {str(queue_id): Stall(**fields) for queue_id, fields in doc["deliveries"].items()}
@@ -58,7 +60,9 @@ def read_stalls(path: Path) -> dict[str, Stall]:
         return {}
 
 
-def write_stalls(path: Path, stalls: dict[str, Stall]) -> None:
+def write_stalls(path: Path | None, stalls: dict[str, Stall]) -> None:
+    if path is None:
+        return
     if not stalls:
         path.unlink(missing_ok=True)
         return
@@ -71,10 +75,14 @@ def write_stalls(path: Path, stalls: dict[str, Stall]) -> None:
 class Watchdog:
     """The serving side: starts the child, beats, and says what the workers are on."""
 
-    def __init__(self, stall_seconds: float, log_format: str, stalls_path: Path) -> None:
+    def __init__(self, stall_seconds: float, log_format: str, stalls_path: Path | None, *,
+                 what: str = "ocean-hook serve", setting: str = "server.stall_timeout") -> None:
+        """`stalls_path` None: a one-off command (test-mapping), nothing to record or restart;
+        `what` and `setting` name the process and the option in the child's message."""
         self.stall_seconds = stall_seconds
         self.log_format = log_format
         self.stalls_path = stalls_path
+        self.what, self.setting = what, setting
         self._child: subprocess.Popen[bytes] | None = None
         self._fd = -1
         self._working: dict[str, str] = {}  # told again to a child started anew
@@ -85,7 +93,7 @@ class Watchdog:
         `serve`'s group) is for `serve`, which stops it by closing the pipe once it has drained."""
         self._child = subprocess.Popen(
             [sys.executable, "-m", "ocean_hook.watchdog", str(os.getpid()), str(self.stall_seconds), self.log_format,
-             str(self.stalls_path)],
+             str(self.stalls_path or "-"), self.what, self.setting],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, process_group=0,
         )
         assert self._child.stdin is not None
@@ -118,6 +126,10 @@ class Watchdog:
         finally:
             self._working.pop(queue_id, None)
             self._send(f"-{queue_id}\n".encode())
+
+    def pulse(self) -> None:
+        """A heartbeat from code that is not on an event loop (test-mapping, between batches)."""
+        self._send(HEARTBEAT)
 
     def alone(self, alone: bool) -> None:
         """Whether the worker runs one delivery with nothing else on the loop (no listener)."""
@@ -166,14 +178,25 @@ class _Seen:
             self.alone = line == "alone"
 
 
-def watch(pid: int, stall_seconds: float, stalls_path: Path, fd: int = 0) -> int:
-    """The child: read heartbeats from `fd` until it closes (0) or goes quiet (kill `pid`, 1)."""
+@dataclass
+class _Watched:
+    """The process the child watches, as its message names it."""
+
+    pid: int
+    stall_seconds: float
+    stalls_path: Path | None  # None: a one-off command, nothing recorded, not restarted
+    what: str = "ocean-hook serve"
+    setting: str = "server.stall_timeout"
+
+
+def watch(watched: _Watched, fd: int = 0) -> int:
+    """The child: read heartbeats from `fd` until it closes (0) or goes quiet (kill it, 1)."""
     seen = _Seen({})
     pending = b""
     while True:
-        readable, _, _ = select.select([fd], [], [], stall_seconds)
+        readable, _, _ = select.select([fd], [], [], watched.stall_seconds)
         if not readable:
-            return _stalled(pid, stall_seconds, seen, stalls_path)
+            return _stalled(watched, seen)
         chunk = os.read(fd, 65536)
         if not chunk:
             return 0
@@ -191,9 +214,23 @@ def record_stall(path: Path, working: dict[str, str], alone: bool) -> None:
     write_stalls(path, stalls)
 
 
-def _stalled(pid: int, stall_seconds: float, seen: _Seen, stalls_path: Path) -> int:
-    if os.getppid() != pid:  # `serve` is gone already (its pid may be another process's now)
+def _stalled(watched: _Watched, seen: _Seen) -> int:
+    if os.getppid() != watched.pid:  # gone already (its pid may be another process's now)
         return 0
+    if watched.stalls_path is None:
+        cause, outcome = "an item", "killing it."
+    else:
+        cause, outcome = "a payload, or a processor's code that blocks", "killing it so that it can be restarted. "
+        outcome += _what_was_running(watched.stalls_path, seen)
+    log.error("%s (pid %d) has not run for %g s (%s): a jq program that never ends on %s; %s", watched.what,
+              watched.pid, watched.stall_seconds, watched.setting, cause, outcome)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(watched.pid, signal.SIGKILL)
+    return 1
+
+
+def _what_was_running(stalls_path: Path, seen: _Seen) -> str:
+    """Recorded for the next start of `serve`, and said."""
     working = seen.working
     try:
         record_stall(stalls_path, working, seen.alone)
@@ -201,26 +238,18 @@ def _stalled(pid: int, stall_seconds: float, seen: _Seen, stalls_path: Path) -> 
         log.warning("cannot write %s: %s", stalls_path, exc)
     if seen.alone and len(working) == 1:
         (queue_id, delivery_id), = working.items()
-        doing = (f"Delivery {queue_id} (delivery {delivery_id}) was running alone: it is the cause, and the next "
-                 "start dead-letters it instead of running it again")
-    elif working:
+        return (f"Delivery {queue_id} (delivery {delivery_id}) was running alone: it is the cause, and the next "
+                "start dead-letters it instead of running it again")
+    if working:
         names = ", ".join(f"{queue_id} (delivery {delivery_id})" for queue_id, delivery_id in sorted(working.items()))
-        doing = (f"Deliveries being processed: {names}; they stay in the journal, and the next start runs them one "
-                 "at a time before it listens")
-    else:
-        doing = "No delivery was being processed (a payload at the door, or a processor's code)"
-    log.error(
-        "ocean-hook serve (pid %d) has not run for %g s (server.stall_timeout): a jq program that never "
-        "ends on a payload, or a processor's code that blocks; killing it so that it can be restarted. %s",
-        pid, stall_seconds, doing,
-    )
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return 1
+        return (f"Deliveries being processed: {names}; they stay in the journal, and the next start runs them one "
+                "at a time before it listens")
+    return "No delivery was being processed (a payload at the door, or a processor's code)"
 
 
 def main(argv: list[str]) -> int:
-    pid, stall_seconds, log_format, stalls_path = int(argv[0]), float(argv[1]), argv[2], Path(argv[3])
+    pid, stall_seconds, log_format, stalls = int(argv[0]), float(argv[1]), argv[2], argv[3]
+    watched = _Watched(pid, stall_seconds, None if stalls == "-" else Path(stalls), *argv[4:6])
     from ocean_hook.logs import JsonFormatter, TextFormatter
 
     handler = logging.StreamHandler(sys.stderr)
@@ -231,7 +260,7 @@ def main(argv: list[str]) -> int:
     # process of the service: `serve` handles both, and this child keeps watching it drain
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    return watch(pid, stall_seconds, stalls_path)
+    return watch(watched)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -264,3 +265,21 @@ async def test_a_pool_told_to_finish_its_claims_leaves_none_in_progress_and_refu
                       "3": (DeliveryState.DONE, None)}
     assert told == ["+1", "-1", "+2", "-2", "+3", "-3"]
     assert refuse == {}  # refused once: `deliveries retry` runs it
+
+
+def test_test_mapping_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: Path) -> None:
+    """It hung until the CI job's own timeout, hours later, with no word (Ctrl-C cannot reach
+    it either: jq holds the GIL)."""
+    (tmp_path / "m.yml").write_text(LOOPING)
+    (tmp_path / "items.json").write_text(json.dumps([{"number": 1, "title": "fine"}, {"number": 2, "title": "loop"}]))
+    command = [sys.executable, "-m", "ocean_hook", "test-mapping", "-m", str(tmp_path / "m.yml"),
+               "-d", str(tmp_path / "items.json"), "--stall-timeout", "1"]
+    started = time.monotonic()
+    stuck = subprocess.run(command, capture_output=True, timeout=30)
+    assert stuck.returncode == -9 and time.monotonic() - started < 20
+    assert "ocean-hook test-mapping (pid " in stuck.stderr.decode()
+    assert "has not run for 1 s (--stall-timeout): a jq program that never ends on an item" in stuck.stderr.decode()
+    (tmp_path / "items.json").write_text(json.dumps([{"number": 1, "title": "fine"}]))
+    fine = subprocess.run(command, capture_output=True, timeout=30)
+    assert fine.returncode == 0, fine.stderr.decode()
+    assert "1 to create" in fine.stdout.decode()

@@ -24,6 +24,7 @@ from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
 from ocean_hook.targets import catalog_path, reads_local_catalog
 from ocean_hook.targets.base import TargetError
+from ocean_hook.watchdog import Watchdog
 
 
 class Format(StrEnum):
@@ -42,7 +43,8 @@ Examples:
   ocean-hook test-mapping --mapping m.yml --data prs.json --expect expected.json --format markdown
 
 Exit codes: 0 clean; 1 mapping errors, misconfigurations with --strict, or a mismatch with
---expect; 2 a usage or input error.
+--expect; 2 a usage or input error; 137 (killed) when a batch of items mapped for
+--stall-timeout seconds: a jq program that never ends on some item.
 """
 
 
@@ -96,6 +98,10 @@ def command(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Diff against the live state of this config's target (read-only)."
     ),
+    stall_timeout: float = typer.Option(
+        60.0, "--stall-timeout", min=0, help="Stop (exit 137) when a batch of items maps this many seconds: a jq "
+        "program that never ends (0: never).",
+    ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
     compiled = Mapping.load(mapping, allow_env=allow_env)
@@ -115,15 +121,25 @@ def command(
     out, err = stdout(), stderr()
     progress = _LazyProgress(err.is_terminal)
 
+    # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
+    watchdog = Watchdog(max(stall_timeout, 1.0), "text", None, what="ocean-hook test-mapping",
+                        setting="--stall-timeout") if stall_timeout > 0 else None
+
     def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
+        if watchdog is not None:
+            watchdog.pulse()
         progress.update(done)
         if streaming and not quiet:
             render.print_changes(out, changes)
 
+    if watchdog is not None:
+        watchdog.start()
     try:
         report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
     finally:
         progress.stop()
+        if watchdog is not None:
+            watchdog.stop()
     exit_code = _exit_code(report, strict)
     if expect is not None:
         exit_code = max(exit_code, _check_expectation(report, expect, update_expected))
