@@ -62,6 +62,13 @@ def test_text_from_a_payload_cannot_forge_a_line_or_reach_the_terminal(exc: bool
     assert ("ValueError: boom" in rest[-1]) if exc else rest == []
 
 
+def test_text_that_reorders_the_screen_or_breaks_a_line_is_spelled_out() -> None:
+    """U+202E showed `moc.elgoog` as `google.com` in tables and logs; U+2028 starts a new line
+    in some viewers (found by probing)."""
+    made = record("title %s", "ok\u202egnp.exe\u2066x\u2028y", created=1795931849.25)
+    assert TextFormatter().format(made).endswith("title ok\\u202egnp.exe\\u2066x\\u2028y")
+
+
 def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
     formatter = JsonFormatter()
     logger = logging.getLogger("ocean_hook.test_logs")
