@@ -268,6 +268,14 @@ def test_options_that_would_be_ignored_are_refused(files: dict[str, Path], optio
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {problem}\n", "")
 
 
+def test_data_and_state_cannot_both_be_standard_input(files: dict[str, Path]) -> None:
+    """The state was read from what the data left of standard input: "-: entity #0 needs a
+    string 'identifier'", a puzzle (found by probing)."""
+    result = invoke("-m", files["mapping"], "-d", "-", "-s", "-")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "error: --data and --state cannot both read standard input (-): give one of them a file\n"
+
+
 # ------------------------------------------------------------------------------- exit codes
 def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -> None:
     args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-q"]

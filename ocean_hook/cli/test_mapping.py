@@ -110,6 +110,8 @@ def command(
         raise fail(f"{mapping}: no resource of kind '{kind}' (kinds: {', '.join(compiled.kinds)})")
     if state is not None and config is not None:
         raise fail("give --state or --config, not both")
+    if str(data) == "-" and str(state) == "-":  # the state would be read from what is left of the data
+        raise fail("--data and --state cannot both read standard input (-): give one of them a file")
     if expect is not None and not update_expected and not expect.exists():
         raise fail(f"{expect}: file not found (use --update-expected to create it)")
     if update_expected and expect is None:
