@@ -613,6 +613,25 @@ async def test_sqlite_journal_behind_a_symbolic_link_fsyncs_the_real_wal(tmp_pat
     assert synced == [f"{real}-wal"]
 
 
+async def test_sqlite_row_changed_by_hand_is_dead_lettered_not_a_stop_of_the_workers(tmp_path: Path,
+                                                                                      clock: Clock) -> None:
+    """Headers that are not JSON made every claim fail ("cannot claim deliveries, will keep
+    trying") and nothing was applied again; `deliveries list` and `show` ended in tracebacks
+    (found by probing)."""
+    path = tmp_path / "j.db"
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        ids = await put_all(journal, delivery(1, clock, key="k"), delivery(2, clock, key="k"), delivery(3, clock))
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE deliveries SET headers = 'not json' WHERE id = ?", (int(ids[0]),))
+        assert ids_of(await journal.claim(10)) == [ids[2]]
+        assert ids_of(await journal.claim(10)) == [ids[1]]  # the next of its key leads once it is dead
+        with pytest.raises(QueueUnavailable, match=rf"journal row {ids[0]} is damaged \(JSONDecodeError: "):
+            await journal.get(ids[0])
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT state, last_error FROM deliveries WHERE id = ?", (int(ids[0]),)).fetchone()[
+                0] == "dead"
+
+
 async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Path, clock: Clock) -> None:
     """`sync_before`: the local catalog's writes reach the disk before the journal records the
     delivery done, in the same step on the helper thread; a failure there fails the round."""

@@ -410,8 +410,17 @@ class SqliteJournal(Queue):
             )
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM deliveries WHERE id IN ({marks}) ORDER BY id", ids
-            )
-            return [to_delivery(row) for row in rows]
+            ).fetchall()
+            claimed = []
+            for row in rows:
+                try:
+                    claimed.append(to_delivery(row))
+                except DamagedRow as exc:  # dead, not claimed again and again: the workers would stop there
+                    _promote_next(conn, [int(row[0])])
+                    conn.execute("UPDATE deliveries SET state = 'dead', last_error = ?, head = 0 WHERE id = ?",
+                                 (clip_error(str(exc)), int(row[0])))
+                    log.error("%s; dead-lettered", exc)
+            return claimed
 
         if limit <= 0:
             return []
@@ -771,7 +780,19 @@ def _take_head(conn: sqlite3.Connection, id_: int, order_key: str) -> None:
     conn.execute("UPDATE deliveries SET head = 1 WHERE id = ?", (id_,))
 
 
+class DamagedRow(QueueUnavailable):
+    """A journal row no ocean-hook wrote (edited by hand, say): one line, never a traceback."""
+
+
 def to_delivery(row: Row) -> Delivery:
+    try:
+        return _delivery_of(row)
+    except (ValueError, TypeError) as exc:  # a state no enum has, headers that are not JSON, ...
+        raise DamagedRow(f"journal row {row[0]} is damaged ({type(exc).__name__}: {exc}); it was changed outside "
+                         "ocean-hook") from None
+
+
+def _delivery_of(row: Row) -> Delivery:
     (id_, delivery_id, method, path, headers, body, processors, order_key, state, attempts,
      last_error, next_attempt_at, received_at, updated_at) = row  # fmt: skip
     return Delivery(
