@@ -91,7 +91,7 @@ async def serve(
         metrics = Metrics()
         watch, stalls = None, {}
         if options.watchdog is not None:
-            resources.enter_context(_watched(options.watchdog))
+            resources.enter_context(options.watchdog.running())
             watch, stalls = options.watchdog.working_on, read_stalls(options.watchdog.stalls_path)
         refuse = {queue_id: _culprit(queue_id, config) for queue_id, stall in stalls.items() if stall.alone}
 
@@ -164,17 +164,6 @@ def _culprit(queue_id: str, config: Config) -> str:
     return (f"it stopped the event loop for {config.server.stall_timeout_seconds:g} s (server.stall_timeout) when run "
             "alone: a jq program that never ends on its payload, or processor code that blocks; fix that, then "
             f"`ocean-hook deliveries retry {queue_id}`")
-
-
-@contextlib.contextmanager
-def _watched(watchdog: Watchdog) -> Iterator[None]:
-    watchdog.start()
-    beating = asyncio.create_task(watchdog.beat())
-    try:
-        yield
-    finally:
-        beating.cancel()
-        watchdog.stop()
 
 
 async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.Event, timeout: float) -> None:

@@ -103,6 +103,17 @@ class Watchdog:
         for queue_id, delivery_id in self._working.items():
             self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The child started and the running event loop beating, for the `with` block."""
+        self.start()
+        beating = asyncio.create_task(self.beat())
+        try:
+            yield
+        finally:
+            beating.cancel()
+            self.stop()
+
     async def beat(self) -> None:
         """Run on the event loop being watched, until cancelled. A child that died (killed by
         someone) is started again: `serve` must not go on unwatched without anyone knowing."""

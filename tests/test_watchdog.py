@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 from serve_helpers import (
     BLUEPRINT,
+    HOOK_PATH,
     MAPPING,
     ServeProcess,
     delivery_id_of,
@@ -283,3 +284,17 @@ def test_test_mapping_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: 
     fine = subprocess.run(command, capture_output=True, timeout=30)
     assert fine.returncode == 0, fine.stderr.decode()
     assert "1 to create" in fine.stdout.decode()
+
+
+def test_replay_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: Path) -> None:
+    """As test-mapping: it hung with no word, Ctrl-C unheard."""
+    config = write_config(tmp_path, mapping=LOOPING)
+    body, headers = github_delivery(pr_payload(2, title="loop"))
+    (tmp_path / "capture.json").write_text(json.dumps(
+        {"method": "POST", "path": HOOK_PATH, "headers": list(headers.items()), "body": body.decode()}))
+    command = [sys.executable, "-m", "ocean_hook", "replay", str(tmp_path / "capture.json"), "--config", str(config),
+               "--dry-run", "--stall-timeout", "1"]
+    stuck = subprocess.run(command, capture_output=True, timeout=30, env={**os.environ, **hook_env()})
+    assert stuck.returncode == -9
+    assert "ocean-hook replay (pid " in stuck.stderr.decode()
+    assert "has not run for 1 s (--stall-timeout): a jq program that never ends" in stuck.stderr.decode()

@@ -25,6 +25,7 @@ from ocean_hook.replay import (
     replay_runtime,
     send_event,
 )
+from ocean_hook.watchdog import Watchdog
 
 
 class Format(StrEnum):
@@ -50,7 +51,8 @@ A directory replays its *.json files in name order (the listener names captures 
 time). Captures redact secret headers (X-Gitlab-Token, Authorization): sent with --to, or
 checked with --verify, such deliveries fail authentication.
 
-Exit code 1 when any delivery failed (rejected, unreadable, or failed to process).
+Exit code 1 when any delivery failed (rejected, unreadable, or failed to process); 137
+(killed) when nothing ran for --stall-timeout seconds: a jq program that never ends.
 """
 
 
@@ -66,12 +68,19 @@ def command(
         None, "--path", help="The files are bare payloads sent to this listener path (not captures)."
     ),
     header: list[str] = typer.Option([], "--header", "-H", help="For bare payloads: 'Name: value' (repeatable)."),
+    stall_timeout: float = typer.Option(
+        60.0, "--stall-timeout", min=0, help="Stop (exit 137) when nothing has run for this many seconds: a jq "
+        "program that never ends (0: never).",
+    ),
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
     _check_options(to, dry_run=dry_run, verify=verify, path=path, header=header)
     loaded = load_config(config)
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
-    outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to))
+    # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
+    watchdog = Watchdog(max(stall_timeout, 1.0), "text", None, what="ocean-hook replay",
+                        setting="--stall-timeout") if stall_timeout > 0 and to is None else None
+    outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to, watchdog=watchdog))
     _print(outcomes, output, dry_run=dry_run)
     raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)
 
@@ -98,13 +107,15 @@ def _check_options(to: str | None, *, dry_run: bool, verify: bool, path: str | N
 
 
 async def _replay_all(
-    loaded: Loaded, config: Config, *, dry_run: bool, verify: bool, to: str | None
+    loaded: Loaded, config: Config, *, dry_run: bool, verify: bool, to: str | None, watchdog: Watchdog | None
 ) -> list[ReplayOutcome]:
     """One outcome per file, in order; files that could not be read are already outcomes."""
     outcomes: list[ReplayOutcome] = []
     with Progress(console=stderr(), transient=True, disable=len(loaded) < 2) as progress:
         task = progress.add_task("replaying", total=len(loaded))
         async with contextlib.AsyncExitStack() as stack:
+            if watchdog is not None:
+                stack.enter_context(watchdog.running())
             if to:
                 session = await stack.enter_async_context(aiohttp.ClientSession())
             else:
