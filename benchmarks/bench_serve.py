@@ -341,7 +341,8 @@ def end_to_end_latencies_for(state_dir: Path, numbers: range) -> list[float]:
     journal = sqlite3.connect(f"file:{state_dir / 'journal.db'}?mode=ro", uri=True)
     catalog = sqlite3.connect(f"file:{state_dir / 'catalog.db'}?mode=ro", uri=True)
     try:
-        received = {int(key.removeprefix("gh-pr:")): at
+        # order keys are `<path>:<pull request number>`
+        received = {int(key.rpartition(":")[2]): at
                     for key, at in journal.execute("SELECT order_key, received_at FROM deliveries")}
         applied = {int(ident): datetime.fromisoformat(at).timestamp()
                    for ident, at in catalog.execute("SELECT identifier, updated_at FROM entities")}
