@@ -7,8 +7,10 @@ holds the secret, where the sender's webhook settings are, which events to tick)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,7 +63,7 @@ STARTERS: dict[str, Starter] = {
         Starter("stripe", "STRIPE_WEBHOOK_SECRET",
                 "Stripe Dashboard: Developers → Webhooks → Add endpoint",
                 "customer.created, customer.updated, customer.deleted, customer.subscription.*",
-                secret_from_sender="the endpoint's signing secret (whsec_...) under 'Reveal'"),
+                secret_from_sender="the signing secret of the endpoint (whsec_...), shown by Reveal"),
     )
 }
 
@@ -93,13 +95,36 @@ def write_starter(source: str, directory: Path, *, force: bool = False) -> list[
             aside = path.with_name(f".{path.name}.ocean-hook-init")
             staged.append((aside, path))
             aside.write_text(template(source, path.name), encoding="utf-8")
-        for aside, path in staged:
-            aside.replace(path)
     except OSError as exc:
-        for aside, _ in staged:
-            aside.unlink(missing_ok=True)
+        _remove(aside for aside, _ in staged)
         raise OceanHookError(f"cannot write {exc.filename or directory}: {exc.strerror or exc}") from None
+    _move_into_place(staged)
     return targets
+
+
+def _move_into_place(staged: list[tuple[Path, Path]]) -> None:
+    """Each staged file over its target; if one cannot be, those already moved get their old
+    content back (a file that cannot be replaced, say), so it is all or nothing still."""
+    kept: list[tuple[Path, bytes | None]] = []
+    for aside, path in staged:
+        try:
+            kept.append((path, path.read_bytes() if path.exists() else None))
+            aside.replace(path)
+        except OSError as exc:
+            for done, old in kept[:-1]:
+                with contextlib.suppress(OSError):
+                    if old is None:
+                        done.unlink()
+                    else:
+                        done.write_bytes(old)
+            _remove(a for a, _ in staged)
+            raise OceanHookError(f"cannot write {path}: {exc.strerror or exc} (nothing was changed)") from None
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def new_secret() -> str:
@@ -116,7 +141,8 @@ def config_option(directory: Path) -> str:
 def next_steps(starter: Starter, directory: Path, secret: str | None) -> list[str]:
     """Plain lines: set the secret, check, start, point the sender here, look at the catalog."""
     opt = config_option(directory)
-    value = secret if secret is not None else f"<{starter.secret_from_sender}>"
+    # quoted: pasted as it is, `<...>` would be read by the shell as a redirection from a file
+    value = secret if secret is not None else shlex.quote(f"<{starter.secret_from_sender}>")
     url = f"http://<host>:{DEFAULT_PORT}{starter.path}"
     secret_line = (f"the value of {starter.secret_env} above" if starter.secret_from_sender is None
                    else f"made by {starter.source}: copy it into {starter.secret_env} (step 1)")

@@ -49,8 +49,9 @@ def test_init_writes_a_config_that_checks_clean(tmp_path: Path, source: str) -> 
         assert re.fullmatch(r"[0-9a-f]{64}", value)  # fresh for every init
         again = init("--source", source, "--dir", str(tmp_path), "--force")
         assert EXPORT.findall(again.stdout)[0][1] != value
-    else:  # Stripe and PagerDuty make the secret themselves: say where to copy it from
-        assert value.startswith("<")
+    else:  # Stripe and PagerDuty make the secret themselves: say where to copy it from, quoted
+        assert value.startswith("'<")  # pasted unquoted, `<...>` was read as a redirection
+        assert shlex.split(value) == [f"<{starter.secret_from_sender}>"]
     config = tmp_path / "ocean-hook.yaml"
     assert f"http://<host>:8000/webhooks/{source}" in result.stdout
     assert f"ocean-hook serve --config {config} --port 8000" in result.stdout
@@ -105,6 +106,28 @@ def test_a_place_that_cannot_take_the_files_is_one_line_and_nothing_is_written(t
     assert result.exit_code == 2
     assert result.stderr == f"error: {tmp_path / 'd' / 'port-app-config.yml'}: a directory is in the way of the file\n"
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["port-app-config.yml"]  # no half-written config
+
+
+def test_a_file_that_cannot_be_replaced_leaves_both_as_they_were(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config was written and the mapping not, exit 2 naming a temp file (found by probing,
+    with an immutable mapping file)."""
+    (tmp_path / "ocean-hook.yaml").write_text("mine\n")
+    (tmp_path / "port-app-config.yml").write_text("my mapping\n")
+    real_replace = Path.replace
+
+    def refuse_the_mapping(self: Path, target):  # type: ignore[no-untyped-def]
+        if Path(target).name == "port-app-config.yml":
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", refuse_the_mapping)
+    result = init("--dir", str(tmp_path), "--force")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"error: cannot write {tmp_path / 'port-app-config.yml'}: Operation not permitted "
+                             "(nothing was changed)\n")
+    assert (tmp_path / "ocean-hook.yaml").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ocean-hook.yaml", "port-app-config.yml"]
 
 
 def test_next_steps_quote_a_directory_for_the_shell(tmp_path: Path) -> None:
