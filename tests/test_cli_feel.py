@@ -138,6 +138,17 @@ def test_looking_into_a_project_serve_never_ran_in_creates_nothing(
     assert not state.exists() and not (tmp_path / "typo.db").exists()
 
 
+def test_an_empty_journal_file_is_no_journal_and_stays_empty(tmp_path: Path) -> None:
+    """`deliveries list` made a journal of it, exit 0 (found by probing)."""
+    config = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "journal.db").touch()
+    result = CliRunner().invoke(app, ["deliveries", "list", "--config", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: no journal at {tmp_path / 'state' / 'journal.db'} yet")
+    assert (tmp_path / "state" / "journal.db").stat().st_size == 0
+
+
 async def test_tables_show_outside_text_as_written_never_as_markup_or_terminal_codes(tmp_path: Path) -> None:
     """An entity titled '[/]...' made `catalog list` fail with a rich MarkupError; '[bold]' in a
     delivery id vanished from `deliveries list`; an ESC from a payload reached the terminal."""

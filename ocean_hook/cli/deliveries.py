@@ -36,7 +36,8 @@ def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable
     loaded = load_config(config, inspection=True)
     spec = queue_spec_from_option(queue, loaded.queue)
     journal = journal_path(spec, loaded.state_dir)
-    if journal is not None and not journal.exists():  # looking must not leave an empty journal behind
+    # looking must not leave a journal behind, nor make one of an empty file
+    if journal is not None and (not journal.exists() or (journal.is_file() and journal.stat().st_size == 0)):
         raise fail(f"no journal at {journal} yet: serve creates it when it starts", 1)
 
     async def go() -> T:
