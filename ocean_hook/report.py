@@ -65,7 +65,8 @@ class MappingReport:
             self.counts["misconfigured"] += 1
             for path, expr in m.misconfigurations.items():
                 identifier = m.entity.get("identifier")
-                example = f"item {m.item_index}" if identifier in (None, "") else str(identifier)
+                example = (f"item {m.item_index}" if identifier in (None, "") else  # a search query: as JSON
+                           identifier if isinstance(identifier, str) else json.dumps(identifier, ensure_ascii=False))
                 self.misconfigured_fields.setdefault((m.kind, path, expr), [0, example])[0] += 1
 
     def misconfigured_rows(self) -> list[tuple[str, str, str, int, str]]:

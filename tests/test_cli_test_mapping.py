@@ -597,3 +597,15 @@ def test_a_mismatch_in_a_big_result_shows_the_first_differing_items_only(files: 
     headers = [line for line in mismatch.stderr.splitlines() if line.startswith("+++ actual ")]
     assert headers[:2] == ["+++ actual entities[0]", "+++ actual entities[1]"] and len(headers) == 20
     assert "... and more: the first 20 differing items are shown" in mismatch.stderr
+
+
+def test_a_search_query_identifier_is_shown_as_json_in_a_misconfiguration_example() -> None:
+    """It was a Python repr: {'combinator': 'and', ...} (found by probing)."""
+    from ocean_hook.mapping.engine import MappedEntity
+    from ocean_hook.report import MappingReport
+
+    query = {"combinator": "and", "rules": [{"property": "$identifier", "operator": "=", "value": "a"}]}
+    report = MappingReport()
+    report.tally([MappedEntity("svc", {"identifier": query, "blueprint": "svc"}, True, {"properties.x": ".x"}, 3)])
+    [(_, _, _, count, example)] = report.misconfigured_rows()
+    assert count == 1 and json.loads(example) == query
