@@ -43,6 +43,11 @@ def _first_char(handle: Any) -> bytes:
         handle.read(1)
 
 
+def _utf16_or_32(start: bytes) -> bool:
+    """A UTF-16 or UTF-32 byte order mark, or the NUL bytes their ASCII characters carry."""
+    return start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start
+
+
 def _rereadable(path: Path) -> bool:
     """A regular file can be read again (to locate an error, or to parse it whole); a pipe cannot."""
     return path.is_file()
@@ -60,6 +65,8 @@ def iter_items(path: Path) -> Iterator[Any]:
 
 
 def _iter_stream(handle: Any, path: Path) -> Iterator[Any]:
+    if _utf16_or_32(handle.peek(4)[:4]):  # else "invalid JSON: Extra data", or JSON Lines misread
+        raise InputError("not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8", where=str(path))
     first = _first_char(handle)
     if first == b"[":
         yield from _iter_array(handle, path)
@@ -188,6 +195,8 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
     if raw is None:
         with _open(path) as handle:
             raw = handle.read()
+    if _utf16_or_32(raw[:4]):  # json.loads would take it, where data files and the door do not
+        raise InputError("not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8", where=str(path))
     try:
         return jsontext.loads(raw)
     except json.JSONDecodeError as exc:

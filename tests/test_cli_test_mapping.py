@@ -439,6 +439,15 @@ def test_bytes_that_are_not_utf8_in_an_array_are_named_plainly(files: dict[str, 
     assert (result.exit_code, result.stderr) == (2, f"error: {files['data']}: not UTF-8 text\n")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_data_file_in_utf16_or_32_is_named_as_such(files: dict[str, Path], encoding: str) -> None:
+    """JSON Lines in UTF-16 got "invalid JSON: Extra data" at line 2 (found by probing)."""
+    files["data"].write_bytes('{"number": 1}\n{"number": 2}\n'.encode(encoding))
+    result = invoke("-m", files["mapping"], "-d", files["data"])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {files['data']}: not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8\n")
+
+
 @pytest.mark.parametrize("missing", ["mapping", "data", "state", "kind"])
 def test_missing_files_and_unknown_kinds_exit_2(files: dict[str, Path], missing: str) -> None:
     paths = {k: str(v) for k, v in files.items()}
