@@ -431,6 +431,7 @@ async def test_build_target_kinds(tmp_path: Path):
         ),
         ({"type": "port", "region": "asia"}, ENV, "target.region must be 'eu' or 'us'"),
         ({"type": "port", "max_in_flight": 0}, ENV, "target.max_in_flight must be a positive number"),
+        ({"type": "port", "request_timeout": "30s"}, ENV, "target.request_timeout must be a positive number"),
         ({"type": "port", "base_url": "api.getport.io"}, ENV,
          "target.base_url must be an http(s) URL like https://api.getport.io, got 'api.getport.io'"),
         ({"type": "port", "base_url": "https://"}, ENV, "target.base_url must be an http(s) URL"),

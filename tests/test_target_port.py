@@ -197,6 +197,18 @@ async def test_answers_not_in_ports_shape_are_failures_not_tracebacks(port: Fake
     assert (await target.delete([("service", "b")], MERGE))[0].ok  # not there: nothing to do
 
 
+async def test_a_request_timeout_says_so_rather_than_unreachable(port: FakePort) -> None:
+    """A Port that answers late may have applied the write: "unreachable" misled (found by probing)."""
+    target = make_target(port, request_timeout=0.2, retry_attempts=1)
+    try:
+        await target.upsert([svc("a")], MERGE)  # the token, on time
+        port.latency = 0.5
+        [outcome] = await target.upsert([svc("a")], MERGE)
+    finally:
+        await target.close()
+    assert outcome.error == f"Port at {port.url} did not answer within 0.2 s" and outcome.retryable
+
+
 # -- retries -----------------------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ _PORT_KEYS = {
     "max_in_flight",
     "retry_attempts",
     "retry_max_wait",
+    "request_timeout",
 }
 _DRY_RUN_KEYS = {"type", "read_from"}
 READERS = ("local", "port", "none")
@@ -121,6 +122,7 @@ def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
         max_in_flight=_number(spec, "max_in_flight", 8),
         retry_attempts=_number(spec, "retry_attempts", 5),
         retry_max_wait=_number(spec, "retry_max_wait", 60.0, float),
+        request_timeout=_number(spec, "request_timeout", 30.0, float),
     )
 
 

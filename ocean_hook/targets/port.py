@@ -330,7 +330,10 @@ class PortTarget(Target):
         except _RetryableReply as exc:
             return exc.reply
         except CONNECTION_ERRORS as exc:
-            problem = f"Port at {self.base_url} is unreachable: {str(exc) or type(exc).__name__}"
+            if isinstance(exc, TimeoutError) and not str(exc):  # it may have done it all the same
+                problem = f"Port at {self.base_url} did not answer within {self._timeout.total:g} s"
+            else:
+                problem = f"Port at {self.base_url} is unreachable: {str(exc) or type(exc).__name__}"
             self._saw(problem)
             raise _Unreachable(problem) from exc
         raise AssertionError("unreachable")  # pragma: no cover
