@@ -387,6 +387,18 @@ async def test_to_url_sends_captures_to_a_running_listener(tmp_path: Path) -> No
         assert out[0]["delivery_id"] == delivery_id
         assert out[2]["listener_answer"]["reason"] == "signature mismatch in header X-Hub-Signature-256"
         await wait_until_settled(server.state_dir, 3)
+        # the listener has its config: sending needs none here, nor its secrets (both were asked for)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        again = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ocean_hook", "replay", str(folder / sorted(os.listdir(folder))[0]),
+            "--to", server.url, "--format", "json", cwd=elsewhere,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k not in secrets_env()},
+        )
+        resent, problems = await asyncio.wait_for(again.communicate(), 30)
+        assert again.returncode == 0, problems.decode()
+        assert [(d["status"], d["sent_status"]) for d in json.loads(resent)] == [("sent", 200)]  # a duplicate
         pr = await wait_for_entity(server.catalog_path, *PR)
     assert pr["properties"]["status"] == "open"
     assert ("githubIssue", "acme/payments-api/issues/57") in catalog(config)

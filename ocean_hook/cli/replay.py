@@ -75,7 +75,7 @@ def command(
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
     _check_options(to, dry_run=dry_run, verify=verify, path=path, header=header)
-    loaded = load_config(config)
+    loaded = None if to is not None else load_config(config)  # with --to, the listener's config is the one
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
     watchdog = Watchdog(max(stall_timeout, 1.0), "text", None, what="ocean-hook replay",
@@ -107,7 +107,7 @@ def _check_options(to: str | None, *, dry_run: bool, verify: bool, path: str | N
 
 
 async def _replay_all(
-    loaded: Loaded, config: Config, *, dry_run: bool, verify: bool, to: str | None, watchdog: Watchdog | None
+    loaded: Loaded, config: Config | None, *, dry_run: bool, verify: bool, to: str | None, watchdog: Watchdog | None
 ) -> list[ReplayOutcome]:
     """One outcome per file, in order; files that could not be read are already outcomes."""
     outcomes: list[ReplayOutcome] = []
@@ -119,6 +119,7 @@ async def _replay_all(
             if to:
                 session = await stack.enter_async_context(aiohttp.ClientSession())
             else:
+                assert config is not None  # loaded whenever there is no --to
                 runtime = replay_runtime(config, dry_run=dry_run)
                 stack.push_async_callback(runtime.close)
             for name, item in loaded:
@@ -127,7 +128,8 @@ async def _replay_all(
                 elif to:
                     outcomes.append(await send_event(name, item, to, session))
                 else:
-                    outcomes.append(await replay_event(name, item, config, runtime, verify=verify, dry_run=dry_run))
+                    outcomes.append(await replay_event(name, item, runtime.config, runtime, verify=verify,
+                                                       dry_run=dry_run))
                 progress.advance(task)
     return outcomes
 
