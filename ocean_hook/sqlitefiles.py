@@ -16,6 +16,12 @@ import sqlite3
 from pathlib import Path
 
 
+def not_made_yet(path: Path) -> bool:
+    """Nothing there to look into: no file, or an empty one (which opening would make into a
+    journal or catalog). Commands that only look refuse it rather than create one."""
+    return not path.exists() or (path.is_file() and path.stat().st_size == 0)
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     """Another connection holds the lock (`SQLITE_BUSY`, whatever its extended code)."""
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY

@@ -138,15 +138,19 @@ def test_looking_into_a_project_serve_never_ran_in_creates_nothing(
     assert not state.exists() and not (tmp_path / "typo.db").exists()
 
 
-def test_an_empty_journal_file_is_no_journal_and_stays_empty(tmp_path: Path) -> None:
-    """`deliveries list` made a journal of it, exit 0 (found by probing)."""
+@pytest.mark.parametrize(("command", "name", "what"), [
+    (["deliveries", "list"], "journal.db", "journal"), (["catalog", "list"], "catalog.db", "local catalog"),
+])
+def test_an_empty_file_is_not_made_into_a_journal_or_catalog(tmp_path: Path, command: list[str], name: str,
+                                                              what: str) -> None:
+    """`deliveries list` made a journal of it, exit 0 (found by probing); `catalog list` a catalog."""
     config = write_config(tmp_path)
     (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "journal.db").touch()
-    result = CliRunner().invoke(app, ["deliveries", "list", "--config", str(config)], env={"COLUMNS": "300"})
+    (tmp_path / "state" / name).touch()
+    result = CliRunner().invoke(app, [*command, "--config", str(config)], env={"COLUMNS": "300"})
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith(f"error: no journal at {tmp_path / 'state' / 'journal.db'} yet")
-    assert (tmp_path / "state" / "journal.db").stat().st_size == 0
+    assert result.stderr.startswith(f"error: no {what} at {tmp_path / 'state' / name} yet")
+    assert (tmp_path / "state" / name).stat().st_size == 0
 
 
 async def test_tables_show_outside_text_as_written_never_as_markup_or_terminal_codes(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors, write_stdout
 from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items
+from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets import catalog_path
 from ocean_hook.targets.local import LocalCatalog
 
@@ -32,7 +33,7 @@ def _catalog(config: Path, db: Path | None, *, create: bool = False) -> LocalCat
     """The catalog to look into; only `import` may create one (a mistyped --db would otherwise
     leave an empty catalog file behind and list nothing, successfully)."""
     path = db if db is not None else _configured_catalog(config)
-    if not create and not path.exists():
+    if not create and not_made_yet(path):
         raise fail(f"no local catalog at {path} yet: serve creates it when it starts (replay and import too)", 1)
     return LocalCatalog(path)
 

@@ -15,6 +15,7 @@ from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import load_config, parse_duration
 from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueMissing, Requeued
 from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
+from ocean_hook.sqlitefiles import not_made_yet
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -36,8 +37,7 @@ def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable
     loaded = load_config(config, inspection=True)
     spec = queue_spec_from_option(queue, loaded.queue)
     journal = journal_path(spec, loaded.state_dir)
-    # looking must not leave a journal behind, nor make one of an empty file
-    if journal is not None and (not journal.exists() or (journal.is_file() and journal.stat().st_size == 0)):
+    if journal is not None and not_made_yet(journal):  # looking must not make a journal
         raise fail(f"no journal at {journal} yet: serve creates it when it starts", 1)
 
     async def go() -> T:

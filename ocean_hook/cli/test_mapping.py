@@ -22,6 +22,7 @@ from ocean_hook.errors import InputError
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
+from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets import catalog_path, reads_local_catalog
 from ocean_hook.targets.base import TargetError
 from ocean_hook.watchdog import Watchdog
@@ -185,7 +186,7 @@ def _require_local_catalog(loaded: Config, config: Path) -> None:
         path = catalog_path(loaded.target, loaded.state_dir)
     except ValueError:
         return  # make_target names the bad path
-    if not path.exists():
+    if not_made_yet(path):
         raise InputError(f"no local catalog at {path} yet: serve creates it when it starts", where=str(config))
 
 
