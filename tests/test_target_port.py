@@ -443,7 +443,9 @@ async def test_without_datasources_in_answers_only_this_writers_entities_are_del
     port.put(svc("sibling"), datasource=f"ocean-hook/{__version__}/hook-2")
     port.put(svc("theirs"), datasource="port-ocean/github/gh/0.1.9/exporter")
     keys = [("service", k) for k in ("mine", "sibling", "theirs")]
+    searches = len(port.calls("POST", "/v1/entities/search"))
     outcomes = await target.delete(keys, MERGE)
+    assert len(port.calls("POST", "/v1/entities/search")) - searches == 2  # by identifier, then by exact owner
     assert [o.ok for o in outcomes] == [True, False, False]
     assert outcomes[1].error.startswith("Port did not say who wrote it, and not this version of ocean-hook/hook")
     assert not outcomes[1].retryable

@@ -8,9 +8,10 @@ Before deleting, the target searches the entities twice: once by identifier (to 
 gone", which is fine, from "exists"), once adding the rules ``$datasource contains
 "ocean-hook/"`` and ``$datasource contains "/<integration_name>"`` so Port itself confirms
 ownership. When Port also returns the datasource string, it is checked segment by segment too
-(so integration ``hook`` does not claim the entities of ``hook-2``); when it does not, a third
-search asks for ``$datasource = "ocean-hook/<this version>/<integration_name>"`` exactly, and
-what only the ``contains`` rules matched (``hook-2``'s, or an older version's) is left alone.
+(so integration ``hook`` does not claim the entities of ``hook-2``). For entities whose
+datasource Port does not return, ``contains`` cannot tell ``hook`` from ``hook-2``: their second
+search asks for ``$datasource = "ocean-hook/<this version>/<integration_name>"`` exactly instead,
+and the rest (``hook-2``'s, an older version's, anyone else's) is left alone.
 Entities that exist but are not ours are never deleted: their outcome says so and is not
 retryable. Upserts are not guarded: mapping an entity is an explicit request to write it.
 
@@ -548,23 +549,23 @@ class PortTarget(Target):
 
     async def _delete_chunk(self, blueprint: str, identifiers: list[str], dependents: bool) -> list[WriteOutcome]:
         existing = await self._lookup(blueprint, identifiers)
-        present = [i for i in identifiers if i in existing]
-        ours = await self._lookup(blueprint, present, ours=True) if present else {}
-        unsaid = [i for i in ours if existing.get(i) is None]  # `contains` matched: hook-2's too
+        said = [i for i in identifiers if existing.get(i) is not None]
+        unsaid = [i for i in identifiers if i in existing and existing[i] is None]  # `contains` would match hook-2's
+        ours = await self._lookup(blueprint, said, ours=True) if said else {}
         exact = await self._lookup(blueprint, unsaid, exactly_ours=True) if unsaid else {}
         outcomes, doomed = [], []
         for ident in identifiers:
             datasource = existing.get(ident)
             if ident not in existing:
                 outcomes.append(WriteOutcome((blueprint, ident), ok=True))
-            elif ident in ours and (owns(datasource, self.integration_name) if datasource else ident in exact):
+            elif ident in exact or (ident in ours and owns(datasource or "", self.integration_name)):
                 doomed.append(ident)
-            elif ident in ours:
+            elif ident in unsaid:
                 error = (f"Port did not say who wrote it, and not this version of ocean-hook/{self.integration_name}"
-                         " (another integration whose name begins the same, or an older version): left alone")
+                         " (another integration, or an older version): left alone")
                 outcomes.append(_failed((blueprint, ident), error, retryable=False))
             else:
-                error = f"not created by ocean-hook (datasource {datasource or 'unknown'}): left alone"
+                error = f"not created by ocean-hook (datasource {datasource}): left alone"
                 outcomes.append(_failed((blueprint, ident), error, retryable=False))
         if doomed:
             outcomes += await self._bulk_delete(blueprint, doomed, dependents)
