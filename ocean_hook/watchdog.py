@@ -88,6 +88,13 @@ class Watchdog:
         self._working: dict[str, str] = {}  # told again to a child started anew
         self._alone = False
 
+    @classmethod
+    def for_command(cls, command: str, stall_seconds: float) -> Watchdog | None:
+        """The watchdog of a one-off command (`--stall-timeout`, 0: none), at least a second."""
+        if stall_seconds <= 0:
+            return None
+        return cls(max(stall_seconds, 1.0), "text", None, what=f"ocean-hook {command}", setting="--stall-timeout")
+
     def start(self) -> None:
         """The child has a process group of its own: Ctrl-C at a terminal (or a signal to
         `serve`'s group) is for `serve`, which stops it by closing the pipe once it has drained."""
@@ -101,7 +108,7 @@ class Watchdog:
         os.set_blocking(self._fd, False)
         self.alone(self._alone)
         for queue_id, delivery_id in self._working.items():
-            self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
+            self._say_working(queue_id, delivery_id)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -131,12 +138,15 @@ class Watchdog:
         """Two short writes per delivery: the names the child gives if the loop stalls."""
         delivery_id = delivery_id.replace("\n", " ")  # one line each (a Python processor's id could hold one)
         self._working[queue_id] = delivery_id
-        self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
+        self._say_working(queue_id, delivery_id)
         try:
             yield
         finally:
             self._working.pop(queue_id, None)
             self._send(f"-{queue_id}\n".encode())
+
+    def _say_working(self, queue_id: str, delivery_id: str) -> None:
+        self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
 
     def pulse(self) -> None:
         """A heartbeat from code that is not on an event loop (test-mapping, between batches)."""

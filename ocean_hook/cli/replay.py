@@ -78,8 +78,7 @@ def command(
     loaded = None if to is not None else load_config(config)  # with --to, the listener's config is the one
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
-    watchdog = Watchdog(max(stall_timeout, 1.0), "text", None, what="ocean-hook replay",
-                        setting="--stall-timeout") if stall_timeout > 0 and to is None else None
+    watchdog = Watchdog.for_command("replay", stall_timeout) if to is None else None
     outcomes = run(_replay_all(loaded_events, loaded, dry_run=dry_run, verify=verify, to=to, watchdog=watchdog))
     _print(outcomes, output, dry_run=dry_run)
     raise typer.Exit(1 if any(o.status == "failed" for o in outcomes) else 0)

@@ -125,8 +125,7 @@ def command(
     progress = _LazyProgress(err.is_terminal)
 
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
-    watchdog = Watchdog(max(stall_timeout, 1.0), "text", None, what="ocean-hook test-mapping",
-                        setting="--stall-timeout") if stall_timeout > 0 else None
+    watchdog = Watchdog.for_command("test-mapping", stall_timeout)
 
     def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
         if watchdog is not None:
