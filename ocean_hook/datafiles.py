@@ -43,9 +43,11 @@ def _first_char(handle: Any) -> bytes:
         handle.read(1)
 
 
-def _utf16_or_32(start: bytes) -> bool:
-    """A UTF-16 or UTF-32 byte order mark, or the NUL bytes their ASCII characters carry."""
-    return start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start
+def _refuse_utf16_or_32(start: bytes, path: Path) -> None:
+    """A UTF-16 or UTF-32 byte order mark, or the NUL bytes their ASCII characters carry, in the
+    first bytes: said plainly (it read as "invalid JSON: Extra data", or json.loads took it)."""
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start:
+        raise InputError("not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8", where=str(path))
 
 
 def _rereadable(path: Path) -> bool:
@@ -65,8 +67,7 @@ def iter_items(path: Path) -> Iterator[Any]:
 
 
 def _iter_stream(handle: Any, path: Path) -> Iterator[Any]:
-    if _utf16_or_32(handle.peek(4)[:4]):  # else "invalid JSON: Extra data", or JSON Lines misread
-        raise InputError("not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8", where=str(path))
+    _refuse_utf16_or_32(handle.peek(4)[:4], path)
     first = _first_char(handle)
     if first == b"[":
         yield from _iter_array(handle, path)
@@ -195,8 +196,7 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
     if raw is None:
         with _open(path) as handle:
             raw = handle.read()
-    if _utf16_or_32(raw[:4]):  # json.loads would take it, where data files and the door do not
-        raise InputError("not UTF-8 text (it looks like UTF-16 or UTF-32): save it as UTF-8", where=str(path))
+    _refuse_utf16_or_32(raw[:4], path)
     try:
         return jsontext.loads(raw)
     except json.JSONDecodeError as exc:
