@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ocean_hook.entity import ENTITY_FIELDS, Entity, EntityKey, entity_key, is_search_query
+from ocean_hook.jsontext import same
 
 Action = Literal["create", "update", "delete", "unchanged"]
 ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "unchanged")
@@ -87,11 +88,11 @@ def field_changes(before: Entity, after: Entity, *, every: bool = False) -> list
         if key in _NESTED and isinstance(old or {}, dict) and isinstance(new or {}, dict):
             old_map, new_map = old or {}, new or {}
             for name in sorted({*old_map, *new_map}):
-                if old_map.get(name) != new_map.get(name) or (every and name in new_map):
+                if not same(old_map.get(name), new_map.get(name)) or (every and name in new_map):
                     changes.append(FieldChange(f"{key}.{name}", old_map.get(name), new_map.get(name)))
-        elif key == "team" and _teams(old) == _teams(new):
+        elif key == "team" and same(_teams(old), _teams(new)):
             continue
-        elif old != new:
+        elif not same(old, new):
             changes.append(FieldChange(key, old, new))
     return changes
 

@@ -68,3 +68,21 @@ def has_lone_surrogate(value: Any) -> bool:
     except (ValueError, RecursionError):
         return False
     return False
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: Python's `True == 1` and `False == 0` would hide a property whose
+    type changed (`true` → `1`) from the diff, the catalog and `--expect`. `1` and `1.0` are one
+    JSON number."""
+    return a == b and _same_types(a, b)
+
+
+def _same_types(a: Any, b: Any) -> bool:
+    """For values already `==`: dicts with the same keys, lists of the same length."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b)
+    if isinstance(a, dict):
+        return all(_same_types(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
+    return True

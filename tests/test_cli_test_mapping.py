@@ -208,6 +208,22 @@ def test_expect_passes_on_the_same_result_and_fails_with_a_diff_otherwise(files:
     assert invoke(*args).exit_code == 0
 
 
+def test_expect_tells_true_from_1(tmp_path: Path) -> None:
+    """The expected file said `true` where the result said `1`, and --expect passed (found by probing)."""
+    mapping, data, expected = tmp_path / "m.yml", tmp_path / "d.json", tmp_path / "expected.json"
+    mapping.write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                       "          identifier: .id\n          blueprint: '\"thing\"'\n"
+                       "          properties:\n            enabled: .enabled\n")
+    data.write_text(json.dumps({"id": "x", "enabled": True}))
+    args = ["-m", mapping, "-d", data, "--expect", expected]
+    assert invoke(*args, "--update-expected").exit_code == 0
+    assert invoke(*args).exit_code == 0
+    data.write_text(json.dumps({"id": "x", "enabled": 1}))
+    mismatch = invoke(*args)
+    assert mismatch.exit_code == 1
+    assert '-      "after": true\n+      "after": 1' in mismatch.stderr
+
+
 def test_an_expected_file_that_cannot_be_written_is_named(files: dict[str, Path]) -> None:
     blocker = files["data"].parent / "not-a-folder"
     blocker.write_text("")

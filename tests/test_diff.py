@@ -85,6 +85,19 @@ def test_top_level_fields_and_relations_are_diffed_by_path() -> None:
     ]
 
 
+def test_true_is_not_1_nor_false_0_anywhere_in_an_entity() -> None:
+    """Python's `True == 1` hid a property whose type changed from the diff (found by probing)."""
+    stored = {**pr("1", "open", enabled=True, tags=[True, False], meta={"on": False}), "team": [True]}
+    mapped = {**pr("1", "open", enabled=1, tags=[1, 0], meta={"on": 0}), "team": [1]}
+    (change,) = plan_changes([mapped], [], keyed(stored), merge=True)
+    assert change.fields == [
+        FieldChange("team", [True], [1]), FieldChange("properties.enabled", True, 1),
+        FieldChange("properties.meta", {"on": False}, {"on": 0}), FieldChange("properties.tags", [True, False], [1, 0]),
+    ]
+    (same,) = plan_changes([pr("1", "open", size=2)], [], keyed(pr("1", "open", size=2.0)), merge=True)
+    assert same.action == "unchanged"  # one JSON number
+
+
 # ------------------------------------------------------------------------------- merge or replace
 def test_team_as_port_stores_it_is_no_change() -> None:
     """`team: []` against none, or `"core"` against Port's stored `["core"]`, showed as an update on

@@ -97,6 +97,13 @@ async def test_unchanged_upsert_writes_nothing(catalog: LocalCatalog):
     assert updated_at(catalog.path, "service", "api") > stamp
 
 
+async def test_a_property_that_turns_from_true_to_1_is_stored(catalog: LocalCatalog):
+    await catalog.upsert([svc("api", on=True)], MERGE)
+    await catalog.upsert([svc("api", on=1)], MERGE)
+    stored = (await catalog.get_entities([("service", "api")]))[("service", "api")]["properties"]["on"]
+    assert (stored, type(stored)) == (1, int)
+
+
 async def test_search_query_identifier_is_refused_alone(catalog: LocalCatalog):
     query = {"combinator": "and", "rules": [{"property": "x", "operator": "=", "value": 1}]}
     outcomes = await catalog.upsert([{"identifier": query, "blueprint": "service"}, svc("api")], MERGE)

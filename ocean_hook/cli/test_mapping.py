@@ -19,6 +19,7 @@ from ocean_hook.config import Config, load_config
 from ocean_hook.datafiles import iter_items, load_json, load_state
 from ocean_hook.diff import Change
 from ocean_hook.errors import InputError
+from ocean_hook.jsontext import same
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
@@ -234,7 +235,7 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
         return 0
     expected = load_json(expect)
     actual = json.loads(json.dumps(actual, default=str))
-    if expected == actual:
+    if same(expected, actual):
         return 0
     err = stderr()
     err.print(f"[red]result differs from {render.escape_text(str(expect))}:[/]")
@@ -264,11 +265,11 @@ def _differences(expected: Any, actual: Any) -> list[tuple[str, Any, Any]]:
             for i in range(max(len(before), len(after))):
                 item_before = before[i] if i < len(before) else None
                 item_after = after[i] if i < len(after) else None
-                if item_before != item_after:
+                if not same(item_before, item_after):
                     found.append((f"{key}[{i}]", item_before, item_after))
                     if len(found) > MAX_DIFFERENCES:
                         break
-        elif before != after:
+        elif not same(before, after):
             found.append((key, before, after))
         if len(found) > MAX_DIFFERENCES:
             break

@@ -40,6 +40,7 @@ from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key, shape_problem
 from ocean_hook.errors import InputError
+from ocean_hook.jsontext import same
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
@@ -283,7 +284,7 @@ class LocalCatalog(Target):
             return WriteOutcome(outcome_key(entity), ok=False, error=error, retryable=False)
         current = self._load(db, key)
         after = resulting_entity(current, entity, merge=merge)
-        if after != current:
+        if current is None or not same(after, current):
             self._store(db, key, after)
         return WriteOutcome(key, ok=True)
 
