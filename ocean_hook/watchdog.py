@@ -30,6 +30,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,9 +149,32 @@ class Watchdog:
     def _say_working(self, queue_id: str, delivery_id: str) -> None:
         self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
 
-    def pulse(self) -> None:
-        """A heartbeat from code that is not on an event loop (test-mapping, between batches)."""
-        self._send(HEARTBEAT)
+    @contextlib.contextmanager
+    def beating_thread(self) -> Iterator[None]:
+        """The child started and a thread beating, for the `with` block: for a command with no
+        event loop to beat, whose main thread may wait on its input as long as it likes
+        (test-mapping reading a slow pipe). jq holds the GIL while it runs, so this thread falls
+        silent exactly when a jq program does not end, and not while the input is awaited."""
+        self.start()
+        done = threading.Event()
+
+        def beat() -> None:
+            self._send(HEARTBEAT)
+            while not done.wait(min(1.0, self.stall_seconds / 5)):
+                self._send(HEARTBEAT)
+
+        thread = threading.Thread(target=beat, name="ocean-hook-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.stop()
+
+    def now_on(self, what: str) -> None:
+        """What a one-off command is mapping now (test-mapping: which items), for the message."""
+        self._say_working("now", what)
 
     def alone(self, alone: bool) -> None:
         """Whether the worker runs one delivery with nothing else on the loop (no listener)."""
@@ -239,7 +263,8 @@ def _stalled(watched: _Watched, seen: _Seen) -> int:
     if os.getppid() != watched.pid:  # gone already (its pid may be another process's now)
         return 0
     if watched.stalls_path is None:
-        cause, outcome = "an item", "killing it."
+        cause = "an item" if not seen.working else "one of " + ", ".join(seen.working.values())
+        outcome = "killing it."
     else:
         cause, outcome = "a payload, or a processor's code that blocks", "killing it so that it can be restarted. "
         outcome += _what_was_running(watched.stalls_path, seen)

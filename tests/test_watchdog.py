@@ -279,11 +279,29 @@ def test_test_mapping_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: 
     stuck = subprocess.run(command, capture_output=True, timeout=30)
     assert stuck.returncode == -9 and time.monotonic() - started < 20
     assert "ocean-hook test-mapping (pid " in stuck.stderr.decode()
-    assert "has not run for 1 s (--stall-timeout): a jq program that never ends on an item" in stuck.stderr.decode()
+    assert ("has not run for 1 s (--stall-timeout): a jq program that never ends on one of data items 1 to 1,000; "
+            "killing it.") in stuck.stderr.decode()
     (tmp_path / "items.json").write_text(json.dumps([{"number": 1, "title": "fine"}]))
     fine = subprocess.run(command, capture_output=True, timeout=30)
     assert fine.returncode == 0, fine.stderr.decode()
     assert "1 to create" in fine.stdout.decode()
+
+
+def test_test_mapping_waiting_for_slow_input_is_not_a_stall(tmp_path: Path) -> None:
+    """It was: the watchdog heard only between batches, so `gh api --paginate | test-mapping -d -`
+    was killed while it waited for the next page (found by probing)."""
+    (tmp_path / "m.yml").write_text(LOOPING)
+    command = [sys.executable, "-m", "ocean_hook", "test-mapping", "-m", str(tmp_path / "m.yml"), "-d", "-",
+               "--stall-timeout", "1"]
+    slow = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert slow.stdin is not None
+    slow.stdin.write(b'{"number": 1, "title": "fine"}\n')
+    slow.stdin.flush()
+    time.sleep(3)  # three stall timeouts with nothing to read
+    slow.stdin.write(b'{"number": 2, "title": "fine too"}\n')
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 0, err.decode()
+    assert "2 to create" in out.decode()
 
 
 def test_replay_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import time
@@ -21,7 +22,7 @@ from ocean_hook.diff import Change
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
-from ocean_hook.report import MappingReport, build_report, state_lookup
+from ocean_hook.report import BATCH, MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
 from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets import catalog_path, reads_local_catalog
@@ -45,8 +46,8 @@ Examples:
   ocean-hook test-mapping --mapping m.yml --data prs.json --expect expected.json --format markdown
 
 Exit codes: 0 clean; 1 mapping errors, misconfigurations with --strict, or a mismatch with
---expect; 2 a usage or input error; 137 (killed) when a batch of items mapped for
---stall-timeout seconds: a jq program that never ends on some item.
+--expect; 2 a usage or input error; 137 (killed) when jq ran for --stall-timeout seconds
+on one batch of items without end: a jq program that never ends on some item.
 """
 
 
@@ -101,8 +102,8 @@ def command(
         None, "--config", "-c", help="Diff against the live state of this config's target (read-only)."
     ),
     stall_timeout: float = typer.Option(
-        60.0, "--stall-timeout", min=0, help="Stop (exit 137) when a batch of items maps this many seconds: a jq "
-        "program that never ends (0: never).",
+        60.0, "--stall-timeout", min=0, help="Stop (exit 137) when jq runs this many seconds on one batch of items "
+        "without end (0: never).",
     ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
@@ -130,19 +131,19 @@ def command(
 
     def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
         if watchdog is not None:
-            watchdog.pulse()
+            watchdog.now_on(_next_items(done))
         progress.update(done)
         if streaming and not quiet:
             render.print_changes(out, changes)
 
-    if watchdog is not None:
-        watchdog.start()
-    try:
-        report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
-    finally:
-        progress.stop()
+    with contextlib.ExitStack() as stack:
         if watchdog is not None:
-            watchdog.stop()
+            stack.enter_context(watchdog.beating_thread())
+            watchdog.now_on(_next_items(0))
+        try:
+            report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
+        finally:
+            progress.stop()
     exit_code = _exit_code(report, strict)
     if expect is not None:
         exit_code = max(exit_code, _check_expectation(report, expect, update_expected))
@@ -175,6 +176,11 @@ async def _report(
         raise InputError(f"cannot read the current entities from the target: {exc}", where=str(config)) from None
     finally:
         await target.close()
+
+
+def _next_items(done: int) -> str:
+    """The batch of data items mapped next, as the watchdog names it if jq never ends on one."""
+    return f"data items {done + 1:,} to {done + BATCH:,}"
 
 
 def _require_local_catalog(loaded: Config, config: Path) -> None:
