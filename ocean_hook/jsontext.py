@@ -5,12 +5,14 @@ jq can read, and nothing Python's parser adds.
 `\\ud83d` escapes that are half of a surrogate pair (not Unicode text: jq cannot read the payload
 at all, so every query about it fails as if the field were missing). Both are refused here, as
 are numbers of more digits than Python converts and nesting deeper than its recursion allows,
-each with a reason, so the door and the file readers word them the same way.
+each with a reason, so the door and the file readers word them the same way. A number past a
+double's range (`1e400`, valid JSON) is read as jq reads it, the largest double.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any
@@ -36,12 +38,21 @@ def _not_a_number(name: str) -> Any:
     raise JsonProblem(f"{name} is not a JSON number")
 
 
+def _number(text: str) -> float:
+    """A number past a double's range (1e400) is the largest double, as jq reads it: Python's
+    `inf` came out as `Infinity`, which is not JSON, in every document written back."""
+    value = float(text)
+    if math.isinf(value):
+        return math.copysign(sys.float_info.max, value)
+    return value
+
+
 def loads(document: str | bytes) -> Any:
     """`json.loads` that refuses what JSON does not allow. Raises `json.JSONDecodeError` (with its
     line and column) for bad syntax, `UnicodeDecodeError` for bytes that are not text, and
     `JsonProblem` for the rest."""
     try:
-        value = json.loads(document, parse_constant=_not_a_number)
+        value = json.loads(document, parse_constant=_not_a_number, parse_float=_number)
     except (json.JSONDecodeError, UnicodeDecodeError, JsonProblem):
         raise
     except ValueError:

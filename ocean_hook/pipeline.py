@@ -76,10 +76,22 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
 def keep_what_another_resource_maps(batches: Sequence[MappedBatch]) -> None:
     """An entity that one resource maps (its selector passed) is not deleted because another
     resource's selector refused the same item: Ocean keeps it, and a delete then re-create on
-    Port can take dependents and merged fields with it."""
-    upserted = {entity_key(m.entity) for batch in batches for m in batch.upserts}
-    for batch in batches:
-        batch.deletes = [m for m in batch.deletes if entity_key(m.entity) not in upserted]
+    Port can take dependents and merged fields with it. A resource's own earlier versions of an
+    item are `map_raw`'s to settle: the last one decides."""
+    kept = [_kept(batch) for batch in batches]
+    for n, batch in enumerate(batches):
+        others = [keys for k, keys in enumerate(kept) if k != n]
+        batch.deletes = [m for m in batch.deletes if not any(entity_key(m.entity) in keys for keys in others)]
+
+
+def _kept(batch: MappedBatch) -> set[EntityKey | None]:
+    """The entities a batch ends up upserting: its last word on each is not a delete."""
+    last: dict[EntityKey | None, tuple[int, bool]] = {}
+    for upsert, mapped in [*((True, m) for m in batch.upserts), *((False, m) for m in batch.deletes)]:
+        key = entity_key(mapped.entity)
+        if key not in last or mapped.item_index >= last[key][0]:
+            last[key] = (mapped.item_index, upsert)
+    return {key for key, (_, upsert) in last.items() if upsert}
 
 
 def plan(batch: MappedBatch, current: MappingABC[EntityKey, Entity], flags: MappingFlags) -> list[Change]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mapping_texts import TWO_RESOURCES
+from mapping_texts import TWO_RESOURCES, resource
 from port_server import FakePort
 from serve_helpers import hook_env, port_env, port_target, write_config
 from typer.testing import CliRunner
@@ -593,6 +593,50 @@ def test_an_entity_one_resource_maps_is_not_deleted_by_another(tmp_path: Path) -
     result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
     assert result.exit_code == 0, result.output
     assert [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]] == [("update", "e1")]
+
+
+def test_an_item_that_leaves_the_selector_after_passing_it_is_deleted_in_any_batch(tmp_path: Path) -> None:
+    """The delete was lost when the earlier, passing version was in the same batch of items (and
+    kept when 1,000 items apart): the resource's own upsert counted as "another resource maps it"."""
+    mapping, data, state = tmp_path / "m.yml", tmp_path / "d.jsonl", tmp_path / "s.json"
+    mapping.write_text("resources:\n" + resource(".active"))
+    state.write_text('[{"identifier": "a", "blueprint": "thing"}]')
+    passing, leaving = '{"id": "a", "active": true, "n": 1}\n', '{"id": "a", "active": false}\n'
+    for filler in (0, 1500):
+        data.write_text(passing + '{"id": "x", "active": false}\n' * filler + leaving)
+        result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
+        assert result.exit_code == 0, result.output
+        changes = [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]]
+        assert (filler, changes[-1]) == (filler, ("delete", "a"))
+
+
+def test_an_item_that_left_the_selector_is_deleted_whatever_its_title(tmp_path: Path) -> None:
+    """A title that is not a string (a mapping error for an entity to write) dropped the delete
+    without a word; a delete needs only the blueprint and identifier."""
+    mapping, data, state = tmp_path / "m.yml", tmp_path / "d.json", tmp_path / "s.json"
+    mapping.write_text("resources:\n" + resource(".active").replace("blueprint:", "title: .name\n          blueprint:"))
+    state.write_text('[{"identifier": "b", "blueprint": "thing", "title": "B"}]')
+    data.write_text('{"id": "b", "name": 5, "active": false}')
+    result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert [(c["action"], c["identifier"]) for c in json.loads(result.stdout)["changes"]] == [("delete", "b")]
+    data.write_text('{"id": "b", "name": 5, "active": true}')  # to write, the title is an error still
+    assert "'title' must be a string, got 5" in invoke("-m", mapping, "-d", data, "-s", state).stderr
+
+
+def test_a_number_past_a_doubles_range_is_read_as_jq_reads_it_and_never_written_as_infinity(tmp_path: Path) -> None:
+    """1e400 in a state file came out as `Infinity` in --format json, which no JSON parser takes
+    (and an expected file written from it could never be read back)."""
+    mapping, data, state = tmp_path / "m.yml", tmp_path / "d.json", tmp_path / "s.json"
+    mapping.write_text("resources:\n" + resource().replace("blueprint:", "properties:\n            n: .n\n"
+                                                             "          blueprint:"))
+    data.write_text('[{"id": "a", "n": 1e400}, {"id": "b", "n": -1e400}]')  # the streamed array path
+    state.write_text('[{"identifier": "a", "blueprint": "thing", "properties": {"n": 1e400}}]')
+    result = invoke("-m", mapping, "-d", data, "-s", state, "-f", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the output"))
+    assert [(c["action"], c["after"]["properties"]["n"]) for c in document["changes"]] == [
+        ("unchanged", 1.7976931348623157e308), ("create", -1.7976931348623157e308)]
 
 
 def test_a_state_exported_from_ports_api_diffs_as_the_port_target_reads_it(files: dict[str, Path]) -> None:

@@ -311,7 +311,8 @@ class ResourceMapper:
                 if misconfigurations:
                     result.unnamed.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
             return
-        problem = _key_problem(entity) or shape_problem(entity)
+        # a delete needs only the key: the title of an item that left the selector is no matter
+        problem = _key_problem(entity) or (shape_problem(entity) if passed else None)
         if problem:
             if passed:  # one the selector refused names nothing to write or delete: filtered, no more
                 result.errors.append(f"kind '{self.kind}', item {index}: {problem}")
