@@ -258,3 +258,32 @@ async def test_an_export_to_a_full_disk_is_one_line(tmp_path: Path, fmt: str) ->
     with open("/dev/full", "w") as full:
         done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+@pytest.fixture
+def many_items(tmp_path: Path) -> list[str]:
+    """A test-mapping run whose plan is far longer than a pipe holds (64 KiB)."""
+    (tmp_path / "m.yml").write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                                    "          identifier: .id\n          blueprint: '\"thing\"'\n")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"id": f"e{n}"}) + "\n" for n in range(3000)))
+    return [sys.executable, "-m", "ocean_hook", "test-mapping", "-m", str(tmp_path / "m.yml"),
+            "-d", str(tmp_path / "d.jsonl")]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+def test_test_mapping_to_a_full_disk_is_one_line(many_items: list[str], fmt: str) -> None:
+    """It was a traceback, in each of the three formats (found by probing)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*many_items, "-f", fmt], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(many_items: list[str]) -> None:
+    """`ocean-hook test-mapping ... | head` printed a traceback (BrokenPipeError) and exited 1; it
+    ends as a process SIGPIPE stops, 141, with nothing said."""
+    reading = subprocess.Popen(many_items, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reading.stdout is not None and reading.stderr is not None
+    assert reading.stdout.readline().startswith(b"+ create thing/e")
+    reading.stdout.close()
+    assert reading.wait(timeout=60) == 141
+    assert reading.stderr.read() == b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -19,9 +20,36 @@ from ocean_hook.render import escape_text
 T = TypeVar("T")
 
 
+class OutputFailed(Exception):
+    """Standard output refused a write: `user_errors` ends the command on it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Stdout:
+    """`sys.stdout` (whatever it is at the time of the write), whose failures raise OutputFailed."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except OSError as exc:
+            raise OutputFailed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise OutputFailed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stdout, name)
+
+
 def stdout() -> Console:
     # rich turns colors off when stdout is not a terminal and when NO_COLOR is set
-    return Console(highlight=False, soft_wrap=True, emoji=False)  # ":Star:" in a class name stays text
+    return Console(file=_Stdout(), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]  # ":Star:" stays text
 
 
 def stderr() -> Console:
@@ -36,14 +64,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def write_stdout(text: str) -> None:
-    """Write and flush standard output; a full disk behind it is one line, not a traceback (and
-    Python's own flush at exit, which would fail again, gets /dev/null)."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except OSError as exc:
+    output = _Stdout()
+    output.write(text)
+    output.flush()
+
+
+def _output_failed(exc: OutputFailed) -> typer.Exit:
+    """A reader that went away (`| head`) ends the command quietly, with the code of a process
+    SIGPIPE ended (141); a full disk is one line, not a traceback. Python's own flush at exit,
+    which would fail again, gets /dev/null."""
+    with contextlib.suppress(OSError, ValueError):  # no descriptor behind it (a test's capture)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise fail(f"cannot write the output: {exc.strerror or exc}", 1) from None
+    if isinstance(exc.error, BrokenPipeError):
+        return typer.Exit(141)
+    return fail(f"cannot write the output: {exc.error.strerror or exc.error}", 1)
 
 
 def user_errors(func: Callable[..., T]) -> Callable[..., T]:
@@ -55,6 +89,8 @@ def user_errors(func: Callable[..., T]) -> Callable[..., T]:
             return func(*args, **kwargs)
         except OceanHookError as exc:
             raise fail(str(exc), exc.exit_code) from None
+        except OutputFailed as exc:
+            raise _output_failed(exc) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 
