@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from ocean_hook.cli import app
 from ocean_hook.errors import InputError
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets import DryRunTarget, LocalCatalog, PortTarget, build_target
+from ocean_hook.targets.base import TargetError
 from ocean_hook.targets.local import SEARCH_QUERY_ERROR
 
 MERGE = MappingFlags(enable_merge_entity=True, delete_dependent_entities=True)
@@ -398,6 +401,38 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path):
     bad.write_text("this is not sqlite " * 100)
     with pytest.raises(InputError, match=r"catalog\.db: cannot open the local catalog"):
         LocalCatalog(bad)
+
+
+def test_a_busy_catalog_is_one_line_for_catalog_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """It was a traceback (TargetError is no OceanHookError), found by probing."""
+    path, entities = tmp_path / "catalog.db", tmp_path / "one.json"
+    LocalCatalog(path).import_entities([], source="t")
+    entities.write_text('{"identifier": "x", "blueprint": "b"}')
+    monkeypatch.setattr("ocean_hook.targets.local.BUSY_SECONDS", 0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        result = CliRunner().invoke(app, ["catalog", "import", str(entities), "--db", str(path)])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (result.exit_code, result.stderr) == (2, f"error: {path}: local catalog is busy: database is locked\n")
+    assert CliRunner().invoke(app, ["catalog", "import", str(entities), "--db", str(path)]).exit_code == 0
+
+
+def test_a_damaged_catalog_row_is_one_line_naming_it(tmp_path: Path):
+    """`catalog list`, `get` and `export` printed a JSONDecodeError traceback."""
+    path = tmp_path / "catalog.db"
+    LocalCatalog(path).import_entities([svc("api")], source="t")
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("INSERT INTO entities VALUES ('b', 'bad', '{not json', 'x')")
+    message = f"error: {path}: the row of b/bad is damaged (not an entity in JSON); it was changed outside ocean-hook\n"
+    for command in (["list"], ["get", "b", "bad"], ["export"]):
+        result = CliRunner().invoke(app, ["catalog", *command, "--db", str(path)])
+        assert (command, result.exit_code, result.stderr) == (command, 2, message)
+    with pytest.raises(TargetError, match="the row of b/bad is damaged") as raised:
+        asyncio.run(LocalCatalog(path).get_entities([("b", "bad")]))
+    assert not raised.value.retryable
 
 
 # -- build_target and dry-run ----------------------------------------------------------------

@@ -14,6 +14,7 @@ from ocean_hook.config import load_config
 from ocean_hook.datafiles import iter_items
 from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets import catalog_path
+from ocean_hook.targets.base import TargetError
 from ocean_hook.targets.local import LocalCatalog
 
 app = typer.Typer(
@@ -54,8 +55,11 @@ DB = typer.Option(None, "--db", help="The catalog file itself, instead of the co
 
 
 async def _with(catalog: LocalCatalog, fn):  # type: ignore[no-untyped-def]
+    """`fn(catalog)`; a catalog that is busy or damaged is one line (exit 2), never a traceback."""
     try:
         return fn(catalog)
+    except TargetError as exc:
+        raise fail(str(exc)) from None
     finally:
         await catalog.close()
 

@@ -35,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
@@ -204,10 +205,20 @@ class LocalCatalog(Target):
 
     # -- rows ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _load(db: sqlite3.Connection, key: EntityKey) -> Entity | None:
+    def _load(self, db: sqlite3.Connection, key: EntityKey) -> Entity | None:
         row = db.execute("SELECT entity FROM entities WHERE blueprint = ? AND identifier = ?", key).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._decode(key, row[0])
+
+    def _decode(self, key: EntityKey, text: Any) -> Entity:
+        """A row no ocean-hook wrote (edited by hand, say) is one line naming it, never a traceback."""
+        try:
+            entity = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            entity = exc
+        if not isinstance(entity, dict):
+            raise TargetError(f"{self.path}: the row of {key[0]}/{key[1]} is damaged (not an entity in JSON); it "
+                              "was changed outside ocean-hook", retryable=False)
+        return entity
 
     def _store(self, db: sqlite3.Connection, key: EntityKey, entity: Entity) -> None:
         text = json.dumps(entity, ensure_ascii=False, separators=(",", ":"))
@@ -265,7 +276,7 @@ class LocalCatalog(Target):
                 f"SELECT identifier, entity FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
                 (blueprint, *chunk),
             )
-            found.update({(blueprint, ident): json.loads(text) for ident, text in rows})
+            found.update({(blueprint, ident): self._decode((blueprint, ident), text) for ident, text in rows})
         return found
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
@@ -314,10 +325,11 @@ class LocalCatalog(Target):
     def list_entities(self, blueprint: str | None = None) -> list[Entity]:
         """Entities ordered by blueprint then identifier; all of them when `blueprint` is None."""
         if blueprint is None:
-            rows = self._select("SELECT entity FROM entities ORDER BY blueprint, identifier")
+            rows = self._select("SELECT blueprint, identifier, entity FROM entities ORDER BY blueprint, identifier")
         else:
-            rows = self._select("SELECT entity FROM entities WHERE blueprint = ? ORDER BY identifier", (blueprint,))
-        return [json.loads(text) for (text,) in rows]
+            rows = self._select("SELECT blueprint, identifier, entity FROM entities WHERE blueprint = ?"
+                                " ORDER BY identifier", (blueprint,))
+        return [self._decode((bp, ident), text) for bp, ident, text in rows]
 
     def export(self) -> list[Entity]:
         return self.list_entities(None)
