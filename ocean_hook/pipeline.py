@@ -32,6 +32,7 @@ from ocean_hook.jsontext import JsonProblem
 from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.jq import jq_can_read
 from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.overlay import Overlay
 from ocean_hook.processors.base import RawResults, WebhookProcessor
 from ocean_hook.targets.base import Target, TargetError
 
@@ -368,10 +369,9 @@ async def process(
     mapping: Mapping,
     target: Target,
     fetcher: Fetcher,
-    *,
-    dry_run: bool = False,
 ) -> ProcessResult:
-    """fetch → map → diff → apply for each (processor, kind) pair of an admitted event.
+    """fetch → map → diff → apply for each (processor, kind) pair of an admitted event. (A dry
+    run is a `DryRunTarget`: it takes the writes and keeps what they would leave.)
 
     Raises `PipelineError`: retryable for a fetch or target outage, not for a refused fetch,
     a mapping error or a target that rejected the entity (Port's 4xx).
@@ -383,30 +383,29 @@ async def process(
     # the diff, once every resource of the event is mapped; an entity an earlier resource
     # changes is diffed against what that leaves (as test-mapping does), else two resources
     # mapping one entity were each judged against the old state and the catalog flip-flopped
-    planned: dict[EntityKey, Entity | None] = {}
-    for kind_result in result.results:
-        batch = kind_result.batch
-        keys = batch.keys()
-        unseen = [key for key in keys if key not in planned]
-        try:
-            current = await target.get_entities(unseen) if unseen else {}
-        except TargetError as exc:
-            raise PipelineError(str(exc), retryable=exc.retryable) from exc
-        current.update({key: e for key in keys if (e := planned.get(key)) is not None})
-        kind_result.changes = plan(batch, current, mapping.flags)
-        planned.update({(c.blueprint, c.identifier): c.after for c in kind_result.changes
-                        if isinstance(c.identifier, str)})
+    planned = Overlay()
+    try:
+        for kind_result in result.results:
+            try:
+                current = await planned.over(kind_result.batch.keys(), target.get_entities)
+            except TargetError as exc:
+                raise PipelineError(str(exc), retryable=exc.retryable) from exc
+            kind_result.changes = plan(kind_result.batch, current, mapping.flags)
+            for change in kind_result.changes:
+                if isinstance(change.identifier, str):
+                    planned.set((change.blueprint, change.identifier), change.after)
+    finally:
+        planned.close()
     for kind_result in result.results:
         if kind_result.batch.result.errors:
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
-    if not dry_run:
-        for kind_result in result.results:
-            try:
-                applied = await apply_changes(kind_result.changes, target, mapping.flags)
-            except (ApplyError, TargetError) as exc:
-                # Port's 4xx (schema) is final; an outage or a 429/5xx is worth another attempt
-                raise PipelineError(str(exc), retryable=exc.retryable) from exc
-            result.written += applied.written
+    for kind_result in result.results:
+        try:
+            applied = await apply_changes(kind_result.changes, target, mapping.flags)
+        except (ApplyError, TargetError) as exc:
+            # Port's 4xx (schema) is final; an outage or a 429/5xx is worth another attempt
+            raise PipelineError(str(exc), retryable=exc.retryable) from exc
+        result.written += applied.written
     return result
 
 

@@ -189,9 +189,10 @@ def replay_runtime(config: Config, *, dry_run: bool) -> Runtime:
 
 
 async def replay_event(
-    file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool, dry_run: bool
+    file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool
 ) -> ReplayOutcome:
-    """The listener's checks then a worker's processing (timestamps are not checked)."""
+    """The listener's checks then a worker's processing (timestamps are not checked). A dry run's
+    `runtime.target` is a DryRunTarget."""
     unsupported = check_media_type(event) if config.processors_for_path(event.path) else None
     if event.method != "POST":  # as the listener answers it
         admission = Admission(405, f"method {event.method} not allowed; use POST", event)
@@ -207,7 +208,7 @@ async def replay_event(
         return outcome
     try:
         outcome.result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,
-                                       runtime.fetcher, dry_run=dry_run)
+                                       runtime.fetcher)
     except PipelineError as exc:
         outcome.status = "failed"
         outcome.error = f"{exc} ({'retryable' if exc.retryable else 'not retryable'})"

@@ -11,8 +11,7 @@ The JSON document built here is the stable machine format (documented in the REA
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -21,6 +20,7 @@ from ocean_hook.diff import ACTIONS, Change
 from ocean_hook.entity import Entity, EntityKey
 from ocean_hook.mapping.engine import MappedEntity, ResourceMapper
 from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.overlay import Overlay, StateLookup
 from ocean_hook.pipeline import keep_what_another_resource_maps, map_raw, plan
 from ocean_hook.processors.base import RawResults
 
@@ -28,8 +28,6 @@ BATCH = 1000
 #: errors kept when entities and changes are not (`keep=False`): all are counted
 MAX_ERRORS = 1000
 
-#: current entities for keys: from a --state file, or read-only from the configured target
-StateLookup = Callable[[list[EntityKey]], Awaitable[Mapping[EntityKey, Entity]]]
 
 
 def state_lookup(state: Mapping[EntityKey, Entity]) -> StateLookup:
@@ -73,50 +71,6 @@ class MappingReport:
         return [(*key, n, example) for key, (n, example) in self.misconfigured_fields.items()]
 
 
-class Overlay:
-    """What this run has already changed (None: deleted), so a later item diffs against it.
-
-    The newest `memory` entities stay in a dict; older ones move to a private temporary SQLite
-    file, so a run over any number of items holds a bounded number of entities in memory.
-    """
-
-    def __init__(self, memory: int = 5000) -> None:
-        self.memory = memory
-        self._recent: dict[EntityKey, Entity | None] = {}
-        self._db: sqlite3.Connection | None = None
-
-    def get(self, key: EntityKey) -> tuple[bool, Entity | None]:
-        """(known, entity): known is False for an entity this run has not touched."""
-        if key in self._recent:
-            return True, self._recent[key]
-        if self._db is None:
-            return False, None
-        row = self._db.execute("SELECT entity FROM overlay WHERE key = ?", (json.dumps(key),)).fetchone()
-        return (False, None) if row is None else (True, None if row[0] is None else json.loads(row[0]))
-
-    def set(self, key: EntityKey, entity: Entity | None) -> None:
-        self._recent.pop(key, None)
-        self._recent[key] = entity
-        if len(self._recent) > 2 * self.memory:
-            self._spill()
-
-    def _spill(self) -> None:
-        if self._db is None:
-            self._db = sqlite3.connect("")  # "": a private temporary file, removed on close
-            self._db.execute("CREATE TABLE overlay (key TEXT PRIMARY KEY, entity TEXT)")
-        old = list(self._recent.items())[: -self.memory]
-        self._db.executemany(
-            "INSERT OR REPLACE INTO overlay VALUES (?, ?)",
-            [(json.dumps(k), None if v is None else json.dumps(v)) for k, v in old],
-        )
-        for key, _ in old:
-            del self._recent[key]
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
-
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -149,7 +103,7 @@ async def build_report(
             batches = [map_raw(mapper, RawResults(updated=chunk), start=start) for mapper in mappers]
             keep_what_another_resource_maps(batches)
             for batch in batches:
-                changes = plan(batch, await _current(batch.keys(), overlay, lookup), flags)
+                changes = plan(batch, await overlay.over(batch.keys(), lookup), flags)
                 for change in changes:
                     if change.writes and isinstance(change.identifier, str):
                         overlay.set((change.blueprint, change.identifier), change.after)
@@ -172,18 +126,3 @@ async def build_report(
     finally:
         overlay.close()
     return report
-
-
-async def _current(keys: list[EntityKey], overlay: Overlay, lookup: StateLookup) -> dict[EntityKey, Entity]:
-    """The state to diff a batch against: what this run changed, else what the state holds."""
-    current: dict[EntityKey, Entity] = {}
-    fresh: list[EntityKey] = []
-    for key in keys:
-        known, entity = overlay.get(key)
-        if not known:
-            fresh.append(key)
-        elif entity is not None:
-            current[key] = entity
-    if fresh:
-        current.update(await lookup(fresh))
-    return current

@@ -564,7 +564,7 @@ def test_a_later_version_of_an_entity_is_diffed_against_what_this_run_already_ch
 
 
 def test_the_overlay_keeps_few_entities_in_memory_and_the_rest_on_disk() -> None:
-    from ocean_hook.report import Overlay
+    from ocean_hook.overlay import Overlay
 
     overlay = Overlay(memory=3)
     for n in range(20):

@@ -77,8 +77,7 @@ async def test_starter_maps_the_sources_sample_deliveries(tmp_path: Path, source
         assert admission.status == 202, f"{body_file.name}: {admission.reason}"
         if admission.ignored:
             continue
-        result = await process(admission.event, admission.processors, mapping, DryRunTarget(None),
-                               Fetcher(), dry_run=True)
+        result = await process(admission.event, admission.processors, mapping, DryRunTarget(None), Fetcher())
         assert result.errors == [], body_file.name
         mapped |= {r.kind for r in result.results if r.batch.upserts}
     assert mapped == set(mapping.kinds)

@@ -101,8 +101,7 @@ def partial_issue_delivery(self_url: str) -> dict[str, Any]:
 async def run(config: Config, doc: dict[str, Any]) -> ReplayOutcome:
     runtime = replay_runtime(config, dry_run=False)
     try:
-        return await replay_event("test", event_from_capture(doc, where="test"), config, runtime,
-                                  verify=True, dry_run=False)
+        return await replay_event("test", event_from_capture(doc, where="test"), config, runtime, verify=True)
     finally:
         await runtime.close()
 

@@ -221,6 +221,20 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert before[PR]["properties"]["status"] == "open"
 
 
+def test_a_dry_run_plans_each_capture_after_the_ones_before_as_the_real_run_applies_them(tmp_path: Path) -> None:
+    """Each capture was planned against the catalog as it was, not as the captures before would
+    have left it: the dry run of a folder said `1 unchanged` where the real run updated (found by
+    probing)."""
+    config = source_config(tmp_path, "github")
+    files = write_captures(tmp_path / "caps", [capture("github", "pull_request.opened"),
+                                               capture("github", "pull_request.closed"),
+                                               capture("github", "pull_request.opened")])
+    planned = [changes(d) for d in replay_json(*files, "--config", config, "--dry-run")]
+    assert planned == [[("create", *PR)], [("update", *PR)], [("update", *PR)]]
+    assert not (tmp_path / "github" / ".ocean-hook").exists()
+    assert [changes(d) for d in replay_json(*files, "--config", config)] == planned
+
+
 def test_verify_passes_good_signatures_and_fails_bad_ones(tmp_path: Path) -> None:
     config = source_config(tmp_path, "github")
     good = capture("github", "issues.opened")

@@ -127,8 +127,7 @@ async def _replay_all(
                 elif to:
                     outcomes.append(await send_event(name, item, to, session))
                 else:
-                    outcomes.append(await replay_event(name, item, runtime.config, runtime, verify=verify,
-                                                       dry_run=dry_run))
+                    outcomes.append(await replay_event(name, item, runtime.config, runtime, verify=verify))
                 progress.advance(task)
     return outcomes
 

@@ -1,15 +1,18 @@
 """A target that writes nothing: for CI runs of a mapping and for `--dry-run`.
 
-It still reads the current state from a real target (local catalog or Port) when given one,
-so the diff it reports is the diff a real run would apply.
+It still reads the current state from a real target (local catalog or Port) when given one, and
+remembers what each write asked of it would have left (an `Overlay`), so the diff it reports
+for each delivery is the diff a real run would apply after the ones before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ocean_hook.entity import Entity, EntityKey
+from ocean_hook.diff import resulting_entity
+from ocean_hook.entity import Entity, EntityKey, entity_key
 from ocean_hook.mapping.models import MappingFlags
+from ocean_hook.overlay import Overlay
 from ocean_hook.targets.base import Target, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
 
@@ -19,20 +22,29 @@ class DryRunTarget(Target):
 
     def __init__(self, reader: Target | None = None) -> None:
         self.reader = reader
-        #: every write asked for, in order: ("upsert", entity) or ("delete", key)
-        self.recorded: list[tuple[str, Entity | EntityKey]] = []
+        self.planned = Overlay()
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
-        if self.reader is None:
-            return {}
-        return await self.reader.get_entities(keys)
+        return await self.planned.over(keys, self._read)
+
+    async def _read(self, keys: list[EntityKey]) -> dict[EntityKey, Entity]:
+        return {} if self.reader is None else await self.reader.get_entities(keys)
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
-        self.recorded += [("upsert", dict(entity)) for entity in entities]
+        """As a real write leaves them (merged or replaced). An identifier that is a search query
+        is Port's to resolve: nothing is known of which entity it would change."""
+        keyed = [(key, entity) for entity in entities if (key := entity_key(entity)) is not None]
+        current = await self.get_entities([key for key, _ in keyed])
+        for key, entity in keyed:
+            current[key] = resulting_entity(current.get(key), entity, merge=flags.enable_merge_entity)
+            self.planned.set(key, current[key])
         return [WriteOutcome(outcome_key(entity), ok=True) for entity in entities]
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
-        self.recorded += [("delete", as_key(key)) for key in keys]
+        """Entities that relate to a deleted one are not followed (`delete_dependent_entities`):
+        a dry run does not know them all."""
+        for key in keys:
+            self.planned.set(as_key(key), None)
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def check_ready(self) -> None:
@@ -40,5 +52,6 @@ class DryRunTarget(Target):
             await self.reader.check_ready()
 
     async def close(self) -> None:
+        self.planned.close()
         if self.reader is not None:
             await self.reader.close()
