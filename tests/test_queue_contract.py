@@ -12,6 +12,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -725,6 +726,52 @@ async def test_sqlite_waits_for_another_writer_without_blocking_the_loop(
         other.execute("ROLLBACK")
         other.close()
         assert (await journal.put(delivery(2, clock))).accepted
+
+
+async def test_sqlite_opens_and_reads_while_another_process_writes(tmp_path: Path, clock: Clock) -> None:
+    """`deliveries list` and `show` took the write lock to open the file, so a write transaction
+    of another process (a busy serve) made them wait 10 s and fail (found by probing)."""
+    path = tmp_path / "j.db"
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        await journal.put(delivery(1, clock))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        async with await SqliteJournal.open(path, clock=clock) as reader:
+            assert [d.delivery_id for d in await reader.list()] == ["gh-1"]
+        assert time.monotonic() - started < 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_sqlite_gives_up_after_busy_seconds_by_the_clock_even_on_a_busy_loop(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait added up its pauses, not the time: on a loop busy with other senders each pause
+    lasted longer, and a put waited 17 s for a lock with BUSY_SECONDS at 10 (found by probing)."""
+    path = tmp_path / "j.db"
+    monkeypatch.setattr("ocean_hook.queue.sqlite.BUSY_SECONDS", 0.3)
+
+    async def hog() -> None:  # other work on the loop: 0.2 s at a time
+        while True:
+            time.sleep(0.2)
+            await asyncio.sleep(0)
+
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        hogging = asyncio.create_task(hog())
+        started = time.monotonic()
+        try:
+            with pytest.raises(QueueUnavailable, match="locked"):
+                await journal.put(delivery(1, clock))
+            assert time.monotonic() - started < 1.2  # 0.3 s, and one hog turn past it
+        finally:
+            hogging.cancel()
+            other.execute("ROLLBACK")
+            other.close()
 
 
 async def test_sqlite_closed_journal_is_unavailable(tmp_path: Path, clock: Clock) -> None:

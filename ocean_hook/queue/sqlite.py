@@ -240,17 +240,16 @@ class SqliteJournal(Queue):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the loop; a busy database is asked again until BUSY_SECONDS have
         passed, and any other SQLite or OS error becomes QueueUnavailable."""
-        waited, pause = 0.0, 0.002
+        deadline, pause = time.monotonic() + BUSY_SECONDS, 0.002  # by the clock: a busy loop sleeps longer
         while True:
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or waited >= BUSY_SECONDS:
+                if not is_busy(exc) or time.monotonic() >= deadline:
                     raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
             except (sqlite3.Error, OSError) as exc:
                 raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
             await asyncio.sleep(pause)
-            waited += pause
             pause = min(pause * 2, 0.1)
 
     def _connection(self) -> sqlite3.Connection:
@@ -274,7 +273,11 @@ class SqliteJournal(Queue):
 
     @staticmethod
     def _create_or_upgrade(conn: sqlite3.Connection) -> None:
-        """One transaction, so two processes opening an old file cannot both upgrade it."""
+        """One transaction, so two processes opening an old file cannot both upgrade it. A file
+        already at this version is left alone: taking the write lock to find that out made
+        `deliveries list` wait for, then fail on, any write transaction of another process."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(TABLE)
