@@ -217,6 +217,20 @@ async def test_ack_finishes_the_delivery(queue: Queue, backend: Backend) -> None
     assert await queue.claim(10) == []
 
 
+async def test_a_delivery_done_after_a_failed_attempt_shows_no_error(queue: Queue, backend: Backend) -> None:
+    """`deliveries list` showed a done delivery with its earlier attempt's error (found by probing)."""
+    await put_all(queue, delivery(1, backend.clock))
+    [d] = await queue.claim(1)
+    await queue.retry_later(d, "Port answered 503", 0)
+    failed = await queue.get(d.id)
+    assert failed is not None and failed.last_error == "Port answered 503"
+    [again] = await queue.claim(1)
+    await queue.ack(again)
+    assert again.last_error is None
+    stored = await queue.get(d.id)
+    assert stored is not None and (stored.state, stored.attempts, stored.last_error) == (DONE, 2, None)
+
+
 async def test_retry_waits_until_due_even_across_reopen(backend: Backend) -> None:
     queue = await backend.open()
     await put_all(queue, delivery(1, backend.clock))

@@ -251,7 +251,7 @@ redis.call('XACK', P, G, id)
 redis.call('XDEL', P, id)
 if not fields then return 0 end
 local changes = {attempts = attempts, updated_at = now}
-if outcome ~= 'done' then changes.last_error = err end
+changes.last_error = err  -- '' when done: an earlier attempt's error is not this outcome's
 if outcome == 'retry' then
   changes.next_attempt_at = due
   local rid = add('r', k('retry'), seq, with(fields, changes))
@@ -657,8 +657,7 @@ class RedisQueue(Queue):
             outcome, DeliveryState.DEAD
         )
         delivery.updated_at = now
-        if error:
-            delivery.last_error = error
+        delivery.last_error = error or None
         if delay is not None:
             delivery.next_attempt_at = now + delay
 

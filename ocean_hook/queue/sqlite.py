@@ -463,8 +463,7 @@ class SqliteJournal(Queue):
         self._claimed.discard(delivery.id)
         delivery.state = state
         delivery.updated_at = now
-        if error is not None:
-            delivery.last_error = clip_error(error)
+        delivery.last_error = None if error is None else clip_error(error)  # done: no error, even an earlier one
         if delay is not None:
             delivery.next_attempt_at = now + delay
 
@@ -673,7 +672,7 @@ def _ack_many(conn: sqlite3.Connection, now: float, acks: list[_Ack]) -> list[fl
         chunk = ids[start:start + _INSERT_CHUNK]
         _promote_next(conn, chunk)
         conn.execute(
-            "UPDATE deliveries SET state = 'done', head = 0, attempts = attempts + 1, updated_at = ?"
+            "UPDATE deliveries SET state = 'done', head = 0, attempts = attempts + 1, last_error = NULL, updated_at = ?"
             f" WHERE id IN ({','.join('?' * len(chunk))}) AND state = 'in_progress'",
             (now, *chunk),
         )
