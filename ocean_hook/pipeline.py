@@ -152,8 +152,18 @@ def media_type(event: WebhookEvent) -> str:
     return (event.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
 
+#: what the listener decodes (aiohttp, on receipt); any other coding would reach the checks
+#: still encoded: a 401 for a signature it does not match, or stored as if it were JSON
+_CODINGS = ("", "identity", "gzip", "deflate")
+
+
 def check_media_type(event: WebhookEvent) -> str | None:
-    """A reason to answer 415, or None. JSON, `+json` types, and GitHub's form encoding."""
+    """A reason to answer 415, or None. JSON, `+json` types, and GitHub's form encoding; bodies
+    as sent or in one of `_CODINGS`."""
+    if "Content-Encoding" in event.headers:
+        coding = ",".join(event.headers.getall("Content-Encoding")).strip().lower()
+        if coding not in _CODINGS:
+            return f"unsupported Content-Encoding {quoted(coding)}: send the body as it is, or gzip or deflate it"
     kind = media_type(event)
     if kind in _JSON_TYPES or kind.endswith("+json") or kind == _FORM:
         return None
@@ -237,7 +247,7 @@ def _admit(
     if problem := next((found for p in processors if (found := p.header_problem(event))), None):
         return Admission(400, problem, event, cause="bad_header")
     if not candidates:
-        return Admission(202, _ignored_reason(event), event)
+        return _ignored(event, processors)
     try:
         event = event.with_payload(parse_payload(event))
     except PayloadError as exc:
@@ -247,7 +257,7 @@ def _admit(
         return Admission(200, "URL verification answered", event, challenge=answer)
     matched = [p for p in candidates if _decided(p, "should_process_event", p.should_process_event(event))]
     if not matched:
-        return Admission(202, _ignored_reason(event), event)
+        return _ignored(event, processors)
     verdicts = [(p, _checked(p, "validate_payload", p.validate_payload(event.payload), Verdict)) for p in matched]
     valid = [p for p, v in verdicts if v.ok]
     found = None if event.delivery_id is not None else _sender_id(valid or matched, event)
@@ -303,8 +313,12 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _ignored_reason(event: WebhookEvent) -> str:
-    return f"no processor on {event.path} matches this event"
+def _ignored(event: WebhookEvent, processors: Sequence[WebhookProcessor]) -> Admission:
+    """202 ignored; with the sender's delivery id, if it gave one, for the log line."""
+    found = event.delivery_id if event.delivery_id is not None else _sender_id(processors, event)
+    if found is not None and _is_text(found):
+        event = event.with_delivery_id(found)
+    return Admission(202, f"no processor on {event.path} matches this event", event)
 
 
 # ------------------------------------------------------------------------------ the work

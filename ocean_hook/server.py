@@ -18,6 +18,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler as _continue
 from prometheus_client import Counter
 
 from ocean_hook.bodies import read_at_most
@@ -146,15 +147,16 @@ class WebhookDoor:
             return self._reject(request, 415, "unsupported_media_type", reason)
         admission = admit(event, self.routes.get(request.path, []), now=time.time())
         if admission.challenge is not None:
-            log.info("answered the URL verification of %s", request.path)
+            for_delivery(log, admission.event.delivery_id).info("answered the URL verification of %s", request.path)
             return web.json_response({"challenge": admission.challenge})
         if admission.ignored:
             self.metrics.ignored.labels(request.path).inc()
-            log.info("ignored on %s: %s", request.path, admission.reason)
+            for_delivery(log, admission.event.delivery_id).info("ignored on %s: %s", request.path, admission.reason)
             return answer(202, "ignored", reason=admission.reason)
         if admission.status == 500:  # our side: the details go to the log, not to the sender
             self.metrics.rejected.labels(admission.label).inc()
-            log.error("cannot admit a delivery to %s: %s", request.path, admission.reason)
+            for_delivery(log, admission.event.delivery_id).error("cannot admit a delivery to %s: %s", request.path,
+                                                                 admission.reason)
             return answer(500, "error", reason="processing code failed on this delivery (see ocean-hook's log); "
                                                "send again later")
         if not admission.accepted:
@@ -184,7 +186,7 @@ class WebhookDoor:
     def _not_allowed(self, request: web.Request, allowed: str) -> web.Response:
         self.metrics.rejected.labels("method_not_allowed").inc()
         reason = f"method {request.method} not allowed; use {allowed}"
-        log.info("rejected 405 method_not_allowed on %s: %s", request.path, reason)
+        for_delivery(log, None).info("rejected 405 method_not_allowed on %s: %s", request.path, reason)
         return web.json_response({"status": "rejected", "reason": reason}, status=405, headers={"Allow": allowed})
 
     def _reject(self, request: web.Request, status: int, label: str, reason: str,
@@ -224,6 +226,14 @@ class WebhookDoor:
             await asyncio.to_thread(write_capture, self.capture_dir, event)  # type: ignore[arg-type]
         except OSError as exc:
             dlog.warning("cannot write the capture file in %s: %s", self.capture_dir, exc)
+
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """`Expect: 100-continue` with a length over the limit is answered 413 at once: a `100
+        Continue` would have the sender upload the whole body only to be refused."""
+        if request.content_length is not None and request.content_length > self.max_body:
+            return await self.receive(request)
+        await _continue(request)  # aiohttp's own: 100 Continue, or 417 for another expectation
+        return None
 
     async def unknown_path(self, request: web.Request) -> web.Response:
         if request.path in OPERATIONS_PATHS:  # a GET route: any other method gets here
@@ -287,10 +297,10 @@ def create_app(door: WebhookDoor, ops: Operations) -> web.Application:
     # the body is read by the door with its own limit, answered 413; aiohttp's cap sits above it
     app = web.Application(client_max_size=door.max_body + 1)
     for path in door.routes:
-        app.router.add_route("*", path, door.receive)
+        app.router.add_route("*", path, door.receive, expect_handler=door.expect)
     healthz, readyz, metrics = OPERATIONS_PATHS  # named in config.py, where processor paths are checked
     app.router.add_get(healthz, ops.healthz)
     app.router.add_get(readyz, ops.readyz)
     app.router.add_get(metrics, ops.metrics_text)
-    app.router.add_route("*", "/{tail:.*}", door.unknown_path)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", door.unknown_path)  # any path, an encoded newline too
     return app

@@ -471,6 +471,17 @@ def test_body_that_does_not_decode_as_its_content_encoding_is_400(settled: Liste
     settled.bad(400, "POST", HOOK_PATH, body, [*gh(body), ("Content-Encoding", encoding)])
 
 
+@pytest.mark.parametrize("encoding", ["compress", "x-gzip", "gzip, identity", "identity, gzip", "foo"])
+def test_a_content_encoding_the_listener_does_not_decode_is_415(settled: Listener, encoding: str) -> None:
+    """A coding aiohttp leaves as it is reached the checks still encoded: `foo` or `compress` over
+    plain JSON was journaled as if no coding were named, `x-gzip` failed its signature with a
+    401 that said nothing of the coding (found by probing)."""
+    body = json.dumps(pr_payload(6)).encode()
+    sent = gzip.compress(body) if "gzip" in encoding else body
+    settled.bad(415, "POST", HOOK_PATH, sent, [*gh(body), ("Content-Encoding", encoding)],
+                words=("unsupported Content-Encoding", json.dumps(encoding)))
+
+
 # ----------------------------------------------------------------------------- headers and framing
 
 
@@ -545,6 +556,27 @@ def test_a_repeated_event_header_is_400_not_read_as_its_first_value(settled: Lis
     body = json.dumps(pr_payload(next(settled.numbers))).encode()
     headers = [*gh(body), ("X-GitHub-Event", "issues")]
     settled.bad(400, "POST", HOOK_PATH, body, headers, words=("duplicated header X-GitHub-Event",))
+
+
+def test_a_repeated_delivery_id_header_is_400_not_read_as_its_first_value(settled: Listener) -> None:
+    """Two `X-GitHub-Delivery` values were taken as the first: the id that de-duplicates the
+    delivery was whichever a relay put first (found by probing)."""
+    body = json.dumps(pr_payload(next(settled.numbers))).encode()
+    headers = [*gh(body), ("X-GitHub-Delivery", "another-id")]
+    settled.bad(400, "POST", HOOK_PATH, body, headers, words=("duplicated header X-GitHub-Delivery", "one id"))
+
+
+def test_expect_100_continue_over_the_limit_is_413_at_once(settled: Listener) -> None:
+    """It was `100 Continue`, then 413: the sender was asked to upload the whole body first
+    (found by probing). Under the limit, the 100 still comes."""
+    for length, first in ((LIMIT + 1, b"HTTP/1.1 413 "), (10, b"HTTP/1.1 100 Continue")):
+        head = request_head("POST", HOOK_PATH, [*gh(b"{}"), ("Content-Length", str(length)),
+                                                ("Expect", "100-continue")])
+        with socket.create_connection(address(settled.url), timeout=10) as sock:
+            sock.sendall(head)
+            assert sock.recv(4096).startswith(first), length
+    settled.bad_raw(413, head.replace(b"Content-Length: 10", f"Content-Length: {LIMIT + 1}".encode()),
+                    words=("byte limit",))
 
 
 def test_unknown_expectation_is_417(settled: Listener) -> None:
@@ -659,7 +691,8 @@ def test_other_methods_on_a_webhook_path_are_405(settled: Listener) -> None:
 
 UNKNOWN_PATHS = ["/", "/webhooks", "/webhooks/", "/webhooks/github/", "/webhooks/GITHUB", "/webhooks/gitlab",
                  "//webhooks/github", "/webhooks/x/../github", "/webhooks/github%2F", "/webhooks/github/extra",
-                 "/healthz/x", "/metrics/../webhooks/github", "/%00", "/webhooks/github;x"]
+                 "/healthz/x", "/metrics/../webhooks/github", "/%00", "/webhooks/github;x",
+                 "/webhooks/github%0a", "/%0d%0a"]  # an encoded newline got aiohttp's own text 404
 
 
 def test_unknown_paths_are_404_whatever_the_method(settled: Listener) -> None:

@@ -484,8 +484,11 @@ async def test_json_logs_carry_the_delivery_id_and_never_the_secret(tmp_path: Pa
                and "X-Hub-Signature-256" in line["message"] and line["delivery_id"] == "-" for line in lines)
     [invalid] = [line for line in lines if "rejected 422 invalid" in line["message"]]
     assert invalid["delivery_id"] == delivery_id_of(invalid_headers)  # signed: the sender's id is logged
-    assert any(line["message"] == f"ignored on {HOOK_PATH}: no processor on {HOOK_PATH} matches this event"
-               for line in lines)
+    [skipped] = [line for line in lines if line["message"].endswith(f"ignored on {HOOK_PATH}: no processor on "
+                                                                     f"{HOOK_PATH} matches this event")]
+    assert skipped["delivery_id"] == delivery_id_of(ignored[1])  # it had none (found by probing)
+    assert skipped["message"].startswith(f"[{delivery_id_of(ignored[1])}] ")
+    assert all("delivery_id" in line for line in lines if line["logger"] == "ocean_hook.server")
 
 
 async def test_capture_files_are_redacted_and_replay_reads_them(tmp_path: Path, http, monkeypatch) -> None:

@@ -56,6 +56,13 @@ def test_an_unknown_host_is_named(tmp_path: Path) -> None:
     assert line.startswith("error: cannot listen on no-such-host.invalid:0: no such host or address")
 
 
+def test_an_empty_host_is_a_usage_error(tmp_path: Path) -> None:
+    """It listened on every interface and said `listening on http://:PORT` (found by probing)."""
+    result = serve(write_config(tmp_path), "--host", " ", "--port", "0")
+    assert (result.returncode, result.stderr) == (
+        2, "error: --host is empty: give an address (0.0.0.0 or :: for every interface)\n")
+
+
 def test_an_address_this_machine_does_not_have_is_named(tmp_path: Path) -> None:
     line = refused(serve(write_config(tmp_path), "--host", "192.0.2.1", "--port", "0"))  # TEST-NET-1
     assert line == "error: cannot listen on 192.0.2.1:0: this machine has no such address; check --host"

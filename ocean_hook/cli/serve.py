@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ocean_hook.cli.common import listening_line, run, setup_logging, user_errors
+from ocean_hook.cli.common import fail, listening_line, run, setup_logging, user_errors
 from ocean_hook.config import load_config
 from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
 from ocean_hook.watchdog import STALLS_FILE, Watchdog
@@ -56,6 +56,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:
     """Run the webhook [bold]listener[/]: authenticate, journal, then map and apply each delivery."""
+    if not host.strip():  # aiohttp would listen on every interface, and say http://:8000
+        raise fail("--host is empty: give an address (0.0.0.0 or :: for every interface)")
     setup_logging(verbose + 1, quiet, log_format.value)
     loaded = load_config(config)
 

@@ -117,6 +117,10 @@ class DeclarativeProcessor(WebhookProcessor):
         name = self.spec.event_header
         if name is not None and len(set(event.headers.getall(name, []))) > 1:
             return f"duplicated header {name}: one delivery is one event"
+        for source in self.spec.delivery_id:  # which id would de-duplicate it?
+            for header in source.headers:
+                if len(set(event.headers.getall(header, []))) > 1:
+                    return f"duplicated header {header}: one delivery has one id"
         return None
 
     def challenge(self, event: WebhookEvent) -> str | None:
