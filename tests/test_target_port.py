@@ -563,6 +563,27 @@ async def test_a_token_refusal_that_echoes_the_secret_does_not_repeat_it(port: F
         assert '"clientSecret":"[redacted]"' in said
 
 
+async def test_an_answer_that_echoes_the_secret_or_the_token_never_repeats_them(port: FakePort, caplog) -> None:
+    """A retried 503 echoing the token request put the client secret in the log's retry line; a
+    400 echoing the request's Authorization header put the token in the dead letter (found by
+    probing)."""
+    target = make_target(port, retry_attempts=2)
+    echo = f'upstream down, request was {{"clientSecret":"{port.client_secret}"}}'
+    port.fail_next("/v1/auth/access_token", 503, body=echo)
+    try:
+        assert all(o.ok for o in await target.upsert([svc("api")], FLAGS))  # the second attempt
+        token = (target._token_value or "").partition(" ")[2]
+        port.fail_next(BULK, 400, body=f"proxy error: request headers Authorization=Bearer {token}")
+        said = repr(await target.upsert([svc("web")], FLAGS))
+    except TargetError as exc:
+        said = str(exc)
+    finally:
+        await target.close()
+    assert token and "proxy error: request headers Authorization=Bearer [redacted]" in said and token not in said
+    assert "upstream down, request was {\"clientSecret\":\"[redacted]\"}" in caplog.text
+    assert port.client_secret not in caplog.text and token not in caplog.text
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_an_answer_too_big_to_be_ports_is_refused_not_read(port: FakePort, target: PortTarget, monkeypatch,
                                                                  chunked: bool) -> None:

@@ -282,11 +282,21 @@ class PortTarget(Target):
             raw = await read_at_most(response.content, MAX_ANSWER_BYTES, response.content_length)
             if raw is None:
                 raise TargetError(f"Port's answer ({response.status}) is over {MAX_ANSWER_BYTES:,} bytes")
+            raw = self._redacted(raw, token)
             try:
                 decoded: Any = json.loads(raw) if raw else None
             except ValueError:
                 decoded = raw.decode("utf-8", "replace")
             return _Reply(response.status, decoded, CIMultiDict(response.headers))
+
+    def _redacted(self, raw: bytes, token: str | None) -> bytes:
+        """An answer may echo the request (a proxy's error page): what it shows of the client
+        secret, or of the access token sent, is gone before anything reads it, so no log line,
+        error, dead letter or /readyz can repeat it."""
+        for secret in (self._client_secret, token.partition(" ")[2] if token else None):
+            if secret:
+                raw = raw.replace(secret.encode(), b"[redacted]")
+        return raw
 
     def _wait(self, state: RetryCallState) -> float:
         """Exactly what the server asked for when it said so, else backoff with jitter."""
@@ -370,10 +380,8 @@ class PortTarget(Target):
                 return self._keep_token(await self._retrying(partial(
                     self._send, "POST", self._url("/v1/auth/access_token"), None, self._credentials, None,
                 ), attempts=attempts))
-            except TargetError as exc:
-                # an answer may echo the request: the secret must not reach a log or /readyz
-                said = str(exc).replace(self._client_secret, "[redacted]") if self._client_secret else str(exc)
-                problem = f"cannot obtain a Port access token: {said}"
+            except TargetError as exc:  # an answer echoing the secret had it redacted (`_redacted`)
+                problem = f"cannot obtain a Port access token: {exc}"
                 self._saw(problem, retryable=exc.retryable)
                 raise TargetError(problem, retryable=exc.retryable) from None
 
