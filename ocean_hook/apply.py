@@ -15,9 +15,10 @@ from ocean_hook.targets.base import Target, WriteOutcome
 
 
 class ApplyError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -41,5 +42,6 @@ async def apply_changes(changes: Sequence[Change], target: Target, flags: Mappin
         raise ApplyError(
             f"{target.name}: {first.key[0]}/{first.key[1]}: {first.error}{more}",
             retryable=any(o.retryable for o in failed),
+            retry_after=max((o.retry_after for o in failed if o.retry_after is not None), default=None),
         )
     return Applied(written=len(outcomes), outcomes=outcomes)

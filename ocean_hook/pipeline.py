@@ -403,7 +403,7 @@ async def process(
             try:
                 current = await planned.over(kind_result.batch.keys(), target.get_entities)
             except TargetError as exc:
-                raise PipelineError(str(exc), retryable=exc.retryable) from exc
+                raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
             kind_result.changes = plan(kind_result.batch, current, mapping.flags)
             for change in kind_result.changes:
                 if isinstance(change.identifier, str):
@@ -418,7 +418,7 @@ async def process(
             applied = await apply_changes(kind_result.changes, target, mapping.flags)
         except (ApplyError, TargetError) as exc:
             # Port's 4xx (schema) is final; an outage or a 429/5xx is worth another attempt
-            raise PipelineError(str(exc), retryable=exc.retryable) from exc
+            raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
         result.written += applied.written
     return result
 

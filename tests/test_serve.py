@@ -302,6 +302,26 @@ async def test_failing_target_is_retried_with_backoff_then_applied(tmp_path: Pat
     assert metric_value(metrics, "ocean_hook_deliveries_processed_total") == 1
 
 
+async def test_ports_retry_after_sets_the_next_attempt_in_the_journal(tmp_path: Path, http, monkeypatch) -> None:
+    """A 429 asking for two minutes got the policy's delays, and the delivery was dead-lettered in
+    seconds while Port was still throttling (found by probing)."""
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    async with FakePort() as port:
+        port.fail_next(f"/v1/blueprints/{BLUEPRINT}/", 429, headers={"Retry-After": "120"})
+        retry = {"max_retries": 3, "initial_retry_delay_seconds": 0.05, "max_retry_delay_seconds": 600}
+        async with serve_in_process(_port_config(tmp_path, port, retry)) as server:
+            assert (await post(http, server.hook_url, *github_delivery(pr_payload(13, value=1))))[0] == 202
+            [failed] = await wait_for(lambda: _failed(server.state_dir), what="the failed attempt recorded")
+    assert 115 < failed.next_attempt_at - failed.updated_at <= 121
+    assert "429" in failed.last_error
+
+
+async def _failed(state_dir: Path) -> list[Any] | None:
+    found = [d for d in await journal_deliveries(state_dir) if d.state is DeliveryState.FAILED]
+    return found or None
+
+
 async def test_dead_lettered_with_its_error_then_retried_from_the_cli(tmp_path: Path, http, monkeypatch) -> None:
     for name, value in port_env().items():
         monkeypatch.setenv(name, value)

@@ -22,14 +22,17 @@ class WriteOutcome:
     error: str | None = None
     #: a retry may succeed (429, 5xx, connection error); a schema violation will not
     retryable: bool = False
+    #: how long the target asked to be left alone (a 429's Retry-After), when it said
+    retry_after: float | None = None
 
 
 class TargetError(Exception):
     """The target as a whole could not be reached or answered badly."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after  # as in WriteOutcome
 
 
 class Target(ABC):

@@ -197,7 +197,14 @@ def _failed(key: EntityKey, error: str, *, retryable: bool) -> WriteOutcome:
 
 
 def _reply_failure(key: EntityKey, reply: _Reply) -> WriteOutcome:
-    return _failed(key, reply.describe(), retryable=_worth_retrying(reply.status))
+    return WriteOutcome(key, ok=False, error=reply.describe(), retryable=_worth_retrying(reply.status),
+                        retry_after=_asked_to_wait(reply))
+
+
+def _asked_to_wait(reply: _Reply) -> float | None:
+    """What Port asked of a throttled caller (a 429's Retry-After), for the delivery's next
+    attempt: the retries inside one request wait at most `retry_max_wait`."""
+    return retry_after_seconds(reply.headers) if reply.status in RETRYABLE_STATUSES else None
 
 
 def _datasource(entity: Entity) -> str | None:
@@ -383,11 +390,12 @@ class PortTarget(Target):
             except TargetError as exc:  # an answer echoing the secret had it redacted (`_redacted`)
                 problem = f"cannot obtain a Port access token: {exc}"
                 self._saw(problem, retryable=exc.retryable)
-                raise TargetError(problem, retryable=exc.retryable) from None
+                raise TargetError(problem, retryable=exc.retryable, retry_after=exc.retry_after) from None
 
     def _keep_token(self, reply: _Reply) -> str:
         if not reply.ok:
-            raise TargetError(reply.describe(), retryable=_worth_retrying(reply.status))
+            raise TargetError(reply.describe(), retryable=_worth_retrying(reply.status),
+                              retry_after=_asked_to_wait(reply))
         body = reply.body if isinstance(reply.body, dict) else {}
         token, expires = body.get("accessToken"), body.get("expiresIn", 3600)
         if not isinstance(reply.body, dict):  # never the token itself: it may be in there
@@ -441,6 +449,7 @@ class PortTarget(Target):
             raise TargetError(
                 f"Port search failed: {reply.describe()}",
                 retryable=_worth_retrying(reply.status),
+                retry_after=_asked_to_wait(reply),
             )
         entities = reply.body.get("entities") if isinstance(reply.body, dict) else None
         if not isinstance(entities, list):  # a proxy's page, say: "nothing found" would lose deletes
