@@ -285,6 +285,24 @@ async def test_requeue_dead_takes_every_dead_letter_and_nothing_else(queue: Queu
     assert failed is not None and failed.state == FAILED
 
 
+async def test_requeue_dead_puts_a_keys_dead_letters_back_in_arrival_order(queue: Queue, backend: Backend) -> None:
+    """Redis requeued them in the order they died: B (died first this time) led its key again, and
+    A's older content was applied over B's (found by probing)."""
+    a_id, b_id = await put_all(queue, delivery(1, backend.clock, key="pr/70"), delivery(2, backend.clock, key="pr/70"))
+    for expected in (a_id, b_id):
+        [claimed] = await queue.claim(10)
+        assert claimed.id == expected
+        await queue.dead_letter(claimed, "Port answered 422")
+    assert (await queue.requeue(a_id)).count == 1
+    [again] = await queue.claim(10)
+    await queue.dead_letter(again, "Port answered 422")  # A dies again: after B now
+    assert (await queue.requeue_dead()).count == 2
+    [first] = await queue.claim(10)
+    assert first.id == a_id
+    await queue.ack(first)
+    assert ids_of(await queue.claim(10)) == [b_id]
+
+
 async def test_a_dead_letter_with_a_newer_applied_delivery_of_its_key_is_superseded(
     queue: Queue, backend: Backend
 ) -> None:
@@ -867,6 +885,26 @@ async def test_redis_put_is_one_stream_entry_with_raw_fields(redis_url: str, clo
             [group] = await raw.xinfo_groups("hooks")
             assert group["name"] == b"ocean-hook"
         finally:
+            await raw.aclose()
+
+
+async def test_redis_depth_is_read_when_redis_is_full(redis_url: str, clock: Clock) -> None:
+    """At its maxmemory (noeviction, as the README advises) Redis refused the depth's MULTI, reads
+    and all: `deliveries list` and /metrics failed when the operator needed them (found by probing)."""
+    async with await RedisQueue.open(redis_url, clock=clock) as queue:
+        await queue.put(delivery(1, clock))
+        raw = aioredis.Redis.from_url(redis_url)
+        before = await raw.config_get("maxmemory*")
+        try:
+            await raw.config_set("maxmemory-policy", "noeviction")
+            await raw.config_set("maxmemory", 1)
+            with pytest.raises(QueueUnavailable):
+                await queue.put(delivery(2, clock))  # full: the listener answers 503
+            assert (await queue.depth())[DeliveryState.PENDING] == 1
+            assert [d.delivery_id for d in await queue.list()] == ["gh-1"]
+        finally:
+            await raw.config_set("maxmemory", before["maxmemory"])
+            await raw.config_set("maxmemory-policy", before["maxmemory-policy"])
             await raw.aclose()
 
 

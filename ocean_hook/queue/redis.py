@@ -776,7 +776,10 @@ class RedisQueue(Queue):
         return await self._requeue("any", [seq], spare_superseded)
 
     async def requeue_dead(self, *, spare_superseded: bool = False) -> Requeued:
-        return await self._requeue("d", [seq for _, seq, _, _ in await self._scan(":dead")], spare_superseded)
+        """In arrival order (seq), not in the order they died: the oldest of a key must lead it
+        again, as it would have, or an older update is applied over a newer one."""
+        seqs = sorted((seq for _, seq, _, _ in await self._scan(":dead")), key=int)
+        return await self._requeue("d", seqs, spare_superseded)
 
     async def _requeue(self, only: str, seqs: builtins.list[str], spare_superseded: bool) -> Requeued:
         """A page of seqs per script call; each decides (and spares) atomically for its page."""
@@ -830,7 +833,9 @@ class RedisQueue(Queue):
 
     async def depth(self) -> dict[str, int]:
         counts = empty_depth()
-        async with self._available(), self._redis.pipeline(transaction=True) as pipe:
+        # no MULTI: a Redis at its maxmemory refuses every command queued in one, reads too, and
+        # the depth is what an operator deciding what to purge needs then
+        async with self._available(), self._redis.pipeline(transaction=False) as pipe:
             for suffix in ("", ":wait", ":retry", ":dead", ":done"):
                 pipe.xlen(self.stream + suffix)
             pipe.xpending(self.stream, self.group)
