@@ -20,6 +20,7 @@ from serve_helpers import hook_env, port_env, port_target, write_config
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
+from ocean_hook.targets.local import LocalCatalog
 
 MAPPING = """\
 resources:
@@ -254,6 +255,22 @@ async def test_config_diffs_against_the_live_port_state_and_names_a_refused_logi
     assert refused.exit_code == 2
     assert refused.stderr.startswith(f"error: {config}: cannot read the current entities from the target: ")
     assert "401" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_config_with_jq_allow_env_lets_the_mapping_read_the_environment(tmp_path: Path) -> None:
+    """`--config` left out the config's `jq: {allow_env: true}`: every env-derived property came
+    out null, diffed as an update serve would never make (found by probing)."""
+    mapping, data = tmp_path / "m.yml", tmp_path / "d.json"
+    region = "properties:\n            region: env.OH_REGION\n          blueprint:"
+    mapping.write_text("resources:\n" + resource().replace("blueprint:", region))
+    data.write_text('{"id": "a"}')
+    config = write_config(tmp_path / "project", mapping=mapping.read_text())
+    config.write_text(config.read_text() + "jq:\n  allow_env: true\n")
+    LocalCatalog(tmp_path / "project" / "state" / "catalog.db").import_entities([], source="test")
+    result = invoke("-m", mapping, "-d", data, "-c", config, "-f", "json", env={**hook_env(), "OH_REGION": "eu"})
+    assert result.exit_code == 0, result.output
+    [change] = json.loads(result.stdout)["changes"]
+    assert change["after"]["properties"] == {"region": "eu"}
 
 
 async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(files: dict[str, Path],

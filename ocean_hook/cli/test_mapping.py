@@ -107,7 +107,9 @@ def command(
     ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
-    compiled = Mapping.load(mapping, allow_env=allow_env)
+    loaded = load_config(config, inspection=True) if config is not None else None
+    # the config's `jq: {allow_env: true}` too: serve's jq reads the environment, so must this run's
+    compiled = Mapping.load(mapping, allow_env=allow_env or (loaded is not None and loaded.allow_env_in_jq))
     mappers = compiled.for_kind(kind)
     if not mappers:
         raise fail(f"{mapping}: no resource of kind '{kind}' (kinds: {', '.join(compiled.kinds)})")
@@ -141,7 +143,7 @@ def command(
             stack.enter_context(watchdog.beating_thread())
             watchdog.now_on(_next_items(0))
         try:
-            report = run(_report(compiled, mappers, data, state, config, on_batch, keep=not streaming))
+            report = run(_report(compiled, mappers, data, state, loaded, on_batch, keep=not streaming))
         finally:
             progress.stop()
     exit_code = _exit_code(report, strict)
@@ -156,16 +158,16 @@ async def _report(
     mappers: list[ResourceMapper],
     data: Path,
     state: Path | None,
-    config: Path | None,
+    loaded: Config | None,
     on_batch: Callable[[int, list[Change], list[MappedEntity]], None],
     *,
     keep: bool,
 ) -> MappingReport:
     """Map and diff against a --state file, or read-only against the configured target."""
-    if config is None:
+    if loaded is None:
         lookup = state_lookup(load_state(state) if state else {})
         return await build_report(mappers, iter_items(data), lookup, compiled.flags, on_batch=on_batch, keep=keep)
-    loaded = load_config(config, inspection=True)
+    config = loaded.file
     _require_local_catalog(loaded, config)
     target = make_target(loaded, "dry-run")  # dry-run: reads, never writes
     try:
