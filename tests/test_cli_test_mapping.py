@@ -319,6 +319,19 @@ def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -
     assert invoke("-m", files["mapping"], "-d", clean, "-k", "pull-request", "--strict").exit_code == 0
 
 
+def test_strict_fails_when_an_item_is_skipped_for_an_empty_identifier(files: dict[str, Path]) -> None:
+    """`identifier: .nmae // ""` skipped every item and --strict passed: `""` is no null field
+    (found by probing)."""
+    files["mapping"].write_text(MAPPING.replace("identifier: .number | tostring", "identifier: '.numbr // \"\"'"))
+    files["data"].write_text(json.dumps(ITEMS[:2]))  # no null field: nothing else for --strict to find
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json"]
+    assert json.loads(invoke(*args).stdout)["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 0,
+                                                           "filtered": 0, "skipped": 2, "misconfigured": 0,
+                                                           "errors": 0}
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--strict").exit_code == 1
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_an_identifier_that_is_always_null_is_a_misconfiguration_strict_fails(files: dict[str, Path],
                                                                               fmt: str) -> None:

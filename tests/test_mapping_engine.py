@@ -383,6 +383,16 @@ def test_items_to_parse_name_and_top_level_transform_false_keep_the_array() -> N
     ]
 
 
+def test_items_to_parse_that_gives_null_skips_the_item_as_ocean_does_and_names_the_field() -> None:
+    """An optional array an item lacks was an error, exit 1 in CI; Ocean skips that item with a
+    warning (found by probing). Here it is skipped and counted misconfigured, as a null field is."""
+    m = mapper(ITEMS_TO_PARSE.format(name="item", extra=""))
+    result = m.map_items([{"repo": "x"}, RAW_FILE, {"repo": "y", "content": {"services": None}}])
+    assert (len(result.entities), result.errors, result.skipped) == (2, [], 2)
+    assert [(u.item_index, u.misconfigurations) for u in result.unnamed] == [
+        (0, {"itemsToParse": ".content.services"}), (2, {"itemsToParse": ".content.services"})]
+
+
 def test_items_to_parse_that_is_not_a_list_is_an_error_for_that_item_only() -> None:
     m = mapper(ITEMS_TO_PARSE.format(name="item", extra=""))
     result = m.map_items([{"repo": "x", "content": {"services": "oops"}}, RAW_FILE, {"content": 5}])

@@ -45,7 +45,7 @@ Examples:
 
   ocean-hook test-mapping --mapping m.yml --data prs.json --expect expected.json --format markdown
 
-Exit codes: 0 clean; 1 mapping errors, misconfigurations with --strict, or a mismatch with
+Exit codes: 0 clean; 1 mapping errors, misconfigurations or skipped items with --strict, or a mismatch with
 --expect; 2 a usage or input error; 137 (killed) when jq ran for --stall-timeout seconds
 on one batch of items without end: a jq program that never ends on some item.
 """
@@ -93,7 +93,9 @@ def command(
         False, "--update-expected", help="With --expect: rewrite the file with the current result."
     ),
     output: Format = typer.Option(Format.text, "--format", "-f", help="text, json or markdown."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any field is misconfigured."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when any field is misconfigured or any item skipped (no identifier)."
+    ),
     allow_env: bool = typer.Option(
         False, "--allow-env", help="Let jq read the environment (env, $ENV). Off: secrets stay out."
     ),
@@ -201,7 +203,7 @@ def _require_local_catalog(loaded: Config, config: Path) -> None:
 def _exit_code(report: MappingReport, strict: bool) -> int:
     if report.counts["errors"]:
         return 1
-    if strict and report.counts["misconfigured"]:
+    if strict and (report.counts["misconfigured"] or report.counts["skipped"]):
         return 1
     return 0
 

@@ -240,6 +240,11 @@ class ResourceMapper:
         except ValueError as exc:
             result.errors.append(f"{where} failed: {exc}")
             return []
+        if elements is None:  # an optional array the item lacks: Ocean skips the item, saying so
+            result.skipped += 1
+            missing = {"itemsToParse": self.resource.items_to_parse or ""}
+            result.unnamed.append(MappedEntity(self.kind, {}, True, missing, index))
+            return []
         if not isinstance(elements, list):
             result.errors.append(f"{where} must give a list, got {quoted(elements)}")
             return []
