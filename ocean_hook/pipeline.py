@@ -31,6 +31,7 @@ from ocean_hook.fetch import Fetcher, FetchRefused
 from ocean_hook.jsontext import JsonProblem
 from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.jq import jq_can_read
+from ocean_hook.mapping.misconfigured import Misconfigurations
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.overlay import Overlay
 from ocean_hook.processors.base import RawResults, WebhookProcessor
@@ -373,8 +374,15 @@ class ProcessResult:
             **summarize(self.changes),
             "filtered": sum(m.filtered for m in mapped),
             "skipped": sum(m.skipped for m in mapped),
-            "misconfigured": sum(1 for m in mapped for e in [*m.passed, *m.unnamed] if e.misconfigurations),
+            "misconfigured": self.misconfigured().entities,
         }
+
+    def misconfigured(self) -> Misconfigurations:
+        found = Misconfigurations()
+        for r in self.results:
+            found.add(r.batch.result.passed)
+            found.add(r.batch.result.unnamed)
+        return found
 
 
 async def process(

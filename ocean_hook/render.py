@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ocean_hook.diff import Change
+from ocean_hook.mapping.misconfigured import Row as Misconfigured
 from ocean_hook.printable import printable
 
 _SYMBOL = {"create": "+", "update": "~", "delete": "-", "unchanged": " "}
@@ -86,8 +87,6 @@ def print_errors(console: Console, errors: Iterable[str]) -> None:
         console.print(f"[red]error: {escape_text(error)}[/]", highlight=False)
 
 
-#: (kind, field path, jq, entities where it is null, an example identifier): `MappingReport.misconfigured_rows`
-Misconfigured = tuple[str, str, str, int, str]
 
 
 def entities_text(count: int) -> str:
@@ -96,12 +95,13 @@ def entities_text(count: int) -> str:
 
 def print_misconfigured(console: Console, tally: Iterable[Misconfigured]) -> None:
     """One line per misconfigured field, however many entities."""
-    for kind, path, expr, count, example in tally:
-        console.print(
-            f"[yellow]! {escape_text(kind)}: {escape_text(path)} is null in {entities_text(count)} "
-            f"(jq: {escape_text(expr)}), e.g. {escape_text(example)}[/]",
-            highlight=False,
-        )
+    for row in tally:
+        console.print(f"[yellow]! {escape_text(misconfigured_line(row))}[/]", highlight=False)
+
+
+def misconfigured_line(row: Misconfigured) -> str:
+    kind, path, expr, count, example = row
+    return f"{kind}: {path} is null in {entities_text(count)} (jq: {expr}), e.g. {example}"
 
 
 #: GitHub refuses comments over 65,536 characters; leave room for what a workflow adds around it

@@ -19,6 +19,7 @@ from ocean_hook.config import Config
 from ocean_hook.datafiles import load_json
 from ocean_hook.errors import InputError, OceanHookError
 from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_capture, make_headers
+from ocean_hook.mapping.misconfigured import Row as Misconfigured
 from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, check_media_type, process
 from ocean_hook.runtime import Runtime, make_fetcher, make_target
 from ocean_hook.targets import DryRunTarget, catalog_path
@@ -47,6 +48,10 @@ class ReplayOutcome:
             return event.delivery_id
         answer = self.sent_answer if isinstance(self.sent_answer, dict) else {}
         return answer.get("delivery_id")
+
+    def misconfigured(self) -> list[Misconfigured]:
+        """The fields whose jq gave null, one row each (as test-mapping names them)."""
+        return self.result.misconfigured().rows() if self.result else []
 
     def kinds(self) -> list[str]:
         a = self.admission
@@ -87,6 +92,8 @@ class ReplayOutcome:
             "validation": _validation_result(a),
             "changes": [c.to_json() for c in self.result.changes] if self.result else [],
             "summary": self.result.summary() if self.result else None,
+            "misconfigured": [{"kind": kind, "field": path, "jq": expr, "entities": count, "example": example}
+                              for kind, path, expr, count, example in self.misconfigured()],
             "errors": ([self.error] if self.error else []) + (self.result.errors if self.result else []),
         }
         if self.sent_status is not None:

@@ -10,7 +10,6 @@ The JSON document built here is the stable machine format (documented in the REA
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -19,6 +18,7 @@ from typing import Any
 from ocean_hook.diff import ACTIONS, Change
 from ocean_hook.entity import Entity, EntityKey
 from ocean_hook.mapping.engine import MappedEntity, ResourceMapper
+from ocean_hook.mapping.misconfigured import Misconfigurations
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.overlay import Overlay, StateLookup
 from ocean_hook.pipeline import keep_what_another_resource_maps, map_raw, plan
@@ -45,8 +45,7 @@ class MappingReport:
         (*ACTIONS, "filtered", "skipped", "misconfigured", "errors"), 0))
     errors: list[str] = field(default_factory=list)
     items: int = 0
-    #: (kind, field path, jq) -> [entities where it is null, first such identifier]
-    misconfigured_fields: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    misconfigured: Misconfigurations = field(default_factory=Misconfigurations)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,20 +54,6 @@ class MappingReport:
             "summary": dict(self.counts),
             "errors": list(self.errors),
         }
-
-    def tally(self, entities: Iterable[MappedEntity]) -> None:
-        for m in entities:
-            if not m.misconfigurations:
-                continue
-            self.counts["misconfigured"] += 1
-            for path, expr in m.misconfigurations.items():
-                identifier = m.entity.get("identifier")
-                example = (f"item {m.item_index}" if identifier in (None, "") else  # a search query: as JSON
-                           identifier if isinstance(identifier, str) else json.dumps(identifier, ensure_ascii=False))
-                self.misconfigured_fields.setdefault((m.kind, path, expr), [0, example])[0] += 1
-
-    def misconfigured_rows(self) -> list[tuple[str, str, str, int, str]]:
-        return [(*key, n, example) for key, (n, example) in self.misconfigured_fields.items()]
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -114,8 +99,9 @@ async def build_report(
                 report.errors += errors if keep else errors[: max(0, MAX_ERRORS - len(report.errors))]
                 batch_entities += batch.result.passed
                 batch_changes += changes
-                report.tally(batch.result.unnamed)
-            report.tally(batch_entities)
+                report.misconfigured.add(batch.result.unnamed)
+            report.misconfigured.add(batch_entities)
+            report.counts["misconfigured"] = report.misconfigured.entities
             for change in batch_changes:
                 report.counts[change.action] += 1
             if keep:

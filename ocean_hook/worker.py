@@ -24,7 +24,7 @@ from ocean_hook.metrics import Metrics
 from ocean_hook.pipeline import PayloadError, PipelineError, ProcessResult, parse_payload, process
 from ocean_hook.processors.base import RetryPolicy, WebhookProcessor
 from ocean_hook.queue.base import Delivery, Queue, QueueUnavailable
-from ocean_hook.render import change_lines, summary_line
+from ocean_hook.render import change_lines, misconfigured_line, summary_line
 from ocean_hook.targets.base import Target
 
 log = logging.getLogger("ocean_hook.worker")
@@ -184,6 +184,8 @@ class WorkerPool:
             if change.writes:
                 self._writes(change.action).inc()
         dlog.info("applied: %s", summary_line(result.summary()))
+        for row in result.misconfigured().rows():  # which field, as test-mapping and replay say it
+            dlog.info("misconfigured: %s", misconfigured_line(row))
         if self.log_plans:
             for change in result.changes:
                 if change.writes:

@@ -599,6 +599,11 @@ def test_what_the_mapping_left_out_is_counted_not_silent(tmp_path: Path) -> None
         ("processed", {"create": 1, "update": 0, "delete": 0, "unchanged": 0, "filtered": 0, "skipped": 0,
                        "misconfigured": 1}),
     ]
+    # and named, as test-mapping names them: counted alone, they told nothing of which field
+    assert [d["misconfigured"] for d in out] == [
+        [{"kind": "repo", "field": "identifier", "jq": ".id", "entities": 1, "example": "item 0"}], [],
+        [{"kind": "repo", "field": "title", "jq": ".name", "entities": 1, "example": "b"}]]
     applied = replay(files[0], "--config", config, "--path", "/webhooks/x")
     assert applied.exit_code == 0, applied.output
     assert "0 to create, 0 to update, 0 to delete, 0 unchanged (1 skipped, 1 misconfigured)" in applied.stdout
+    assert "! repo: identifier is null in 1 entity (jq: .id), e.g. item 0" in applied.stdout

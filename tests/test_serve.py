@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import resource
@@ -210,6 +211,22 @@ async def test_accepted_then_applied_to_the_local_catalog(tmp_path: Path, http) 
     assert entity == {"identifier": "7", "title": "PR 7", "blueprint": BLUEPRINT,
                       "properties": {"value": 3, "state": "open"}}
     assert (delivery.state, delivery.attempts, delivery.body) == (DeliveryState.DONE, 1, body)
+
+
+async def test_the_log_names_the_fields_a_delivery_left_null(tmp_path: Path, http, caplog) -> None:
+    """`applied: ... (1 misconfigured)` said how many, never which field (found by probing)."""
+    caplog.set_level(logging.INFO, logger="ocean_hook.worker")
+    payload = pr_payload(8)
+    del payload["pull_request"]["state"]
+    async with serve_in_process(write_config(tmp_path)) as server:
+        body, headers = github_delivery(payload)
+        assert (await post(http, server.hook_url, body, headers))[0] == 202
+        await wait_until_settled(server.state_dir, 1)
+    said = [r.getMessage() for r in caplog.records if r.name == "ocean_hook.worker"]
+    assert f"[{delivery_id_of(headers)}] applied: 1 to create, 0 to update, 0 to delete, 0 unchanged " \
+           "(1 misconfigured)" in said
+    assert f"[{delivery_id_of(headers)}] misconfigured: pull-request: properties.state is null in 1 entity " \
+           "(jq: .state), e.g. 8" in said
 
 
 async def test_a_delivery_marked_done_has_its_catalog_write_fsynced_first(tmp_path: Path, http, monkeypatch) -> None:

@@ -145,6 +145,7 @@ def _print(outcomes: list[ReplayOutcome], output: Format, *, dry_run: bool) -> N
             summary = o.result.summary()
             if dry_run or any(summary[k] for k in ("filtered", "skipped", "misconfigured")):
                 out.print(render.escape_text(render.summary_line(summary)))
+            render.print_misconfigured(out, o.misconfigured())
     counts = {s: sum(1 for o in outcomes if o.status == s) for s in ("processed", "sent", "skipped", "failed")}
     if not counts["sent"]:
         counts.pop("sent")

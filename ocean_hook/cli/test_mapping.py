@@ -217,7 +217,7 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
         out.print(
             render.plan_markdown(
                 report.changes, report.counts,
-                misconfigured=report.misconfigured_rows(), errors=report.errors,
+                misconfigured=report.misconfigured.rows(), errors=report.errors,
             ),
             markup=False, highlight=False,
         )
@@ -225,7 +225,7 @@ def _print(report: MappingReport, output: Format, *, streaming: bool, quiet: boo
     if not streaming and not quiet:
         render.print_changes(out, report.changes)
     if not quiet:
-        render.print_misconfigured(err, report.misconfigured_rows())
+        render.print_misconfigured(err, report.misconfigured.rows())
     render.print_errors(err, report.errors)
     if report.counts["errors"] > len(report.errors):
         err.print(f"[red]... and {report.counts['errors'] - len(report.errors):,} more errors[/]")
