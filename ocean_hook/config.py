@@ -194,6 +194,15 @@ def parse_duration(text: Any) -> float | None:
     return seconds if abs(seconds) <= LONGEST_DURATION else None
 
 
+def say_duration(seconds: float) -> str:
+    """A duration as it is written in the config (`7d`, `12h`, `90m`, `1.5s`), in its largest
+    whole unit."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False) -> Config:
     """Load, validate and build processors; raise `ConfigProblems` listing every problem.
 

@@ -113,6 +113,30 @@ def test_no_ansi_escapes_when_not_a_terminal_or_with_no_color(
     assert ANSI not in piped.stdout + piped.stderr
 
 
+@pytest.mark.parametrize("age", ["36501d", "-1d", "soon"])
+def test_purge_names_what_a_duration_may_be(tmp_path: Path, age: str) -> None:
+    """`36501d` was told it is no duration, when it is one over the limit (found by probing)."""
+    result = CliRunner().invoke(app, ["deliveries", "purge", "--older-than", age, "--config",
+                                      str(write_config(tmp_path))])
+    assert (result.exit_code, result.stderr) == (2, "error: --older-than must be a duration like 30d, 12h or 90m "
+                                                    f"(at most 36500d), got '{age}'\n")
+
+
+def test_purge_says_the_dedup_window_as_it_is_written(tmp_path: Path) -> None:
+    """A 1-second window was said as `1.15741e-05 days` (found by probing)."""
+    config = write_config(tmp_path, server={"dedup_window": "90m"})
+
+    async def made_by_serve() -> None:
+        async with await SqliteJournal.open(tmp_path / "state" / "journal.db"):
+            pass
+
+    asyncio.run(made_by_serve())
+    result = CliRunner().invoke(app, ["deliveries", "purge", "--older-than", "1h", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ("purged 0 deliveries\n(what arrived in the last 90m still de-duplicates redeliveries: "
+                             "server.dedup_window)\n")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -329,7 +329,7 @@ async def test_deliveries_commands_work_on_redis(redis_url: str, tmp_path: Path)
     await asyncio.sleep(0.01)  # purge takes what finished strictly before now
     code, out = await asyncio.to_thread(cli, "deliveries", "purge", "--older-than", "0s", *base)
     assert code == 0 and "purged 2 deliveries" in out
-    assert "(what arrived in the last 7 days still de-duplicates redeliveries: server.dedup_window)" in out
+    assert "(what arrived in the last 7d still de-duplicates redeliveries: server.dedup_window)" in out
     code, out = await asyncio.to_thread(cli, "deliveries", "list", *base)
     assert "1 pending, 0 in_progress, 0 done, 0 failed, 0 dead" in out and waiting.delivery_id in out
 

@@ -12,7 +12,7 @@ import typer
 
 from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
-from ocean_hook.config import load_config, parse_duration
+from ocean_hook.config import LONGEST_DURATION, load_config, parse_duration, say_duration
 from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueMissing, Requeued
 from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
 from ocean_hook.sqlitefiles import not_made_yet
@@ -185,12 +185,13 @@ def purge(
 ) -> None:
     """Forget done and dead deliveries older than this; pending work is never purged."""
     seconds = parse_duration(older_than)
-    if seconds is None:
-        raise fail(f"--older-than must be a duration like 30d, 12h or 90m, got {older_than!r}")
+    if seconds is None or seconds < 0:
+        raise fail(f"--older-than must be a duration like 30d, 12h or 90m (at most {say_duration(LONGEST_DURATION)}), "
+                   f"got {older_than!r}")
     count = _on_queue(config, queue, lambda q: q.purge(seconds))
     out = stdout()
     out.print(f"purged {count} deliveries")
     window = load_config(config, inspection=True).server.dedup_window_seconds
     if seconds < window:
-        out.print(f"(what arrived in the last {window / 86400:g} days still de-duplicates redeliveries: "
+        out.print(f"(what arrived in the last {say_duration(window)} still de-duplicates redeliveries: "
                   "server.dedup_window)", markup=False)
