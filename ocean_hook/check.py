@@ -21,6 +21,7 @@ from ocean_hook.config import Config, ConfigProblems, load_config, unset_variabl
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import journal_path
+from ocean_hook.sqlitefiles import foreign_file_problem
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
@@ -183,13 +184,21 @@ def _file_problems(config: Config) -> list[str]:
     """What `serve` would be refused, looked at without creating anything: the state directory,
     the journal and the local catalog where they go (a file in the way of a directory, a
     directory where a file goes, a file that is not SQLite, a folder it cannot write)."""
-    files = [journal_path(config.queue, config.state_dir)]
+    journal = journal_path(config.queue, config.state_dir)
+    catalog = None
     if reads_local_catalog(config.target):
         with contextlib.suppress(ValueError):  # a bad path is _target_problems' to report
-            files.append(catalog_path(config.target, config.state_dir))
+            catalog = catalog_path(config.target, config.state_dir)
     problems = []
-    for path in [f for f in files if f is not None]:
+    if journal is not None and catalog is not None and os.path.realpath(journal) == os.path.realpath(catalog):
+        problems.append(f"{config.file}: the journal (queue.path) and the local catalog (target.path) are one file, "
+                        f"{journal}: each needs its own")
+    for path, own_table, what in ((journal, "deliveries", "a journal"), (catalog, "entities", "a local catalog")):
+        if path is None:
+            continue
         problem = _sqlite_file_problem(path)
+        if problem is None and path.is_file() and path.stat().st_size:
+            problem = foreign_file_problem(path, own_table, what)
         if problem:
             problems.append(f"{config.file}: {path}: {problem}")
     return list(dict.fromkeys(problems))

@@ -11,6 +11,7 @@ as "busy", which each waits out in its own way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -38,6 +39,16 @@ def _refuse_foreign(conn: sqlite3.Connection, own_table: str, what: str) -> None
         raise sqlite3.DatabaseError(
             f"it holds the tables of something else ({', '.join(tables[:5])}), not {what}; it was left as it was"
         )
+
+
+def foreign_file_problem(path: Path, own_table: str, what: str) -> str | None:
+    """`check`'s look, read-only, at an existing file: why opening it as `what` would be refused."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            _refuse_foreign(conn, own_table, what)
+    except sqlite3.DatabaseError as exc:
+        return str(exc).replace("; it was left as it was", "")
+    return None
 
 
 def take_over(conn: sqlite3.Connection, own_table: str, what: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from pathlib import Path
@@ -14,6 +15,7 @@ from ocean_hook.cli import app
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.engine import Mapping, MappingCompileError
 from ocean_hook.mapping.problems import collect_problems
+from ocean_hook.targets.local import LocalCatalog
 
 GOOD_MAPPING = """\
 resources:
@@ -233,6 +235,26 @@ def test_journal_and_catalog_files_serve_could_not_open_are_problems(tmp_path: P
         assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}: {p}" for p in problems]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "junk.db", "m.yml", "ocean-hook.yaml"]
     assert check(write(tmp_path, CONFIG), env={"GH_SECRET": "s"}).ok  # a state_dir still to be made is fine
+
+
+def test_a_journal_and_a_catalog_that_are_one_file_or_each_others_are_problems(tmp_path: Path) -> None:
+    """`check` said ok; `serve` refused the journal, having made the file a catalog already
+    (found by probing)."""
+    catalog = LocalCatalog(tmp_path / "state" / "catalog.db")
+    catalog.import_entities([], source="test")
+    asyncio.run(catalog.close())
+    cases = {
+        "queue: {type: sqlite, path: one.db}\ntarget: {type: local, path: one.db}": [
+            f"the journal (queue.path) and the local catalog (target.path) are one file, {tmp_path}/one.db: each "
+            "needs its own"],
+        "queue: {type: sqlite, path: state/catalog.db}": [
+            f"{tmp_path}/state/catalog.db: it holds the tables of something else (entities, relation_targets), not "
+            "a journal"],
+    }
+    for block, problems in cases.items():
+        path = write(tmp_path, CONFIG + block + "\n")
+        assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}: {p}" for p in problems]
+    assert not (tmp_path / "one.db").exists()
 
 
 def test_mapping_kind_without_processor_is_a_warning(tmp_path: Path) -> None:
