@@ -20,7 +20,7 @@ from typing import Any
 from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
-from ocean_hook.runtime import journal_path
+from ocean_hook.runtime import journal_path, one_file_for_both
 from ocean_hook.sqlitefiles import foreign_file_problem
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.yamlfile import YamlDocument, load_yaml
@@ -190,9 +190,8 @@ def _file_problems(config: Config) -> list[str]:
         with contextlib.suppress(ValueError):  # a bad path is _target_problems' to report
             catalog = catalog_path(config.target, config.state_dir)
     problems = []
-    if journal is not None and catalog is not None and os.path.realpath(journal) == os.path.realpath(catalog):
-        problems.append(f"{config.file}: the journal (queue.path) and the local catalog (target.path) are one file, "
-                        f"{journal}: each needs its own")
+    if shared := one_file_for_both(config.queue, config.target, config.state_dir):
+        problems.append(f"{config.file}: {shared}")
     for path, own_table, what in ((journal, "deliveries", "a journal"), (catalog, "entities", "a local catalog")):
         if path is None:
             continue

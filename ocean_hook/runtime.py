@@ -13,13 +13,29 @@ from ocean_hook.errors import ConfigError
 from ocean_hook.fetch import Fetcher
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.queue.base import Queue
-from ocean_hook.targets import build_target
+from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.targets.base import Target
 
 
 def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
     """The SQLite journal's file, or None for a queue that is not one."""
     return Path(spec.get("path") or state_dir / "journal.db") if spec.get("type", "sqlite") == "sqlite" else None
+
+
+def one_file_for_both(queue: Mapping[str, Any], target: Mapping[str, Any], state_dir: Path) -> str | None:
+    """Why the journal and the local catalog cannot be opened: one file for both (`serve` would
+    make it a catalog, then refuse it as a journal)."""
+    journal = journal_path(queue, state_dir)
+    if journal is None or not reads_local_catalog(target):
+        return None
+    try:
+        catalog = catalog_path(target, state_dir)
+    except ValueError:
+        return None  # a bad path: the target names it
+    if os.path.realpath(journal) != os.path.realpath(catalog):
+        return None
+    return (f"the journal (queue.path) and the local catalog (target.path) are one file, {journal}: each needs "
+            "its own")
 
 
 #: what a Redis URL starts with (redis-py's schemes)
@@ -114,7 +130,8 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
     raise ConfigError(f"--queue must be 'sqlite' or a redis:// URL, got {option!r}")
 
 
-def make_target(config: Config, override: str | None = None) -> Target:
+def target_spec(config: Config, override: str | None = None) -> dict[str, Any]:
+    """The config's `target:`, or what `--target` makes of it."""
     spec = dict(config.target)
     if override == "dry-run" and spec.get("type") != "dry-run":
         spec = {"type": "dry-run", "read_from": spec.get("type", "local"),
@@ -123,6 +140,11 @@ def make_target(config: Config, override: str | None = None) -> Target:
         spec = {"type": override}
     if spec.get("type") == "port":
         spec.setdefault("integration_name", config.integration)
+    return spec
+
+
+def make_target(config: Config, override: str | None = None) -> Target:
+    spec = target_spec(config, override)
     try:
         return build_target(spec, config.state_dir, env=os.environ)
     except ValueError as exc:

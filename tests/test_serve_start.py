@@ -56,6 +56,17 @@ def test_an_unknown_host_is_named(tmp_path: Path) -> None:
     assert line.startswith("error: cannot listen on no-such-host.invalid:0: no such host or address")
 
 
+def test_a_journal_and_a_catalog_in_one_file_are_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """serve made the file a catalog, then refused it as a journal (found by probing)."""
+    config = write_config(tmp_path, queue={"type": "sqlite", "path": "one.db"},
+                          target={"type": "local", "path": "one.db"})
+    result = serve(config, "--port", "0")
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        2, f"error: {config}: the journal (queue.path) and the local catalog (target.path) are one file, "
+           f"{tmp_path}/one.db: each needs its own")
+    assert not (tmp_path / "one.db").exists()
+
+
 def test_an_empty_host_is_a_usage_error(tmp_path: Path) -> None:
     """It listened on every interface and said `listening on http://:PORT` (found by probing)."""
     result = serve(write_config(tmp_path), "--host", " ", "--port", "0")
