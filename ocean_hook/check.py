@@ -172,7 +172,7 @@ def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) 
             spec["path"] = ":memory:"  # the settings are checked without creating the catalog file
         target = build_target(spec, config.state_dir, env=env)
     except ValueError as exc:
-        return [f"{config.file} (key target): {exc}"]
+        return [f"{config.where('target')}: {exc}"]
     asyncio.run(target.close())
     return []
 

@@ -31,7 +31,7 @@ from ocean_hook.processors.declarative import (
     FetchSpec,
 )
 from ocean_hook.processors.presets import PRESETS
-from ocean_hook.yamlfile import KeyPath, YamlDocument, load_yaml
+from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -88,6 +88,12 @@ class Config:
     warnings: list[str] = field(default_factory=list)
     #: fetch client settings: timeout_seconds, attempts, allow_loopback
     fetch: dict[str, Any] = field(default_factory=dict)
+    #: the file as read, for the line of a key in messages about it
+    source: YamlDocument | None = None
+
+    def where(self, *path: str) -> str:
+        """`file:line (key target)`: where a problem found after loading is to be fixed."""
+        return self.source.where(path) if self.source is not None else f"{self.file} (key {dotted(path)})"
 
     def load_mapping(self) -> CompiledMapping:
         return CompiledMapping.load(self.mapping_path, allow_env=self.allow_env_in_jq)
@@ -262,7 +268,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     return Config(
         file=file, mapping_path=mapping_path, state_dir=state_dir, target=target, queue=queue,
         server=server, processors=processors, allow_env_in_jq=allow_env,
-        integration=_integration(r, raw), warnings=warnings, fetch=fetch,
+        integration=_integration(r, raw), warnings=warnings, fetch=fetch, source=doc,
     )
 
 

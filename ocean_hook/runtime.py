@@ -148,7 +148,7 @@ def make_target(config: Config, override: str | None = None) -> Target:
     try:
         return build_target(spec, config.state_dir, env=os.environ)
     except ValueError as exc:
-        raise ConfigError(str(exc), where=f"{config.file} (key target)") from None
+        raise ConfigError(str(exc), where=config.where("target")) from None
 
 
 def make_fetcher(config: Config) -> Fetcher:

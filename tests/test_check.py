@@ -186,7 +186,7 @@ def test_missing_config_file_is_a_problem(tmp_path: Path) -> None:
 def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
     path = write(tmp_path, CONFIG + "target: {type: port, region: mars}\n")
     report = check(path, env={"GH_SECRET": "s"})
-    assert report.problems == [f"{path} (key target): target.region must be 'eu' or 'us', got 'mars'"]
+    assert report.problems == [f"{path}:9 (key target): target.region must be 'eu' or 'us', got 'mars'"]
     path = write(tmp_path, CONFIG + "target: {type: port}\n")
     [problem] = check(path, env={"GH_SECRET": "s"}).problems
     assert "environment variable PORT_CLIENT_ID is not set" in problem
@@ -211,10 +211,9 @@ def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
 )
 def test_a_queue_or_catalog_serve_would_refuse_is_a_problem(tmp_path: Path, block: str, problem: str) -> None:
     """They used to pass `check` ('ok') and fail `serve` at start, or be ignored (a misspelt key).
-    A queue's is found as the config is read, so it has its line, for `serve` as for `check`."""
+    Each has its line (a target's had none: found by probing), for `serve` as for `check`."""
     path = write(tmp_path, CONFIG + block + "\n")
-    line = ":9" if block.startswith("queue") else ""
-    assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}{line} {problem}"]
+    assert check(path, env={"GH_SECRET": "s"}).problems == [f"{path}:9 {problem}"]
     assert not (tmp_path / ".ocean-hook").exists()
 
 

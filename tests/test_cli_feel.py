@@ -217,7 +217,8 @@ async def test_catalog_commands_find_the_catalog_where_serve_puts_it(
     config = write_config(tmp_path, target={"type": "local", "path": 5})
     broken = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "list", "--config", str(config)])
     assert broken.exit_code == 2
-    assert broken.stderr == f"error: {config} (key target): target.path must be a non-empty string, got 5\n"
+    line = config.read_text().splitlines().index("target:") + 1
+    assert broken.stderr == f"error: {config}:{line} (key target): target.path must be a non-empty string, got 5\n"
 
 
 async def test_catalog_list_never_cuts_an_identifier_short(tmp_path: Path) -> None:

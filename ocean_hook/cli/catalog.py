@@ -47,7 +47,7 @@ def _configured_catalog(config: Path) -> Path:
     try:
         return catalog_path(spec, loaded.state_dir)
     except ValueError as exc:
-        raise fail(f"{config} (key target): {exc}") from None
+        raise fail(f"{loaded.where('target')}: {exc}") from None
 
 
 CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
