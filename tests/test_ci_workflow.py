@@ -89,6 +89,34 @@ def test_workflow_gates_mapping_changes_and_reports_in_markdown(tmp_path: Path) 
     assert report.count("```diff") == 3  # two plans and one mismatch
 
 
+def test_workflow_names_why_a_folder_failed_and_fences_what_a_payload_holds(tmp_path: Path) -> None:
+    """Mapping errors and unreadable data were reported as "does not match", and a mismatch quoting
+    a title with ``` closed the diff block and wrote into the comment (found by probing)."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    fenced = folder(tmp_path, "fenced", title="plain")
+    (fenced / "samples" / "items" / "pull-request.json").write_text('[{"number": 7, "title": "``` # injected"}]')
+    broken = folder(tmp_path, "broken", title="x")
+    (broken / "port-app-config.yml").write_text(MAPPING.replace(".number | tostring", ".number"))  # not a string
+    CliRunner().invoke(app, ["test-mapping", "--mapping", str(broken / "port-app-config.yml"), "--data",
+                             str(broken / "samples" / "items" / "pull-request.json"), "--expect",
+                             str(broken / "expected" / "pull-request.json"), "--update-expected"])  # errors and all
+    unreadable = folder(tmp_path, "unreadable", title="x")
+    (unreadable / "samples" / "items" / "pull-request.json").write_text("[{not json")
+    env = {**os.environ, **workflow["env"], "GITHUB_OUTPUT": str(tmp_path / "out"),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-e", "-c", step(workflow, "mappings")["run"]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / workflow["env"]["REPORT"]).read_text()
+    assert "### `mappings/broken` · `pull-request`: **mapping errors** (see the plan)" in report
+    assert "### `mappings/unreadable` · `pull-request`: **could not run** (exit 2)" in report
+    assert "### `mappings/fenced` · `pull-request`: **does not match `mappings/fenced/expected/pull-request.json`**" \
+        in report
+    said = report.split("### `mappings/fenced`")[1].split("\n### ")[0].split("<summary>ocean-hook said</summary>")[1]
+    assert said.startswith("\n\n````diff\n") and "\n````\n\n</details>" in said  # longer than the ``` inside
+
+
 def test_markdown_plan_fits_a_comment_whatever_the_payload_holds() -> None:
     changes = [
         Change("create", "pr", f"acme/api/pull/{n}", None, None, [FieldChange("title", None, "fix ``` in " * 20)],
