@@ -127,6 +127,9 @@ async def serve(
         if on_ready is not None:
             on_ready(url)
         await _run_until_stopped(door, pool, stopping, config.server.shutdown_timeout_seconds)
+        if handed := await queue.hand_back():
+            log.info("handed %d claimed delivery(ies) no worker finished back to the queue, for the next instance",
+                     handed)
 
 
 async def _run_stalled_alone(queue: Queue, pool: WorkerPool, watchdog: Watchdog, stalls: dict[str, Stall]) -> None:

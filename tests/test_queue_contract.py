@@ -908,6 +908,18 @@ async def test_redis_depth_is_read_when_redis_is_full(redis_url: str, clock: Clo
             await raw.aclose()
 
 
+async def test_redis_hands_back_what_it_claimed_at_a_clean_stop(redis_url: str, clock: Clock) -> None:
+    """Claimed ahead and never started, they waited claim_idle_seconds after a clean restart (a
+    new consumer name), their keys blocked, with no word (found by probing)."""
+    stopping = await RedisQueue.open(redis_url, consumer="a", clock=clock, claim_idle_seconds=30)
+    ids = await put_all(stopping, *(delivery(n, clock, key=f"k{n % 2}") for n in range(3)))
+    assert len(await stopping.claim(10)) == 2  # one per key
+    assert await stopping.hand_back() == 2
+    await stopping.close()
+    async with await RedisQueue.open(redis_url, consumer="b", clock=clock, claim_idle_seconds=30) as restarted:
+        assert sorted(ids_of(await restarted.claim(10)), key=int) == ids[:2]  # at once, in order per key
+
+
 async def test_redis_takes_over_a_silent_consumer(redis_url: str, clock: Clock) -> None:
     crashed = await RedisQueue.open(redis_url, consumer="a", clock=clock)
     [id1] = await put_all(crashed, delivery(1, clock, key="k"))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -27,9 +29,12 @@ from redis_server import free_port, redis_server
 from serve_helpers import (
     BLUEPRINT,
     ServeProcess,
+    SlowPort,
     delivery_id_of,
     github_delivery,
     hook_env,
+    port_env,
+    port_target,
     pr_payload,
     serve_in_process,
     wait_for,
@@ -282,6 +287,36 @@ async def put_claimed(queue: RedisQueue, number: int) -> Delivery:
     [claimed] = await queue.claim(1)
     assert claimed.delivery_id == delivery.delivery_id
     return claimed
+
+
+async def test_a_clean_stop_hands_unstarted_claims_to_the_next_instance_at_once(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deliveries claimed ahead and never started waited claim_idle_seconds (30 s by default)
+    after a clean restart under a new consumer name, with no word (found by probing)."""
+    for name, value in port_env().items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.INFO, logger="ocean_hook.serve")
+
+    def config(consumer: str) -> Path:
+        queue = {"type": "redis", "url": redis_url, "stream": "handback", "consumer": consumer,
+                 "claim_idle_seconds": 30}
+        return write_config(tmp_path / consumer, queue=queue, target=port_target(port.url))
+
+    async with SlowPort(answer_delay=lambda: 0.5) as port, aiohttp.ClientSession() as http:
+        async with serve_in_process(config("first"), workers=1) as server:
+            for number in range(4):
+                async with http.post(server.hook_url, data=github_delivery(pr_payload(number))[0],
+                                     headers=github_delivery(pr_payload(number))[1]) as response:
+                    assert response.status == 202
+            await wait_for(lambda: port.calls("POST", f"/v1/blueprints/{BLUEPRINT}/entities"), what="one applying")
+        assert any(re.match(r"handed [1-9]\d* claimed delivery\(ies\)", r.getMessage()) for r in caplog.records), \
+            caplog.text
+        started = time.monotonic()
+        async with serve_in_process(config("second"), workers=4):
+            await wait_for(lambda: all(port.entity(BLUEPRINT, str(n)) for n in range(4)), timeout=10,
+                           what="all four applied")
+        assert time.monotonic() - started < 10
 
 
 async def test_deliveries_commands_work_on_redis(redis_url: str, tmp_path: Path) -> None:

@@ -145,6 +145,12 @@ class Queue(ABC):
     async def recover(self) -> int:
         """Return in-progress deliveries of crashed workers to pending; how many."""
 
+    async def hand_back(self) -> int:
+        """At a clean stop, once no worker runs: the deliveries this object claimed and did not
+        finish go back to pending now, for whoever claims next; how many. The SQLite journal
+        leaves that to its next start (one serve per journal)."""
+        return 0
+
     @abstractmethod
     async def list(self, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:
         """Newest first."""

@@ -666,6 +666,13 @@ class RedisQueue(Queue):
         own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0, *self._claims.values())
         return int(own) + await self._autoclaim()
 
+    async def hand_back(self) -> int:
+        """Another instance would take them over only once they had been idle claim_idle_seconds
+        (a restart comes back under a new consumer name), their order keys blocked meanwhile."""
+        handed = int(await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0))
+        self._claims.clear()
+        return handed
+
     async def _autoclaim(self) -> int:
         self._last_autoclaim = time.monotonic()
         min_idle = max(1, int(self.claim_idle_seconds * 1000))
