@@ -122,6 +122,10 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
     if not option:
         return configured
     if option.startswith(REDIS_SCHEMES):
+        from ocean_hook.queue.redis import url_problem  # the redis library only for Redis
+
+        if (problem := url_problem(option)) is not None:  # said of --queue, not of the config's queue.url
+            raise ConfigError(f"--queue: the Redis URL {problem}")
         # the config's stream, group, claim_idle_seconds... still apply; a sqlite `path` does not
         kept = configured if configured.get("type") == "redis" else {}
         return {**kept, "type": "redis", "url": option}

@@ -391,6 +391,18 @@ async def test_a_redis_password_is_never_shown_in_any_form(tmp_path: Path, url: 
     assert out.startswith("error: " + shown.format(port=port)), out
 
 
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://:pw@127.0.0.1:99999/0", "has a port out of range (1-65535)"),
+    ("redis://:pw@127.0.0.1:abc/0", "is not a valid URL (percent-encode ':', '@', '/', '?' and '#' in a password)"),
+])
+async def test_a_bad_queue_option_url_is_said_of_the_option(tmp_path: Path, url: str, problem: str) -> None:
+    """It was blamed on `queue.url`, which the config did not have, and a port out of range was
+    'not a valid URL' (found by probing)."""
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", "--config", str(write_config(tmp_path)),
+                                        "--queue", url)
+    assert (code, out) == (2, f"error: --queue: the Redis URL {problem}\n")
+
+
 @pytest.mark.parametrize("url", ["redis://:Zq#9@127.0.0.1:6379/0", "redis://:Zq@127.0.0.1:abc/0",
                                  "redis://:Zq@[::1/0", "redis://127.0.0.1:6379/abc"])
 async def test_a_redis_url_that_does_not_parse_is_one_line_quoting_none_of_it(tmp_path: Path, url: str) -> None:

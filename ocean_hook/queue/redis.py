@@ -422,7 +422,7 @@ def redact_url(url: str) -> str:
     """The URL for messages (/readyz answers anyone): a password is a secret, in the user info
     or as `?password=`; a URL that does not parse may hold one anywhere, and is not shown."""
     parts = _parsed(url)
-    if parts is None or parts.fragment or url.endswith("#"):  # a '#' in a password starts a fragment
+    if isinstance(parts, str) or parts.fragment or url.endswith("#"):  # a '#' in a password starts a fragment
         return f"{url.partition(':')[0]}://(a URL that does not parse)"
     query = _PASSWORD_PARAMETER.sub(r"\1***", parts.query)
     netloc = parts.netloc
@@ -432,20 +432,23 @@ def redact_url(url: str) -> str:
     return shown if netloc else shown.replace(":", "://", 1)  # unix:///path keeps its slashes
 
 
-def _parsed(url: str) -> SplitResult | None:
+def _parsed(url: str) -> SplitResult | str:
+    """The URL's parts, or why it has none."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsed on access: a ValueError for a port that is not a number
-    except ValueError:
-        return None
+    except ValueError as exc:
+        if "out of range" in str(exc):
+            return "has a port out of range (1-65535)"
+        return "is not a valid URL (percent-encode ':', '@', '/', '?' and '#' in a password)"
     return parts
 
 
 def url_problem(url: str) -> str | None:
     """What is wrong with a Redis URL, in words that quote none of it (it may hold a password)."""
     parts = _parsed(url)
-    if parts is None:
-        return "is not a valid URL (percent-encode ':', '@', '/', '?' and '#' in a password)"
+    if isinstance(parts, str):
+        return parts
     if parts.fragment or url.endswith("#"):
         return "has a '#': percent-encode it in a password (%23)"
     database = parts.path.strip("/")
