@@ -183,11 +183,12 @@ class WebhookDoor:
             return self._reject(request, 413, "too_large", f"body over the {self.max_body} byte limit")
         return body
 
-    def _not_allowed(self, request: web.Request, allowed: str) -> web.Response:
+    def _not_allowed(self, request: web.Request, *allowed: str) -> web.Response:
         self.metrics.rejected.labels("method_not_allowed").inc()
-        reason = f"method {request.method} not allowed; use {allowed}"
+        reason = f"method {request.method} not allowed; use {' or '.join(allowed)}"
         for_delivery(log, None).info("rejected 405 method_not_allowed on %s: %s", request.path, reason)
-        return web.json_response({"status": "rejected", "reason": reason}, status=405, headers={"Allow": allowed})
+        return web.json_response({"status": "rejected", "reason": reason}, status=405,
+                                 headers={"Allow": ", ".join(allowed)})
 
     def _reject(self, request: web.Request, status: int, label: str, reason: str,
                 *, delivery_id: str | None = None) -> web.Response:
@@ -237,7 +238,7 @@ class WebhookDoor:
 
     async def unknown_path(self, request: web.Request) -> web.Response:
         if request.path in OPERATIONS_PATHS:  # a GET route: any other method gets here
-            return self._not_allowed(request, "GET")
+            return self._not_allowed(request, "GET", "HEAD")  # aiohttp answers HEAD on a GET route
         reason = f"no processor listens on {request.path}"
         twin = request.path[:-1] if request.path.endswith("/") else request.path + "/"
         if twin in self.routes:  # the sender's URL and the config differ by a trailing slash

@@ -712,8 +712,9 @@ def test_a_path_one_trailing_slash_away_from_a_route_is_404_naming_the_route(set
 def test_post_to_operations_endpoints_is_405(settled: Listener) -> None:
     body = json.dumps(pr_payload(1)).encode()
     for path in ("/healthz", "/readyz", "/metrics"):
-        reply = settled.bad(405, "POST", path, body, gh(body), words=("method POST not allowed; use GET",))
-        assert reply.headers["Allow"] == "GET"
+        reply = settled.bad(405, "POST", path, body, gh(body), words=("method POST not allowed; use GET or HEAD",))
+        assert reply.headers["Allow"] == "GET, HEAD"  # both are answered (it said GET: found by probing)
+        assert send(settled.url, "HEAD", path).status == 200
 
 
 # ----------------------------------------------------------------------------- slow clients
