@@ -264,6 +264,8 @@ def _admit(
     found = None if event.delivery_id is not None else _sender_id(valid or matched, event)
     if found is not None and not _is_text(found):  # a header's raw bytes, not signed
         return Admission(400, "the delivery id header is not UTF-8 text", event, cause="bad_delivery_id")
+    if found is not None and len(found) > MAX_DELIVERY_ID:  # kept in the journal and on every log line
+        return Admission(400, f"the delivery id is over {MAX_DELIVERY_ID} characters", event, cause="bad_delivery_id")
     if not valid:  # the sender's id, when it gave one, goes to the log line of the rejection
         failed, verdict = next((p, v) for p, v in verdicts if not v.ok)
         return Admission(422, verdict.reason, event.with_delivery_id(found) if found else event,
@@ -272,6 +274,10 @@ def _admit(
         event = event.with_delivery_id(found or new_delivery_id())
     order_key = _checked(valid[0], "order_key", valid[0].order_key(event), str)  # None was a 503, sent forever
     return Admission(202, "accepted", event, valid, order_key=order_key)
+
+
+#: senders' ids are UUIDs and the like (GitHub's 36 characters): far longer is no id
+MAX_DELIVERY_ID = 512
 
 
 def _sender_id(processors: Sequence[WebhookProcessor], event: WebhookEvent) -> str | None:
@@ -317,7 +323,7 @@ def _is_text(value: str) -> bool:
 def _ignored(event: WebhookEvent, processors: Sequence[WebhookProcessor]) -> Admission:
     """202 ignored; with the sender's delivery id, if it gave one, for the log line."""
     found = event.delivery_id if event.delivery_id is not None else _sender_id(processors, event)
-    if found is not None and _is_text(found):
+    if found is not None and _is_text(found) and len(found) <= MAX_DELIVERY_ID:
         event = event.with_delivery_id(found)
     return Admission(202, f"no processor on {event.path} matches this event", event)
 

@@ -550,6 +550,18 @@ def test_a_delivery_id_header_that_is_not_utf8_is_400_and_the_listener_stays_rea
     assert 'ocean_hook_deliveries_rejected_total{reason="bad_delivery_id"} 1.0' in metrics  # not bad_json
 
 
+def test_a_delivery_id_far_longer_than_any_senders_is_400(settled: Listener) -> None:
+    """A 7,000-character id was journaled and written whole into every log line of the delivery
+    (found by probing); 400 characters still pass."""
+    body = json.dumps(pr_payload(next(settled.numbers))).encode()
+    settled.bad(400, "POST", HOOK_PATH, body, replace(gh(body), "X-GitHub-Delivery", "d" * 513),
+                words=("the delivery id is over 512 characters",))
+    number = next(settled.numbers)
+    body = json.dumps(pr_payload(number, value=number % 7)).encode()
+    reply = send(settled.url, "POST", HOOK_PATH, body, replace(gh(body), "X-GitHub-Delivery", "e" * 400))
+    settled.record(number, reply.status, reply.doc)
+
+
 def test_a_repeated_event_header_is_400_not_read_as_its_first_value(settled: Listener) -> None:
     """GitHub signs the body only: `X-GitHub-Event: issues` and `pull_request` together were
     processed as whichever came first."""
