@@ -701,10 +701,10 @@ def test_a_mismatch_in_a_big_result_shows_the_first_differing_items_only(files: 
 def test_a_search_query_identifier_is_shown_as_json_in_a_misconfiguration_example() -> None:
     """It was a Python repr: {'combinator': 'and', ...} (found by probing)."""
     from ocean_hook.mapping.engine import MappedEntity
-    from ocean_hook.report import MappingReport
+    from ocean_hook.mapping.misconfigured import Misconfigurations
 
     query = {"combinator": "and", "rules": [{"property": "$identifier", "operator": "=", "value": "a"}]}
-    report = MappingReport()
-    report.tally([MappedEntity("svc", {"identifier": query, "blueprint": "svc"}, True, {"properties.x": ".x"}, 3)])
-    [(_, _, _, count, example)] = report.misconfigured_rows()
+    found = Misconfigurations()
+    found.add([MappedEntity("svc", {"identifier": query, "blueprint": "svc"}, True, {"properties.x": ".x"}, 3)])
+    [(_, _, _, count, example)] = found.rows()
     assert count == 1 and json.loads(example) == query
