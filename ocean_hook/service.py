@@ -27,7 +27,7 @@ from ocean_hook.config import Config
 from ocean_hook.errors import ConfigError, OceanHookError
 from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
-from ocean_hook.queue.base import DeliveryState, Queue
+from ocean_hook.queue.base import DeliveryState, Queue, QueueUnavailable
 from ocean_hook.queue.sqlite import SqliteJournal
 from ocean_hook.runtime import Runtime, one_file_for_both, open_queue, queue_spec_from_option, target_spec
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
@@ -127,9 +127,20 @@ async def serve(
         if on_ready is not None:
             on_ready(url)
         await _run_until_stopped(door, pool, stopping, config.server.shutdown_timeout_seconds)
-        if handed := await queue.hand_back():
-            log.info("handed %d claimed delivery(ies) no worker finished back to the queue, for the next instance",
-                     handed)
+        await _hand_back(queue)
+
+
+async def _hand_back(queue: Queue) -> None:
+    """What a queue cannot take back now (Redis down) another instance takes over later: no
+    reason to fail a clean stop."""
+    try:
+        handed = await queue.hand_back()
+    except QueueUnavailable as exc:
+        log.warning("cannot hand the claimed deliveries back to the queue (%s); another instance takes them over "
+                    "once they have been idle claim_idle_seconds", exc)
+        return
+    if handed:
+        log.info("handed %d claimed delivery(ies) no worker finished back to the queue, for the next instance", handed)
 
 
 async def _run_stalled_alone(queue: Queue, pool: WorkerPool, watchdog: Watchdog, stalls: dict[str, Stall]) -> None:

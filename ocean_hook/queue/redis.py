@@ -672,6 +672,8 @@ class RedisQueue(Queue):
     async def hand_back(self) -> int:
         """Another instance would take them over only once they had been idle claim_idle_seconds
         (a restart comes back under a new consumer name), their order keys blocked meanwhile."""
+        if not self._claims:
+            return 0
         handed = int(await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0))
         self._claims.clear()
         return handed
