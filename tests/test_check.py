@@ -247,8 +247,7 @@ def test_a_journal_and_a_catalog_that_are_one_file_or_each_others_are_problems(t
             f"the journal (queue.path) and the local catalog (target.path) are one file, {tmp_path}/one.db: each "
             "needs its own"],
         "queue: {type: sqlite, path: state/catalog.db}": [
-            f"{tmp_path}/state/catalog.db: it holds the tables of something else (entities, relation_targets), not "
-            "a journal"],
+            f"{tmp_path}/state/catalog.db: it holds the tables of something else (entities), not a journal"],
     }
     for block, problems in cases.items():
         path = write(tmp_path, CONFIG + block + "\n")

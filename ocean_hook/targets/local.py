@@ -15,10 +15,12 @@ Merge semantics are Port's (`diff.resulting_entity`), so the local catalog and P
 same entity after the same upserts. An upsert that would not change the stored entity writes
 nothing: `updated_at` moves only on real changes.
 
-Dependents: relations do not name their target blueprint (that lives in the blueprint schema,
-which the local catalog does not have), so an entity depends on a deleted one when any of its
-relation values equals the deleted identifier or is a list containing it, whatever the
-blueprint. `relation_targets` indexes relation values so finding dependents is a lookup.
+Deletes remove the entity alone, whatever `deleteDependentEntities` says. Port, with it, also
+deletes the entities whose *required* relation points at the deleted one; which relations are
+required, and which blueprint a relation points at, live in blueprint schemas the local catalog
+does not have. Following every relation value that names the deleted identifier, as it once did,
+deleted entities of other blueprints that merely shared an identifier, behind the back of the
+plan every command reports (a dry run showed one delete, the real run made several).
 """
 
 from __future__ import annotations
@@ -66,13 +68,6 @@ CREATE TABLE IF NOT EXISTS entities (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (blueprint, identifier)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS relation_targets (
-    target TEXT NOT NULL,
-    blueprint TEXT NOT NULL,
-    identifier TEXT NOT NULL,
-    PRIMARY KEY (target, blueprint, identifier)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS relation_targets_owner ON relation_targets (blueprint, identifier);
 """
 
 
@@ -90,18 +85,6 @@ def _identifier_chunks(keys: Iterable[EntityKey]) -> Iterator[tuple[str, Sequenc
     for blueprint, identifiers in by_blueprint.items():
         for chunk in _chunks(identifiers):
             yield blueprint, chunk, ",".join("?" * len(chunk))
-
-
-def _relation_targets(entity: Entity) -> set[str]:
-    """Identifiers this entity's relations point at (search-query values point nowhere here)."""
-    relations = entity.get("relations")
-    targets: set[str] = set()
-    if not isinstance(relations, dict):
-        return targets
-    for value in relations.values():
-        values = value if isinstance(value, list) else [value]
-        targets.update(v for v in values if isinstance(v, str))
-    return targets
 
 
 def _now() -> str:
@@ -226,16 +209,10 @@ class LocalCatalog(Target):
             "INSERT OR REPLACE INTO entities (blueprint, identifier, entity, updated_at) VALUES (?, ?, ?, ?)",
             (*key, text, _now()),
         )
-        db.execute("DELETE FROM relation_targets WHERE blueprint = ? AND identifier = ?", key)
-        db.executemany(
-            "INSERT INTO relation_targets (target, blueprint, identifier) VALUES (?, ?, ?)",
-            [(target, *key) for target in sorted(_relation_targets(entity))],
-        )
         self.writes += 1
 
     def _remove(self, db: sqlite3.Connection, key: EntityKey) -> None:
         db.execute("DELETE FROM entities WHERE blueprint = ? AND identifier = ?", key)
-        db.execute("DELETE FROM relation_targets WHERE blueprint = ? AND identifier = ?", key)
         self.writes += 1
 
     def _existing(self, db: sqlite3.Connection, keys: Iterable[EntityKey]) -> set[EntityKey]:
@@ -246,25 +223,6 @@ class LocalCatalog(Target):
                 (blueprint, *chunk),
             ).fetchall()
             found.update(rows)
-        return found
-
-    def _dependents(self, db: sqlite3.Connection, doomed: set[EntityKey]) -> set[EntityKey]:
-        """Entities relating to a doomed one, and to those, until nothing new turns up."""
-        found: set[EntityKey] = set()
-        frontier = sorted({identifier for _, identifier in doomed})
-        seen = set(frontier)
-        while frontier:
-            new: set[EntityKey] = set()
-            for chunk in _chunks(frontier):
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    f"SELECT blueprint, identifier FROM relation_targets WHERE target IN ({marks})",
-                    chunk,
-                ).fetchall()
-                new.update(k for k in map(tuple, rows) if k not in doomed and k not in found)
-            found |= new
-            frontier = sorted({identifier for _, identifier in new} - seen)
-            seen.update(frontier)
         return found
 
     # -- Target -------------------------------------------------------------------------------
@@ -302,10 +260,7 @@ class LocalCatalog(Target):
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
         await self._after_checkpoint()
         with self._transaction() as db:
-            doomed = self._existing(db, keys)
-            if flags.delete_dependent_entities:
-                doomed |= self._dependents(db, doomed)
-            for key in sorted(doomed):
+            for key in sorted(self._existing(db, keys)):
                 self._remove(db, key)
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
