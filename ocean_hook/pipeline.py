@@ -24,7 +24,7 @@ from ocean_hook import jsontext
 from ocean_hook.apply import ApplyError, apply_changes
 from ocean_hook.auth.base import Verdict
 from ocean_hook.diff import Change, plan_changes, summarize
-from ocean_hook.entity import Entity, EntityKey, entity_key
+from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
 from ocean_hook.errors import quoted
 from ocean_hook.events import WebhookEvent, new_delivery_id
 from ocean_hook.fetch import Fetcher, FetchRefused
@@ -35,7 +35,7 @@ from ocean_hook.mapping.misconfigured import Misconfigurations
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.overlay import Overlay
 from ocean_hook.processors.base import RawResults, WebhookProcessor
-from ocean_hook.targets.base import Target, TargetError
+from ocean_hook.targets.base import SEARCH_QUERY_ERROR, Target, TargetError
 
 # ------------------------------------------------------------------------------ map and diff
 
@@ -427,6 +427,7 @@ async def process(
     for kind_result in result.results:
         if kind_result.batch.result.errors:
             raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
+    _refuse_what_the_target_cannot_write(result, target)
     for kind_result in result.results:
         try:
             applied = await apply_changes(kind_result.changes, target, mapping.flags)
@@ -435,6 +436,17 @@ async def process(
             raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
         result.written += applied.written
     return result
+
+
+def _refuse_what_the_target_cannot_write(result: ProcessResult, target: Target) -> None:
+    """Before anything is written: the kinds are applied one after another, so an entity the
+    target refuses would fail the delivery with the kinds before it written (and a dry run,
+    which writes nothing, would have passed it)."""
+    if target.resolves_search_queries:
+        return
+    for change in result.changes:
+        if change.writes and is_search_query(change.identifier):
+            raise PipelineError(f"{change.blueprint}: {SEARCH_QUERY_ERROR} (kind {change.kind})", retryable=False)
 
 
 async def _run_processor(

@@ -6,7 +6,6 @@ is replayed to the end and the bad ones are reported as failed, each with its re
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from ocean_hook.events import REDACTED, WebhookEvent, event_from_capture, is_cap
 from ocean_hook.mapping.misconfigured import Row as Misconfigured
 from ocean_hook.pipeline import Admission, PipelineError, ProcessResult, admit, check_media_type, process
 from ocean_hook.runtime import Runtime, make_fetcher, make_target
-from ocean_hook.targets import DryRunTarget, catalog_path
 from ocean_hook.targets.base import Target
 
 
@@ -177,18 +175,9 @@ def load_outcome_or_event(file: Path, *, path: str | None, headers: Sequence[str
 
 
 def replay_target(config: Config, *, dry_run: bool) -> Target:
-    """The configured target, or for `--dry-run` one that writes nothing at all.
-
-    A dry run reads the current state to diff against; when the local catalog does not exist
-    yet there is nothing to read, and opening it would create it, so nothing is opened.
-    """
-    if not dry_run:
-        return make_target(config)
-    if config.target.get("type", "local") == "local":
-        with contextlib.suppress(ValueError):  # a bad path: make_target below names it
-            if not catalog_path(config.target, config.state_dir).exists():
-                return DryRunTarget(None)
-    return make_target(config, "dry-run")
+    """The configured target, or for `--dry-run` one that writes nothing at all (and reads the
+    current state to diff against)."""
+    return make_target(config, "dry-run" if dry_run else None)
 
 
 def replay_runtime(config: Config, *, dry_run: bool) -> Runtime:

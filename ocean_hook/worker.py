@@ -183,7 +183,7 @@ class WorkerPool:
         for change in result.changes:
             if change.writes:
                 self._writes(change.action).inc()
-        dlog.info("applied: %s", summary_line(result.summary()))
+        dlog.info("%s: %s", "planned" if self.log_plans else "applied", summary_line(result.summary()))
         for row in result.misconfigured().rows():  # which field, as test-mapping and replay say it
             dlog.info("misconfigured: %s", misconfigured_line(row))
         if self.log_plans:

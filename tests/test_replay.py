@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import aiohttp
@@ -195,8 +196,9 @@ def test_stripe_customer_deleted_deletes_the_customer(tmp_path: Path) -> None:
         [("delete", "stripeCustomer", "cus_Q3kXz8VbN1rT5w")],
     ]
     assert out[0]["delivery_id"] == created["id"]
-    # deleteDependentEntities: true in the mapping, so the customer's subscription goes with it
-    assert catalog(config) == {}
+    # the local catalog deletes the customer alone (Port, where the subscription's relation to it
+    # is required, would delete the subscription too: deleteDependentEntities is true)
+    assert list(catalog(config)) == [("stripeSubscription", "sub_1PCy7tHx2Kq7Ra3UQm5Zp0Ye")]
 
 
 # ----------------------------------------------------------------------------- options
@@ -574,6 +576,42 @@ def test_a_slack_url_verification_capture_is_skipped_not_failed(tmp_path: Path, 
     (delivery,) = replay_json(capture_file, "--config", config, "--verify")
     assert (delivery["status"], delivery["answer"]["status"]) == ("skipped", 200)
     assert delivery["answer"]["reason"] == "URL verification answered"
+
+
+def test_an_entity_the_local_catalog_cannot_write_fails_the_delivery_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """A search-query identifier (Port resolves it, the local catalog cannot) failed the delivery
+    after the kinds before it were written, reporting no change; the dry run passed it (found by
+    probing). Now neither writes anything, and both say why."""
+    (tmp_path / "mapping.yml").write_text(textwrap.dedent("""\
+        resources:
+          - kind: plain
+            port:
+              entity:
+                mappings: {identifier: .name, blueprint: '"svc"'}
+          - kind: sq
+            port:
+              entity:
+                mappings:
+                  identifier:
+                    combinator: '"and"'
+                    rules:
+                      - {property: '"$title"', operator: '"="', value: .name}
+                  blueprint: '"svc"'
+        """))
+    (tmp_path / "ocean-hook.yaml").write_text(
+        "mapping: mapping.yml\nprocessors:\n"
+        "  - {name: x, path: /webhooks/x, kinds: [plain, sq], auth: {scheme: none}}\n")
+    (tmp_path / "one.json").write_text(json.dumps({"name": "n1"}))
+    config = tmp_path / "ocean-hook.yaml"
+    for dry_run in (["--dry-run"], []):
+        [delivery] = replay_json(tmp_path / "one.json", "--config", config, "--path", "/webhooks/x", *dry_run,
+                                 exit_code=1)
+        assert delivery["status"] == "failed", dry_run
+        assert delivery["errors"] == ["svc: search-query identifiers are resolved by Port; the local catalog cannot "
+                                      "resolve them (kind sq) (not retryable)"]
+    assert catalog(config) == {}
 
 
 def test_what_the_mapping_left_out_is_counted_not_silent(tmp_path: Path) -> None:

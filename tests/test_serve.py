@@ -229,6 +229,19 @@ async def test_the_log_names_the_fields_a_delivery_left_null(tmp_path: Path, htt
            "(jq: .state), e.g. 8" in said
 
 
+async def test_a_dry_run_serve_makes_no_catalog_and_says_planned(tmp_path: Path, http, caplog) -> None:
+    """`serve --target dry-run` created catalog.db (after which test-mapping --config diffed
+    against it, empty, in silence) and logged `applied:` (found by probing)."""
+    caplog.set_level(logging.INFO, logger="ocean_hook.worker")
+    async with serve_in_process(write_config(tmp_path), target="dry-run") as server:
+        body, headers = github_delivery(pr_payload(9))
+        assert (await post(http, server.hook_url, body, headers))[0] == 202
+        await wait_until_settled(server.state_dir, 1)
+    assert not (tmp_path / "state" / "catalog.db").exists()
+    said = [r.getMessage() for r in caplog.records if r.name == "ocean_hook.worker"]
+    assert f"[{delivery_id_of(headers)}] planned: 1 to create, 0 to update, 0 to delete, 0 unchanged" in said
+
+
 async def test_a_delivery_marked_done_has_its_catalog_write_fsynced_first(tmp_path: Path, http, monkeypatch) -> None:
     """The catalog commits without syncing (synchronous=NORMAL); the journal's helper thread
     fsyncs the catalog's WAL right before its own, so the fsync that makes a delivery's `done`

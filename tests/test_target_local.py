@@ -449,8 +449,19 @@ async def test_build_target_kinds(tmp_path: Path):
     assert isinstance(dry_port, DryRunTarget) and isinstance(dry_port.reader, PortTarget)
     assert dry_port.reader.base_url == "https://api.us.getport.io"
     dry_local = build_target({"type": "dry-run", "path": str(tmp_path / "x.db")}, tmp_path, env={})
+    assert isinstance(dry_local, DryRunTarget) and dry_local.reader is None  # nothing to read yet:
+    assert not (tmp_path / "x.db").exists() and not dry_local.resolves_search_queries  # and none made
+    await (await _made(tmp_path / "x.db")).close()
+    dry_local = build_target({"type": "dry-run", "path": str(tmp_path / "x.db")}, tmp_path, env={})
     assert isinstance(dry_local, DryRunTarget) and isinstance(dry_local.reader, LocalCatalog)
+    assert not dry_local.resolves_search_queries
     await dry_local.close()
+
+
+async def _made(path: Path) -> LocalCatalog:
+    catalog = LocalCatalog(path)
+    await catalog.upsert([svc("api")], MERGE)
+    return catalog
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ocean_hook.fetch import is_http_url
+from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.dry_run import DryRunTarget
 from ocean_hook.targets.local import LocalCatalog
@@ -146,5 +147,8 @@ def build_target(spec: Mapping[str, Any], state_dir: Path, *, env: Mapping[str, 
         if reader == "none":
             return DryRunTarget(None)
         inner = {k: v for k, v in spec.items() if k != "read_from"} | {"type": reader}
+        if reader == "local" and not_made_yet(catalog_path(inner, state_dir)):
+            # nothing to read yet, and opening the catalog would make it: a dry run makes no file
+            return DryRunTarget(None, resolves_search_queries=False)
         return DryRunTarget(build_target(inner, state_dir, env=env))
     raise ValueError(f"target.type must be local, port or dry-run, got {kind!r}")

@@ -35,8 +35,14 @@ class TargetError(Exception):
         self.retry_after = retry_after  # as in WriteOutcome
 
 
+#: why a target that does not resolve search-query identifiers refuses an entity named by one
+SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
+
+
 class Target(ABC):
     name: str = "target"
+    #: Port resolves an identifier given as a search query; the local catalog cannot
+    resolves_search_queries: bool = True
 
     @abstractmethod
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:

@@ -20,9 +20,14 @@ from ocean_hook.targets.outcomes import as_key, outcome_key
 class DryRunTarget(Target):
     name = "dry-run"
 
-    def __init__(self, reader: Target | None = None) -> None:
+    def __init__(self, reader: Target | None = None, *, resolves_search_queries: bool | None = None) -> None:
+        """`resolves_search_queries`: as the target a real run would write to (default: the
+        reader's; with none, yes)."""
         self.reader = reader
         self.planned = Overlay()
+        if resolves_search_queries is None:
+            resolves_search_queries = reader.resolves_search_queries if reader is not None else True
+        self.resolves_search_queries = resolves_search_queries
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
         return await self.planned.over(keys, self._read)

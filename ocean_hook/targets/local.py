@@ -46,10 +46,9 @@ from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
-from ocean_hook.targets.base import Target, TargetError, WriteOutcome
+from ocean_hook.targets.base import SEARCH_QUERY_ERROR, Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
 
-SEARCH_QUERY_ERROR = "search-query identifiers are resolved by Port; the local catalog cannot resolve them"
 _CHUNK = 500  # well under SQLite's bound-parameter limit
 
 #: how long a busy catalog is waited for, when opening it and by each write
@@ -93,6 +92,7 @@ def _now() -> str:
 
 class LocalCatalog(Target):
     name = "local"
+    resolves_search_queries = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
