@@ -37,6 +37,8 @@ class ReplayOutcome:
     event: WebhookEvent | None = None
     #: `--to`: the listener's JSON answer
     sent_answer: Any = None
+    #: the file of this run that carried the same delivery (path and id) first
+    duplicate_of: str | None = None
 
     @property
     def delivery_id(self) -> str | None:
@@ -64,6 +66,8 @@ class ReplayOutcome:
             return f"listener answered {self.sent_status}" + (f": {reason}" if reason else "")
         if a is None:
             return self.error or ""
+        if self.duplicate_of is not None:
+            return f"duplicate of {self.duplicate_of}: the listener answers it 200 duplicate and processes it no more"
         if a.ignored:
             return f"ignored: {a.reason}"
         if not a.accepted:
@@ -94,6 +98,8 @@ class ReplayOutcome:
                               for kind, path, expr, count, example in self.misconfigured()],
             "errors": ([self.error] if self.error else []) + (self.result.errors if self.result else []),
         }
+        if self.duplicate_of is not None:
+            doc["duplicate_of"] = self.duplicate_of
         if self.sent_status is not None:
             doc["sent_status"] = self.sent_status
             doc["listener_answer"] = self.sent_answer
@@ -185,10 +191,14 @@ def replay_runtime(config: Config, *, dry_run: bool) -> Runtime:
 
 
 async def replay_event(
-    file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool
+    file: str, event: WebhookEvent, config: Config, runtime: Runtime, *, verify: bool,
+    seen: dict[tuple[str, str, bytes], str] | None = None,
 ) -> ReplayOutcome:
     """The listener's checks then a worker's processing (timestamps are not checked). A dry run's
-    `runtime.target` is a DryRunTarget."""
+    `runtime.target` is a DryRunTarget. `seen` holds the (path, delivery id, body) of the files
+    replayed before: a redelivery among them (a sender's retry, captured twice) is skipped, as
+    the listener would answer it. A file that reuses an id with another body is someone's
+    variant of a delivery, and runs."""
     unsupported = check_media_type(event) if config.processors_for_path(event.path) else None
     if event.method != "POST":  # as the listener answers it
         admission = Admission(405, f"method {event.method} not allowed; use POST", event)
@@ -202,6 +212,12 @@ async def replay_event(
         outcome.status = "skipped" if skipped else "failed"
         outcome.error = None if skipped else admission.reason
         return outcome
+    if seen is not None and admission.event.delivery_id:
+        key = (admission.event.path, admission.event.delivery_id, admission.event.body)
+        if key in seen:
+            outcome.status, outcome.duplicate_of = "skipped", seen[key]
+            return outcome
+        seen[key] = file
     try:
         outcome.result = await process(admission.event, admission.processors, runtime.mapping, runtime.target,
                                        runtime.fetcher)

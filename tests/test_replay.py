@@ -228,13 +228,29 @@ def test_a_dry_run_plans_each_capture_after_the_ones_before_as_the_real_run_appl
     have left it: the dry run of a folder said `1 unchanged` where the real run updated (found by
     probing)."""
     config = source_config(tmp_path, "github")
+    reopened = sample_payload("github", "pull_request.opened") | {"action": "reopened"}
     files = write_captures(tmp_path / "caps", [capture("github", "pull_request.opened"),
                                                capture("github", "pull_request.closed"),
-                                               capture("github", "pull_request.opened")])
+                                               capture("github", "pull_request.opened", payload=reopened)])
     planned = [changes(d) for d in replay_json(*files, "--config", config, "--dry-run")]
     assert planned == [[("create", *PR)], [("update", *PR)], [("update", *PR)]]
     assert not (tmp_path / "github" / ".ocean-hook").exists()
     assert [changes(d) for d in replay_json(*files, "--config", config)] == planned
+
+
+def test_a_redelivery_in_the_folder_is_skipped_as_the_listener_answers_it(tmp_path: Path) -> None:
+    """The same delivery twice (a sender's retry, captured twice) was processed twice, the PR left
+    open again, where the listener answers the second `duplicate` (found by probing)."""
+    config = source_config(tmp_path, "github")
+    files = write_captures(tmp_path / "caps", [capture("github", "pull_request.opened"),
+                                               capture("github", "pull_request.closed"),
+                                               capture("github", "pull_request.opened")])
+    out = replay_json(*files, "--config", config)
+    assert [(d["status"], d.get("duplicate_of")) for d in out] == [
+        ("processed", None), ("processed", None), ("skipped", str(files[0]))]
+    assert catalog(config)[PR]["properties"]["status"] == "merged"  # as the closed (merged) one left it
+    text = replay(*files, "--config", config, "--dry-run")
+    assert f"duplicate of {files[0]}: the listener answers it 200 duplicate and processes it no more" in text.stdout
 
 
 def test_verify_passes_good_signatures_and_fails_bad_ones(tmp_path: Path) -> None:

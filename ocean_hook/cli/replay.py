@@ -110,6 +110,7 @@ async def _replay_all(
 ) -> list[ReplayOutcome]:
     """One outcome per file, in order; files that could not be read are already outcomes."""
     outcomes: list[ReplayOutcome] = []
+    seen: dict[tuple[str, str, bytes], str] = {}  # (path, delivery id, body) -> the file that carried it first
     with Progress(console=stderr(), transient=True, disable=len(loaded) < 2) as progress:
         task = progress.add_task("replaying", total=len(loaded))
         async with contextlib.AsyncExitStack() as stack:
@@ -127,7 +128,7 @@ async def _replay_all(
                 elif to:
                     outcomes.append(await send_event(name, item, to, session))
                 else:
-                    outcomes.append(await replay_event(name, item, runtime.config, runtime, verify=verify))
+                    outcomes.append(await replay_event(name, item, runtime.config, runtime, verify=verify, seen=seen))
                 progress.advance(task)
     return outcomes
 
