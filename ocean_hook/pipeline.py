@@ -67,6 +67,7 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
     batch.result.extend(updated)
     batch.result.errors += deleted.errors
     batch.result.skipped += deleted.skipped
+    batch.result.unnamed += deleted.unnamed  # skipped for a null identifier: said, as for updated items
     batch.upserts = updated.passed
     # out of scope only if no later version of the item in this batch is back in scope
     last_passed = {entity_key(m.entity): m.item_index for m in updated.passed}

@@ -85,6 +85,7 @@ async def build_report(
             report.items += len(chunk)
             batch_changes: list[Change] = []
             batch_entities: list[MappedEntity] = []
+            unnamed: list[MappedEntity] = []  # counted after the named: an example names an entity
             batches = [map_raw(mapper, RawResults(updated=chunk), start=start) for mapper in mappers]
             keep_what_another_resource_maps(batches)
             for batch in batches:
@@ -99,8 +100,9 @@ async def build_report(
                 report.errors += errors if keep else errors[: max(0, MAX_ERRORS - len(report.errors))]
                 batch_entities += batch.result.passed
                 batch_changes += changes
-                report.misconfigured.add(batch.result.unnamed)
+                unnamed += batch.result.unnamed
             report.misconfigured.add(batch_entities)
+            report.misconfigured.add(unnamed)
             report.counts["misconfigured"] = report.misconfigured.entities
             for change in batch_changes:
                 report.counts[change.action] += 1

@@ -332,6 +332,17 @@ def test_strict_fails_when_an_item_is_skipped_for_an_empty_identifier(files: dic
     assert invoke(*args, "--strict").exit_code == 1
 
 
+def test_a_misconfiguration_example_names_an_entity_when_one_has_the_field_null(tmp_path: Path) -> None:
+    """The example was `item 0`, a skipped item, where a named entity had the same null field
+    (found by probing)."""
+    mapping, data = tmp_path / "m.yml", tmp_path / "d.json"
+    mapping.write_text("resources:\n" + resource().replace("blueprint:", "properties:\n            size: .size\n"
+                                                             "          blueprint:"))
+    data.write_text('[{"name": "no id"}, {"id": "r1"}, {"id": "r2"}]')
+    result = invoke("-m", mapping, "-d", data)
+    assert "! thing: properties.size is null in 3 entities (jq: .size), e.g. r1" in result.stderr
+
+
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_an_identifier_that_is_always_null_is_a_misconfiguration_strict_fails(files: dict[str, Path],
                                                                               fmt: str) -> None:

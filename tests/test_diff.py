@@ -219,6 +219,14 @@ def test_the_last_version_of_an_item_in_a_batch_decides_between_upsert_and_delet
     assert run(out_of_scope, current) == [("delete", "1")]
 
 
+def test_a_deleted_item_skipped_for_a_null_identifier_says_which_field() -> None:
+    """It was counted skipped with no misconfiguration to say why (found by probing)."""
+    mapper = Mapping(parse_port_app_config("resources:\n" + resource())).mappers[0]
+    batch = map_raw(mapper, RawResults(deleted=[{"name": "no id"}]))
+    assert batch.result.skipped == 1
+    assert [m.misconfigurations for m in batch.result.unnamed] == [{"identifier": ".id"}]
+
+
 def test_map_raw_counts_and_plans_with_the_mapping_flags() -> None:
     batch = map_raw(MAPPER, RawResults(updated=[raw_pr(1, "open"), raw_pr(2, "draft")], deleted=[raw_pr(3, "x")]))
     assert [m.entity["identifier"] for m in batch.upserts] == ["1"]
