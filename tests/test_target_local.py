@@ -469,11 +469,12 @@ async def _made(path: Path) -> LocalCatalog:
     [
         ({"type": "ftp"}, {}, "target.type must be local, port or dry-run, got 'ftp'"),
         ({"type": "local", "url": "x"}, {}, "unknown key(s) 'url' for type local"),
-        ({"type": "port"}, {"PORT_CLIENT_SECRET": "s"}, "environment variable PORT_CLIENT_ID is not set"),
+        ({"type": "port"}, {"PORT_CLIENT_SECRET": "s"}, "environment variable PORT_CLIENT_ID (the Port client id) is "
+                                                         "not set"),
         (
             {"type": "port", "client_secret_env": "MY_SECRET"},
             {"PORT_CLIENT_ID": "i"},
-            "environment variable MY_SECRET is not set",
+            "environment variable MY_SECRET (the Port client secret) is not set",
         ),
         ({"type": "port", "region": "asia"}, ENV, "target.region must be 'eu' or 'us'"),
         ({"type": "port", "max_in_flight": 0}, ENV, "target.max_in_flight must be a positive number"),

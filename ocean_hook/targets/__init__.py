@@ -94,15 +94,16 @@ def _local(spec: Mapping[str, Any], state_dir: Path) -> LocalCatalog:
     return LocalCatalog(catalog_path(spec, state_dir))
 
 
-def _secret(spec: Mapping[str, Any], key: str, default: str, env: Mapping[str, str]) -> str:
-    variable = _string(spec, key, default)
-    value = env.get(variable, "")
-    if not value:
-        raise ValueError(
-            f"target: environment variable {variable} is not set "
-            f"(the Port {key.removesuffix('_env').replace('_', ' ')})"
-        )
-    return value
+def _secrets(spec: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, str]:
+    """The client id and secret from their variables; both named when both are missing."""
+    wanted = [(_string(spec, key, default), key) for key, default in
+              (("client_id_env", "PORT_CLIENT_ID"), ("client_secret_env", "PORT_CLIENT_SECRET"))]
+    unset = [f"{variable} (the Port {key.removesuffix('_env').replace('_', ' ')})"
+             for variable, key in wanted if not env.get(variable)]
+    if unset:
+        raise ValueError(f"target: environment variable {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} "
+                         "not set")
+    return env[wanted[0][0]], env[wanted[1][0]]
 
 
 def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
@@ -115,10 +116,11 @@ def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
     if "@" in urlsplit(base_url).netloc:  # its password would be in every error; aiohttp refused it besides
         raise ValueError("target.base_url must not hold a user or password (user@host): Port takes the client id "
                          "and secret from client_id_env and client_secret_env")
+    client_id, client_secret = _secrets(spec, env)
     return PortTarget(
         base_url,
-        client_id=_secret(spec, "client_id_env", "PORT_CLIENT_ID", env),
-        client_secret=_secret(spec, "client_secret_env", "PORT_CLIENT_SECRET", env),
+        client_id=client_id,
+        client_secret=client_secret,
         integration_name=_string(spec, "integration_name", "ocean-hook"),
         max_in_flight=_number(spec, "max_in_flight", 8),
         retry_attempts=_number(spec, "retry_attempts", 5),
