@@ -9,6 +9,7 @@ written out.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 from ocean_hook.auth import SCHEMES, build_verifier, options_for
 from ocean_hook.errors import ConfigError
-from ocean_hook.fetch import is_http_url, parse_allowed_host
+from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RetryPolicy, WebhookProcessor
@@ -263,6 +264,8 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     queue = _queue(r, _beside(base, queue_spec))
     fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
     processors = _processors(r, raw.get("processors"), base)
+    if not fetch.get("allow_loopback"):
+        _unreachable_hosts(r, raw.get("processors"))
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
                 for p in processors if p.settings.verifier.scheme == "none"]
     return Config(
@@ -333,6 +336,20 @@ def _queue(r: _Reader, spec: dict[str, Any]) -> dict[str, Any]:
     except ConfigError as exc:
         r.problem(tuple((exc.where or "queue").split(".")), exc.message)
     return spec
+
+
+def _unreachable_hosts(r: _Reader, processors: Any) -> None:
+    """An allowed host that is loopback or private is refused at every fetch unless the top-level
+    `fetch: {allow_loopback: true}` says otherwise: found here, not at the first delivery."""
+    for i, item in enumerate(processors if isinstance(processors, list) else []):
+        spec = item.get("fetch") if isinstance(item, dict) else None
+        hosts = spec.get("allowed_hosts") if isinstance(spec, dict) else None
+        for j, entry in enumerate(hosts if isinstance(hosts, list) else []):
+            with contextlib.suppress(ValueError, TypeError):  # a bad entry is _fetch's to name
+                if is_local_host(parse_allowed_host(entry).host):
+                    r.problem(("processors", i, "fetch", "allowed_hosts", j),
+                              f"{entry} is a loopback or private address: every fetch there is refused unless "
+                              "`fetch: {allow_loopback: true}` is set at the top of the config")
 
 
 def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:

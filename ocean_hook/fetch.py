@@ -191,8 +191,9 @@ def _check(url: str, allowed: frozenset[AllowedHost], allow_loopback: bool) -> U
         listed = ", ".join(sorted(map(str, allowed))) or "nothing"
         shown = AllowedHost(host, parsed.explicit_port if port != _DEFAULT_PORTS[parsed.scheme] else None)
         raise refuse(f"host {str(shown)!r} is not in allowed_hosts ({listed})")
-    if not allow_loopback and _is_local(host):
-        raise refuse(f"host {host!r} is a loopback, private or other non-public address (needs allow_loopback)")
+    if not allow_loopback and is_local_host(host):
+        raise refuse(f"host {host!r} is a loopback, private or other non-public address (needs allow_loopback: "
+                     "`fetch: {allow_loopback: true}` at the top of the config)")
     return parsed
 
 
@@ -216,7 +217,8 @@ def _canonical_host(raw_host: str) -> str:
         return URL.build(scheme="http", host=host).raw_host or host
 
 
-def _is_local(host: str) -> bool:
+def is_local_host(host: str) -> bool:
+    """localhost, or an address that is not global (loopback, private, link-local...)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
     address = _ip_literal(host)

@@ -330,6 +330,22 @@ def test_settings_that_used_to_pass_and_misbehave_are_problems(tmp_path: Path, b
     assert refused(path) == f"{path}:2 (key {key}): {problem}"
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:18441", "localhost", "10.0.0.7:8080", "[::1]:9000"])
+def test_a_fetch_host_every_fetch_would_be_refused_is_a_problem_unless_loopback_is_allowed(
+    tmp_path: Path, host: str
+) -> None:
+    """`check` said ok, then every delivery was dead-lettered: `fetch refused ... (needs
+    allow_loopback)`, a key the docs did not name (found by probing)."""
+    processor = ("processors: [{name: x, path: /x, kinds: [pull-request], auth: {scheme: none}, "
+                 f"fetch: {{url: .url, allowed_hosts: ['{host}']}}}}]")
+    path = write(tmp_path, f"mapping: m.yml\n{processor}\n")
+    assert refused(path) == (f"{path}:2 (key processors[0].fetch.allowed_hosts[0]): {host} is a loopback or private "
+                             "address: every fetch there is refused unless `fetch: {allow_loopback: true}` is set at "
+                             "the top of the config")
+    path = write(tmp_path, f"mapping: m.yml\nfetch: {{allow_loopback: true}}\n{processor}\n")
+    assert load_config(path, env={}).processors[0].name == "x"
+
+
 def test_a_secret_file_that_is_not_text_and_secrets_that_are_not_a_list(tmp_path: Path) -> None:
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bin")
     path = write(tmp_path, """\
