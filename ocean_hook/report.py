@@ -69,6 +69,7 @@ async def build_report(
     flags: MappingFlags,
     *,
     on_batch: Callable[[int, list[Change], list[MappedEntity]], None] | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
     keep: bool = True,
 ) -> MappingReport:
     """Map every item with every mapper and diff the results against the state.
@@ -82,6 +83,8 @@ async def build_report(
     try:
         for chunk in _batches(items, BATCH):
             start = report.items
+            if on_chunk is not None:  # (index of its first item, counted from 0, how many) before mapping it
+                on_chunk(start, len(chunk))
             report.items += len(chunk)
             batch_changes: list[Change] = []
             batch_entities: list[MappedEntity] = []

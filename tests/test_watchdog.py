@@ -279,8 +279,8 @@ def test_test_mapping_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: 
     stuck = subprocess.run(command, capture_output=True, timeout=30)
     assert stuck.returncode == -9 and time.monotonic() - started < 20
     assert "ocean-hook test-mapping (pid " in stuck.stderr.decode()
-    assert ("has not run for 1 s (--stall-timeout): a jq program that never ends on one of data items 1 to 1,000; "
-            "killing it.") in stuck.stderr.decode()
+    assert ("has not run for 1 s (--stall-timeout): a jq program that never ends on one of items 0 to 1 of the data "
+            "(counted from 0); killing it.") in stuck.stderr.decode()  # as many as there are (found by probing)
     (tmp_path / "items.json").write_text(json.dumps([{"number": 1, "title": "fine"}]))
     fine = subprocess.run(command, capture_output=True, timeout=30)
     assert fine.returncode == 0, fine.stderr.decode()

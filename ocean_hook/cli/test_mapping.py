@@ -22,7 +22,7 @@ from ocean_hook.diff import Change
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
-from ocean_hook.report import BATCH, MappingReport, build_report, state_lookup
+from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
 from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets import catalog_path, reads_local_catalog
@@ -134,8 +134,6 @@ def command(
     watchdog = Watchdog.for_command("test-mapping", stall_timeout)
 
     def on_batch(done: int, changes: list[Change], entities: list[MappedEntity]) -> None:
-        if watchdog is not None:
-            watchdog.now_on(_next_items(done))
         progress.update(done)
         if streaming and not quiet:
             render.print_changes(out, changes)
@@ -143,9 +141,9 @@ def command(
     with contextlib.ExitStack() as stack:
         if watchdog is not None:
             stack.enter_context(watchdog.beating_thread())
-            watchdog.now_on(_next_items(0))
+        on_chunk = None if watchdog is None else lambda start, size: watchdog.now_on(_items(start, size))
         try:
-            report = run(_report(compiled, mappers, data, state, loaded, on_batch, keep=not streaming))
+            report = run(_report(compiled, mappers, data, state, loaded, on_batch, on_chunk, keep=not streaming))
         finally:
             progress.stop()
     exit_code = _exit_code(report, strict)
@@ -162,19 +160,22 @@ async def _report(
     state: Path | None,
     loaded: Config | None,
     on_batch: Callable[[int, list[Change], list[MappedEntity]], None],
+    on_chunk: Callable[[int, int], None] | None,
     *,
     keep: bool,
 ) -> MappingReport:
     """Map and diff against a --state file, or read-only against the configured target."""
     if loaded is None:
         lookup = state_lookup(load_state(state) if state else {})
-        return await build_report(mappers, iter_items(data), lookup, compiled.flags, on_batch=on_batch, keep=keep)
+        return await build_report(mappers, iter_items(data), lookup, compiled.flags, on_batch=on_batch,
+                                  on_chunk=on_chunk, keep=keep)
     config = loaded.file
     _require_local_catalog(loaded, config)
     target = make_target(loaded, "dry-run")  # dry-run: reads, never writes
     try:
         return await build_report(
-            mappers, iter_items(data), target.get_entities, compiled.flags, on_batch=on_batch, keep=keep
+            mappers, iter_items(data), target.get_entities, compiled.flags, on_batch=on_batch, on_chunk=on_chunk,
+            keep=keep,
         )
     except TargetError as exc:  # no current state, no diff: nothing to report but why
         raise InputError(f"cannot read the current entities from the target: {exc}", where=str(config)) from None
@@ -182,9 +183,10 @@ async def _report(
         await target.close()
 
 
-def _next_items(done: int) -> str:
-    """The batch of data items mapped next, as the watchdog names it if jq never ends on one."""
-    return f"data items {done + 1:,} to {done + BATCH:,}"
+def _items(start: int, size: int) -> str:
+    """The batch of data items being mapped, as the watchdog names it if jq never ends on one
+    (counted from 0, as the errors count them)."""
+    return f"items {start:,} to {start + size - 1:,} of the data (counted from 0)"
 
 
 def _require_local_catalog(loaded: Config, config: Path) -> None:
