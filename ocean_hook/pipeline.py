@@ -322,8 +322,12 @@ def _is_text(value: str) -> bool:
 
 
 def _ignored(event: WebhookEvent, processors: Sequence[WebhookProcessor]) -> Admission:
-    """202 ignored; with the sender's delivery id, if it gave one, for the log line."""
-    found = event.delivery_id if event.delivery_id is not None else _sender_id(processors, event)
+    """202 ignored; with the sender's delivery id, if it gave one, for the log line (only for
+    that: a processor's code that cannot find it, in a payload not parsed yet, fails nothing)."""
+    try:
+        found = event.delivery_id if event.delivery_id is not None else _sender_id(processors, event)
+    except Exception:
+        found = None
     if found is not None and _is_text(found) and len(found) <= MAX_DELIVERY_ID:
         event = event.with_delivery_id(found)
     return Admission(202, f"no processor on {event.path} matches this event", event)

@@ -144,6 +144,26 @@ def test_a_numeric_delivery_id_from_python_is_taken_as_its_digits() -> None:
     assert admission.accepted and admission.event.delivery_id == "42"
 
 
+class IgnoresAndReadsItsIdFromThePayload(Misbehaving):
+    """A processor ignoring an event, whose delivery id is in the payload: the door looks the id
+    up for its log line before the payload is parsed."""
+
+    def __init__(self) -> None:
+        super().__init__("ignoring")
+
+    def could_process(self, event: WebhookEvent) -> bool:
+        return False
+
+    def delivery_id(self, event: WebhookEvent) -> str | None:
+        return str(event.payload["id"])  # TypeError: no payload yet
+
+
+def test_an_ignored_event_is_202_whatever_the_delivery_id_lookup_raises() -> None:
+    """Looking up the sender's id for the `ignored` log line must not turn a 202 into a 500."""
+    admission = admit(event(), [IgnoresAndReadsItsIdFromThePayload()], now=None)
+    assert (admission.status, admission.ignored, admission.event.delivery_id) == (202, True, None)
+
+
 PROCESSOR = '''
 import sys
 from ocean_hook.auth.base import Verdict
