@@ -2,7 +2,8 @@
 
 `test-mapping` maps a file whose later items update entities its earlier items created; a dry
 run (`replay --dry-run`, `serve --target dry-run`) plans deliveries that update what the ones
-before would have written. Both read the state through an `Overlay`.
+before would have written; `pipeline.process` diffs each resource of a delivery against what
+the resources before it planned. All read the state through an `Overlay`.
 """
 
 from __future__ import annotations
