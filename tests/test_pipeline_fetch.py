@@ -213,3 +213,48 @@ async def test_a_retry_after_from_the_api_sets_the_next_attempt_in_the_journal(t
 async def _failed(state_dir: Path) -> list[Any] | None:
     found = [d for d in await journal_deliveries(state_dir) if d.state.value == "failed"]
     return found or None
+
+
+async def test_a_404_among_several_urls_deletes_only_the_item_of_that_url(tmp_path: Path) -> None:
+    """One URL of two answering 404 deleted both items, the one just fetched with a 200 too
+    (found by probing)."""
+
+    async def item(request: web.Request) -> web.Response:
+        ident = request.match_info["id"]
+        if ident == "gone":
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response({"item": {"id": ident, "name": f"fetched {ident}"}})
+
+    app = web.Application()
+    app.router.add_get("/items/{id}", item)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = f"127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    (tmp_path / "m.yml").write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                                    "          identifier: .id\n          title: .name\n"
+                                    "          blueprint: '\"thing\"'\n")
+    (tmp_path / "ocean-hook.yaml").write_text(yaml.safe_dump({
+        "mapping": "m.yml", "state_dir": "state", "fetch": {"allow_loopback": True, "attempts": 1},
+        "processors": [{"name": "many", "path": "/many", "kinds": ["thing"], "auth": {"scheme": "none"},
+                        "items": ".things", "fetch": {"url": ".things[].url", "allowed_hosts": [host],
+                                                      "items": ".item"}}]}))
+    config = load_config(tmp_path / "ocean-hook.yaml", env={})
+
+    def delivery(*ids: str) -> dict[str, Any]:
+        body = {"things": [{"id": i, "url": f"http://{host}/items/{i}"} for i in ids]}
+        return {"method": "POST", "path": "/many", "headers": [["Content-Type", "application/json"]],
+                "body": json.dumps(body)}
+
+    try:
+        assert (await run(config, delivery("m1", "m2"))).status == "processed"
+        both = {("thing", "m1"), ("thing", "m2")}
+        assert set(catalog(config)) == both
+        doc = delivery("m1", "m2")
+        doc["body"] = doc["body"].replace("/items/m2", "/items/gone")  # m2's resource is gone now
+        outcome = await run(config, doc)
+        assert changes(outcome.to_json()) == [("delete", "thing", "m2")]
+        assert set(catalog(config)) == {("thing", "m1")}
+    finally:
+        await runner.cleanup()

@@ -173,13 +173,23 @@ class DeclarativeProcessor(WebhookProcessor):
         urls = [u for u in _values(spec.url, payload) if isinstance(u, str) and u]
         if not urls:  # a typo in `url:` would otherwise make every delivery a silent no-op
             raise FetchRefused(f"fetch.url '{spec.url.expr}' gives no URL (a non-empty string) for this payload")
-        for url in urls:
+        for n, url in enumerate(urls):
             fetched = await fetcher.get_json(
                 url, headers=spec.headers, allowed_hosts=spec.allowed_hosts, base_url=spec.base_url
             )
             if fetched.gone:
-                results.deleted += items
+                results.deleted += _gone_items(items, urls, n)
                 continue
             found = [v for v in _values(spec.items, fetched.data) if v is not None]
             results.updated += found[0] if len(found) == 1 and isinstance(found[0], list) else found
         return results
+
+
+def _gone_items(items: list[Any], urls: list[str], n: int) -> list[Any]:
+    """The items whose resource the `n`th URL said is gone. One URL: the payload's items are
+    that resource. Several, one per item (`url: .things[].url` beside `items: .things`): the item
+    in the same place. Otherwise none can be told: deleting them all deleted the items whose own
+    fetch had just succeeded."""
+    if len(urls) == 1:
+        return items
+    return [items[n]] if len(urls) == len(items) else []
