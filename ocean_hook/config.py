@@ -56,6 +56,8 @@ PROCESSOR_KEYS = {
     "name", "path", "preset", "class", "options", "auth", "match", "events", "kinds", "validate",
     "items", "delete_when", "delivery_id", "order_key", "fetch", "retry",
 }
+#: what a declarative processor's rules are made of; a Python processor's methods decide these
+DECLARATIVE_ONLY = {"match", "events", "validate", "items", "delete_when", "delivery_id", "order_key", "fetch"}
 RETRY_KEYS = {"max_retries", "initial_retry_delay_seconds", "max_retry_delay_seconds",
               "exponential_base_seconds"}
 
@@ -428,6 +430,9 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
         options=r.expand((*path, "options"), r.mapping((*path, "options"), raw.get("options"))),
     )
     if "class" in raw:
+        for key in sorted(DECLARATIVE_ONLY & set(raw)):  # taken for a rule, and silently not one
+            r.problem((*path, key), "is not used by a class: processor, whose own methods decide it "
+                                    "(see mappings/custom/)")
         return _python_processor(r, (*path, "class"), raw["class"], settings, base)
     return DeclarativeProcessor(settings, _spec(r, path, raw, preset))
 

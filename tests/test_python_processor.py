@@ -130,6 +130,23 @@ def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> No
     assert str((tmp_path / "custom").resolve()) not in sys.path
 
 
+def test_declarative_rules_on_a_class_processor_are_problems_not_ignored(tmp_path: Path) -> None:
+    """`validate`, `match`, `delete_when`, `fetch`... beside `class:` passed `check` and did
+    nothing: a delivery the validate should refuse was applied (found by probing)."""
+    config = source_config(tmp_path, "custom")
+    text = config.read_text()
+    line = next(n for n, row in enumerate(text.splitlines(), start=1) if row.strip().startswith("kinds:"))
+    config.write_text(text.replace("    kinds: [deployment]\n", "    kinds: [deployment]\n"
+                                   "    validate: ['.deployment.service != \"forbidden\"']\n"
+                                   "    delete_when: 'true'\n"))
+    with pytest.raises(ConfigProblems) as raised:
+        load_config(config, env=secrets_env())
+    problems = str(raised.value)
+    for offset, key in ((2, "delete_when"), (1, "validate")):
+        assert (f"{config}:{line + offset} (key processors[0].{key}): is not used by a class: processor, whose own "
+                "methods decide it (see mappings/custom/)") in problems
+
+
 @pytest.mark.parametrize(("method", "returns"), [("should_process_event", "bool"), ("order_key", "str")])
 async def test_a_processor_whose_code_raises_is_500_with_the_place_named_and_nothing_stored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, method: str, returns: str
