@@ -348,6 +348,8 @@ def _unreachable_hosts(r: _Reader, processors: Any) -> None:
         hosts = spec.get("allowed_hosts") if isinstance(spec, dict) else None
         for j, entry in enumerate(hosts if isinstance(hosts, list) else []):
             with contextlib.suppress(ValueError, TypeError):  # a bad entry is _fetch's to name
+                if isinstance(entry, str):  # as _fetch reads it (a variable it names missing, once)
+                    entry = _VAR.sub(lambda m: r.env.get(m.group(1), ""), entry)
                 if is_local_host(parse_allowed_host(entry).host):
                     r.problem(("processors", i, "fetch", "allowed_hosts", j),
                               f"{entry} is a loopback or private address: every fetch there is refused unless "
@@ -413,7 +415,7 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
     if not isinstance(name, str) or not name:
         r.problem((*path, "name"), "every processor needs a 'name'")
         name = f"processor-{path[-1]}"
-    route = raw.get("path") or (preset.path if preset else None)
+    route = r.expand((*path, "path"), raw.get("path")) or (preset.path if preset else None)
     if not isinstance(route, str) or not route.startswith("/"):
         r.problem((*path, "path"), f"needs a URL path starting with '/', got {route!r}")
         route = "/"
@@ -578,7 +580,7 @@ def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> Declar
         query=r.jq((*path, "match", "query"), match.get("query")),
         event_header=preset.event_header if preset else None,
         event_query=r.jq((*path, "preset"), preset.event_query) if preset and preset.event_query else None,
-        events=r.string_list((*path, "events"), raw.get("events")),
+        events=r.string_list((*path, "events"), r.expand((*path, "events"), raw.get("events"))),
         validate=[q for i, v in enumerate(r.string_list((*path, "validate"), raw.get("validate")))
                   if (q := r.jq((*path, "validate", i), v)) is not None],
         items=r.jq((*path, "items"), raw.get("items")),
@@ -619,7 +621,7 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
     url = r.jq((*path, "url"), raw.get("url"))
     if url is None:
         r.problem((*path, "url"), "fetch needs 'url': a jq expression giving the URL to fetch")
-    hosts = r.string_list((*path, "allowed_hosts"), raw.get("allowed_hosts"))
+    hosts = r.string_list((*path, "allowed_hosts"), r.expand((*path, "allowed_hosts"), raw.get("allowed_hosts")))
     for i, host in enumerate(hosts):
         try:
             parse_allowed_host(host)

@@ -346,6 +346,28 @@ def test_a_fetch_host_every_fetch_would_be_refused_is_a_problem_unless_loopback_
     assert load_config(path, env={}).processors[0].name == "x"
 
 
+def test_variables_are_read_in_a_processors_path_events_and_allowed_hosts(tmp_path: Path) -> None:
+    """`${VAR}` anywhere, the README says; in these three it stayed as written: events silently
+    never matched, and the path and host were refused with confusing messages (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: gh
+            preset: github
+            path: '${HOOK_PATH}'
+            events: ['${EV}']
+            kinds: [pull-request]
+            auth: {secret: '${GH_SECRET}'}
+            fetch: {url: .url, allowed_hosts: ['${API_HOST}']}
+        """)
+    env = {"HOOK_PATH": "/hooks/gh", "EV": "issues", "API_HOST": "api.example.com", "GH_SECRET": "s"}
+    [processor] = load_config(path, env=env).processors
+    assert processor.path == "/hooks/gh"
+    assert processor.spec.events == ["issues"]  # type: ignore[attr-defined]
+    assert processor.spec.fetch.allowed_hosts == ["api.example.com"]  # type: ignore[attr-defined]
+    assert "environment variable EV is not set" in refused(path, {k: v for k, v in env.items() if k != "EV"})
+
+
 def test_a_secret_file_that_is_not_text_and_secrets_that_are_not_a_list(tmp_path: Path) -> None:
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bin")
     path = write(tmp_path, """\
