@@ -6,6 +6,7 @@ short real sleeps, in the Redis-specific tests at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -644,6 +645,33 @@ async def test_sqlite_journal_behind_a_symbolic_link_fsyncs_the_real_wal(tmp_pat
         journal.fsync = recorded_fsync
         assert (await journal.put(delivery(1, clock))).accepted
     assert synced == [f"{real}-wal"]
+
+
+async def test_sqlite_one_serve_per_journal_holds_through_a_symbolic_link(tmp_path: Path, clock: Clock) -> None:
+    """A second serve reaching the journal through a link took the first one's claims for a crashed
+    process's, and applied deliveries into its own catalog (found by probing)."""
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "j.db", tmp_path / "link.db"
+    link.symlink_to(real)
+    async with (await SqliteJournal.open(real, clock=clock) as first,
+                await SqliteJournal.open(link, clock=clock) as other):
+        await first.recover()
+        with pytest.raises(QueueUnavailable, match=r"another process \(pid \d+\) is serving from it"):
+            await other.recover()
+
+
+async def test_sqlite_journal_of_a_newer_schema_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """It was silently rewritten as this version's (found by probing)."""
+    path = tmp_path / "j.db"
+    async with await SqliteJournal.open(path):
+        pass
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version=3")
+    with pytest.raises(QueueUnavailable, match=r"j\.db: it was written by a newer ocean-hook \(journal schema 3; "
+                                               r"this one knows 2\): upgrade ocean-hook"):
+        await SqliteJournal.open(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 async def test_sqlite_row_changed_by_hand_is_dead_lettered_not_a_stop_of_the_workers(tmp_path: Path,

@@ -276,8 +276,12 @@ class SqliteJournal(Queue):
         """One transaction, so two processes opening an old file cannot both upgrade it. A file
         already at this version is left alone: taking the write lock to find that out made
         `deliveries list` wait for, then fail on, any write transaction of another process."""
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             return
+        if version > SCHEMA_VERSION:  # its rows may mean what this version does not know: left as they are
+            raise sqlite3.DatabaseError(f"it was written by a newer ocean-hook (journal schema {version}; this one "
+                                        f"knows {SCHEMA_VERSION}): upgrade ocean-hook")
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(TABLE)
@@ -492,7 +496,7 @@ class SqliteJournal(Queue):
         again, out of order. The kernel drops the lock when the process ends, SIGKILL included."""
         if self._serve_lock is not None:
             return
-        lock = f"{self.path}-serve.lock"
+        lock = f"{os.path.realpath(self.path)}-serve.lock"  # beside the file a symbolic link names, as SQLite is
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
