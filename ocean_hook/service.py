@@ -96,7 +96,8 @@ async def serve(
         if options.watchdog is not None:
             resources.enter_context(options.watchdog.running())
             watch, stalls = options.watchdog.working_on, read_stalls(options.watchdog.stalls_path)
-        refuse = {queue_id: _culprit(queue_id, config) for queue_id, stall in stalls.items() if stall.alone}
+        refuse = {queue_id: (stall.delivery_id, _culprit(queue_id, config))
+                  for queue_id, stall in stalls.items() if stall.alone}
 
         def workers(concurrency: int, **tuning: Any) -> WorkerPool:
             return WorkerPool(

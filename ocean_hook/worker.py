@@ -58,10 +58,10 @@ class WorkerPool:
         door_calm: asyncio.Event | None = None,
         give_way_seconds: float = 0.2,
         watch: Callable[[str, str], contextlib.AbstractContextManager[None]] | None = None,
-        refuse: MutableMapping[str, str] | None = None,
+        refuse: MutableMapping[str, tuple[str, str]] | None = None,
     ) -> None:
         """`watch(queue id, delivery id)` surrounds each delivery's run (a Watchdog's `working_on`);
-        `refuse` maps queue ids to the error they are dead-lettered with, unrun (a delivery that
+        `refuse` maps queue ids to (delivery id, error): that delivery is dead-lettered unrun (one that
         stalled the event loop when run alone)."""
         self.queue = queue
         self.processors = processors
@@ -169,8 +169,9 @@ class WorkerPool:
 
     async def handle(self, delivery: Delivery) -> None:
         dlog = for_delivery(log, delivery.delivery_id)
-        if (refused := self.refuse.pop(delivery.id, None)) is not None:
-            await self._settle_failure(delivery, PipelineError(refused, retryable=False), dlog)
+        refused = self.refuse.pop(delivery.id, None)
+        if refused is not None and refused[0] == delivery.delivery_id:  # not a new journal's delivery of that id
+            await self._settle_failure(delivery, PipelineError(refused[1], retryable=False), dlog)
             return
         try:
             result = await self._run(delivery)

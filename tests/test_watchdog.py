@@ -243,7 +243,8 @@ async def test_a_pool_told_to_finish_its_claims_leaves_none_in_progress_and_refu
         yield
         told.append(f"-{queue_id}")
 
-    refuse = {"2": "it stopped the event loop"}
+    # queue id 3's record names another delivery (a journal started anew reuses ids): 3 runs
+    refuse = {"2": ("d-2", "it stopped the event loop"), "3": ("d-of-an-older-journal", "it stopped the event loop")}
     pool = WorkerPool(journal, {p.name: p for p in config.processors}, runtime.mapping, runtime.target,
                       runtime.fetcher, concurrency=1, prefetch=2, watch=watch, refuse=refuse,
                       door_calm=asyncio.Event(), give_way_seconds=0.3)  # each waits 0.3 s: the stop finds all 3
