@@ -834,6 +834,19 @@ async def test_sqlite_gives_up_after_busy_seconds_by_the_clock_even_on_a_busy_lo
             other.close()
 
 
+async def test_sqlite_a_retry_scheduled_before_the_clock_stepped_back_is_due_now(tmp_path: Path,
+                                                                                clock: Clock) -> None:
+    """Times are the wall clock's: a retry 15 s away, scheduled an hour ahead of a clock then set
+    back, held its delivery and every later one of its key for an hour (found by probing)."""
+    async with await SqliteJournal.open(tmp_path / "j.db", clock=clock) as journal:
+        await put_all(journal, delivery(1, clock, key="k"), delivery(2, clock, key="k"))
+        [first] = await journal.claim(10)
+        await journal.retry_later(first, "Port answered 503", 15)
+        assert await journal.claim(10) == []  # not due, and the key waits for it
+        clock.advance(-3600)  # NTP steps the clock back an hour
+        assert ids_of(await journal.claim(10)) == [first.id]
+
+
 async def test_sqlite_closed_journal_is_unavailable(tmp_path: Path, clock: Clock) -> None:
     journal = await SqliteJournal.open(tmp_path / "j.db", clock=clock)
     await journal.close()

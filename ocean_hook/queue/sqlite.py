@@ -120,6 +120,8 @@ UPDATE deliveries SET head = 1 WHERE state IN {UNFINISHED} AND (order_key = '' O
     SELECT MIN(id) FROM deliveries WHERE state IN {UNFINISHED} AND order_key != '' GROUP BY order_key));
 """
 
+# A failed head is due at its next attempt; one written "later" than now was scheduled before the
+# clock stepped back, and is due now rather than after the step (an hour's step held its key an hour).
 # A head may run unless a delivery of its key is in progress (a requeued dead letter becomes the
 # head again while a later delivery of its key may be running).
 _NOT_BLOCKED = (
@@ -133,7 +135,7 @@ SELECT id FROM (
 UNION ALL
 SELECT id FROM (
     SELECT id FROM deliveries AS d INDEXED BY deliveries_failed_heads
-    WHERE head = 1 AND state = 'failed' AND next_attempt_at <= :now AND {_NOT_BLOCKED}
+    WHERE head = 1 AND state = 'failed' AND (next_attempt_at <= :now OR updated_at > :now) AND {_NOT_BLOCKED}
     ORDER BY id LIMIT :limit)
 ORDER BY 1
 LIMIT :limit
