@@ -201,6 +201,37 @@ def test_stripe_customer_deleted_deletes_the_customer(tmp_path: Path) -> None:
     assert list(catalog(config)) == [("stripeSubscription", "sub_1PCy7tHx2Kq7Ra3UQm5Zp0Ye")]
 
 
+def test_gitlab_project_updates_from_the_system_hook_leave_the_project_as_it_is(tmp_path: Path) -> None:
+    """project_update's payload lacks the url, description and default branch, and wrote nulls
+    over them (found by probing): only project_create and project_destroy are taken."""
+    config = source_config(tmp_path, "gitlab")
+    created = sample_payload("gitlab", "project_create")
+    updated = created | {"event_name": "project_update"}
+    write_captures(tmp_path / "caps", [capture("gitlab", "merge_request.open"),
+                                       capture("gitlab", "project_create", payload=updated)])
+    opened, after = replay_json(tmp_path / "caps", "--config", config)
+    assert opened["status"] == "processed"
+    assert after["status"] == "skipped" and after["answer"]["status"] == 202
+    project = next(e for key, e in catalog(config).items() if key[0] == "gitlabProject")
+    assert project["properties"]["url"] and project["properties"]["defaultBranch"]
+
+
+def test_pagerduty_incident_events_that_carry_no_incident_are_ignored(tmp_path: Path) -> None:
+    """incident.annotated carries a note (its own id): it made an incident of nulls; one with no
+    id at all was refused 422, and PagerDuty sent it again and again (found by probing)."""
+    config = source_config(tmp_path, "pagerduty")
+    note = sample_payload("pagerduty", "incident.triggered")
+    note["event"] = note["event"] | {"event_type": "incident.annotated",
+                                     "data": {"id": "PWL7QXS", "type": "incident_note", "content": "rebooted"}}
+    responder = note | {"event": note["event"] | {"event_type": "incident.responder.added",
+                                                  "data": {"type": "incident_responder"}}}
+    files = write_captures(tmp_path / "caps", [capture("pagerduty", "incident.triggered", payload=p)
+                                               for p in (note, responder)])
+    assert [(d["status"], d["answer"]["status"]) for d in replay_json(*files, "--config", config)] == [
+        ("skipped", 202), ("skipped", 202)]
+    assert catalog(config) == {}
+
+
 # ----------------------------------------------------------------------------- options
 
 
