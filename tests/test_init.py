@@ -83,6 +83,22 @@ async def test_starter_maps_the_sources_sample_deliveries(tmp_path: Path, source
     assert mapped == set(mapping.kinds)
 
 
+async def test_the_jira_starter_deletes_a_project_moved_to_the_trash(tmp_path: Path) -> None:
+    """The ready mapping deleted on project_soft_deleted, the starter only on project_deleted: a
+    project in Jira's trash stayed in the catalog (found by probing)."""
+    init("--source", "jira", "--dir", str(tmp_path))
+    config = load_config(tmp_path / "ocean-hook.yaml", env={STARTERS["jira"].secret_env: "s"})
+    payload = json.loads((SAMPLES / "jira" / "samples" / "project_created.json").read_text())
+    payload["webhookEvent"] = "project_soft_deleted"
+    headers = json.loads((SAMPLES / "jira" / "samples" / "project_created.headers.json").read_text())
+    event = WebhookEvent("POST", STARTERS["jira"].path, make_headers(headers), json.dumps(payload).encode())
+    admission = admit(event, config.processors, now=None, verify=False)
+    assert admission.accepted, admission.reason
+    result = await process(admission.event, admission.processors, config.load_mapping(), DryRunTarget(None),
+                           Fetcher())
+    assert [len(r.batch.deletes) for r in result.results] == [1]
+
+
 def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     (tmp_path / "ocean-hook.yaml").write_text("mine\n")
     result = init("--dir", str(tmp_path))

@@ -576,3 +576,25 @@ def test_processors_on_one_path_that_write_one_resource_share_its_order_key() ->
         assert admission.accepted, admission.reason
         keys.append(admission.order_key)
     assert keys == ["/webhooks/github:acme/one"] * 2
+
+
+@pytest.mark.parametrize("root", [MAPPINGS, Path(__file__).resolve().parent.parent / "ocean_hook" / "templates"])
+def test_stripe_amounts_are_monthly_and_links_open_test_mode_objects_in_test_mode(root: Path) -> None:
+    """A quarterly price showed three times its monthly amount, a weekly one as monthly, and a
+    test-mode object linked to the live dashboard (found by probing)."""
+    stripe = Mapping.load(root / "stripe" / "port-app-config.yml")
+    [subscriptions] = stripe.for_kind("subscription")
+    [customers] = stripe.for_kind("customer")
+
+    def subscription(interval: str, count: int) -> dict[str, Any]:
+        price = {"unit_amount": 3000, "recurring": {"interval": interval, "interval_count": count}}
+        return {"id": "sub_1", "livemode": False, "customer": "cus_1", "items": {"data": [{"quantity": 2,
+                                                                                         "price": price}]}}
+
+    mapped = subscriptions.map_items([subscription("month", 3), subscription("week", 1), subscription("year", 1)])
+    properties = [m.entity["properties"] for m in mapped.entities]
+    if "monthlyAmount" in properties[0]:
+        assert [p["monthlyAmount"] for p in properties] == [20, 60 * 52 / 12, 5]
+    assert properties[0]["url"] == "https://dashboard.stripe.com/test/subscriptions/sub_1"
+    [live] = customers.map_items([{"id": "cus_1", "livemode": True}]).entities
+    assert live.entity["properties"]["url"] == "https://dashboard.stripe.com/customers/cus_1"
