@@ -246,8 +246,9 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     mapping_path = (base / mapping) if mapping else base
     if mapping and not mapping_path.is_file() and not unset:
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
-    state_value = r.expand(("state_dir",), raw.get("state_dir", ".ocean-hook"))
-    if not isinstance(state_value, str) or not state_value:
+    state_raw = raw.get("state_dir", ".ocean-hook")
+    state_value = r.expand(("state_dir",), state_raw)
+    if (not isinstance(state_value, str) or not state_value) and not unset_variables(state_raw, r.env):
         r.problem(("state_dir",), f"must be a directory path, got {state_value!r}")
         state_value = ".ocean-hook"
     state_dir = base / state_value
@@ -621,8 +622,11 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
     url = r.jq((*path, "url"), raw.get("url"))
     if url is None:
         r.problem((*path, "url"), "fetch needs 'url': a jq expression giving the URL to fetch")
-    hosts = r.string_list((*path, "allowed_hosts"), r.expand((*path, "allowed_hosts"), raw.get("allowed_hosts")))
+    raw_hosts = raw.get("allowed_hosts")
+    hosts = r.string_list((*path, "allowed_hosts"), r.expand((*path, "allowed_hosts"), raw_hosts))
     for i, host in enumerate(hosts):
+        if isinstance(raw_hosts, list) and unset_variables(raw_hosts[i], r.env):
+            continue  # the variable is the problem (or, in `check --no-env`, not looked for)
         try:
             parse_allowed_host(host)
         except ValueError as exc:

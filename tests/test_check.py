@@ -275,6 +275,20 @@ def test_a_problem_quoting_the_mapping_stays_one_line_without_control_characters
     assert "\x1b" not in result.output
 
 
+def test_no_env_does_not_judge_a_state_dir_or_fetch_host_made_of_unset_variables(tmp_path: Path) -> None:
+    """`state_dir: ${STATE}` failed `check --no-env` as "must be a directory path, got ''", and a
+    fetch host from a variable as "'' is not a host" (found by probing)."""
+    config = CONFIG.replace("mapping: m.yml", "mapping: m.yml\nstate_dir: ${STATE}") + (
+        "    fetch: {url: .url, allowed_hosts: ['${API_HOST}']}\n")
+    path = write(tmp_path, config=config)
+    result = run_check(path, "--no-env")
+    assert result.exit_code == 0, result.output
+    env = {"GH_SECRET": "s", "STATE": str(tmp_path / "state"), "API_HOST": "api.example.com"}
+    assert run_check(path, env=env).exit_code == 0
+    result = run_check(path, env={**env, "API_HOST": ""})  # set, but to nothing: that is a problem
+    assert result.exit_code == 1 and "allowed_hosts entry '' is not a host or host:port" in result.stdout
+
+
 def test_no_env_does_not_invent_a_mapping_path_from_an_unset_variable(tmp_path: Path) -> None:
     """`mapping: ${MAPDIR}/m.yml` was read as /m.yml under --no-env, and failed CI as not found."""
     path = write(tmp_path, config=CONFIG.replace("mapping: m.yml", "mapping: ${MAPDIR}/m.yml"))
