@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,8 +82,12 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
             report.problems += raw.unfed_kinds(mapping, kinds)
             report.warnings += raw.idle_kinds(mapping, kinds)
     if config is not None:
-        report.problems += _target_problems(config, env, require_env)
+        report.problems += _target_problems(config.target, config.state_dir, config.integration,
+                                            config.where("target"), env, require_env)
         report.problems += _file_problems(config)
+    elif (target := raw.target()) is not None:  # the config did not load: its target is looked at all the same
+        report.problems += _target_problems(target, raw.state_dir(), raw.integration(), raw.doc.where(("target",)),
+                                            env, require_env)
     return report
 
 
@@ -114,6 +119,21 @@ class _RawConfig:
         self.processors = [(i, p) for i, p in enumerate(items) if isinstance(p, dict)]
         jq = self.data.get("jq")
         self.allow_env = isinstance(jq, dict) and jq.get("allow_env") is True
+
+    def target(self) -> dict[str, Any] | None:
+        """The `target:` block as written, unless a variable makes it (read by the config only)."""
+        target = self.data.get("target", {"type": "local"})
+        if not isinstance(target, dict) or "${" in json.dumps(target, default=str):
+            return None
+        return target
+
+    def state_dir(self) -> Path:
+        value = self.data.get("state_dir")
+        return Path(self.doc.file).parent / (value if isinstance(value, str) and "${" not in value else ".ocean-hook")
+
+    def integration(self) -> str:
+        value = self.data.get("integration")
+        return value if isinstance(value, str) else "ocean-hook"
 
     def mapping_path(self) -> Path | None:
         value = self.data.get("mapping")
@@ -157,23 +177,24 @@ class _RawConfig:
         return [f"{mapping}: kind '{kind}' has no processor feeding it" for kind in kinds if kind not in fed]
 
 
-def _target_problems(config: Config, env: Mapping[str, str], require_env: bool) -> list[str]:
+def _target_problems(target: Mapping[str, Any], state_dir: Path, integration: str, where: str,
+                     env: Mapping[str, str], require_env: bool) -> list[str]:
     """Build the target once, as `serve` would, but never touch a catalog file or the network."""
-    spec = dict(config.target)
+    spec = dict(target)
     if spec.get("type") == "port":
-        spec.setdefault("integration_name", config.integration)
+        spec.setdefault("integration_name", integration)
     if not require_env:
         env = {name: "set" for name in ("PORT_CLIENT_ID", "PORT_CLIENT_SECRET",
                                         spec.get("client_id_env"), spec.get("client_secret_env"))
                if isinstance(name, str)}
     try:
         if reads_local_catalog(spec):
-            catalog_path(spec, config.state_dir)  # the path as serve reads it, then none:
+            catalog_path(spec, state_dir)  # the path as serve reads it, then none:
             spec["path"] = ":memory:"  # the settings are checked without creating the catalog file
-        target = build_target(spec, config.state_dir, env=env)
+        built = build_target(spec, state_dir, env=env)
     except ValueError as exc:
-        return [f"{config.where('target')}: {exc}"]
-    asyncio.run(target.close())
+        return [f"{where}: {exc}"]
+    asyncio.run(built.close())
     return []
 
 

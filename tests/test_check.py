@@ -183,6 +183,15 @@ def test_missing_config_file_is_a_problem(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_target_problem_is_reported_beside_the_configs_other_problems(tmp_path: Path) -> None:
+    """Any other problem in the config hid the target's: `check` listed one problem, then the
+    next run another (found by probing)."""
+    path = write(tmp_path, CONFIG + "server: {workers: -1}\ntarget: {type: locall}\n")
+    problems = check(path, env={"GH_SECRET": "s"}).problems
+    assert f"{path}:10 (key target): target.type must be local, port or dry-run, got 'locall'" in problems
+    assert any("server.workers" in p for p in problems) and len(problems) == 2
+
+
 def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
     path = write(tmp_path, CONFIG + "target: {type: port, region: mars}\n")
     report = check(path, env={"GH_SECRET": "s"})
