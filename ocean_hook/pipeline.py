@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Mapping as MappingABC
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -385,10 +386,13 @@ class ProcessResult:
             **summarize(self.changes),
             "filtered": sum(m.filtered for m in mapped),
             "skipped": sum(m.skipped for m in mapped),
-            "misconfigured": self.misconfigured().entities,
+            "misconfigured": self.misconfigured.entities,
         }
 
+    @cached_property
     def misconfigured(self) -> Misconfigurations:
+        """Counted once, when asked after processing (the summary, the log lines and replay's
+        outputs each need it)."""
         found = Misconfigurations()
         for r in self.results:
             found.add(r.batch.result.passed)

@@ -51,7 +51,7 @@ class ReplayOutcome:
 
     def misconfigured(self) -> list[Misconfigured]:
         """The fields whose jq gave null, one row each (as test-mapping names them)."""
-        return self.result.misconfigured().rows() if self.result else []
+        return self.result.misconfigured.rows() if self.result else []
 
     def kinds(self) -> list[str]:
         a = self.admission

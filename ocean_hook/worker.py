@@ -185,7 +185,7 @@ class WorkerPool:
             if change.writes:
                 self._writes(change.action).inc()
         dlog.info("%s: %s", "planned" if self.log_plans else "applied", summary_line(result.summary()))
-        for row in result.misconfigured().rows():  # which field, as test-mapping and replay say it
+        for row in result.misconfigured.rows():  # which field, as test-mapping and replay say it
             dlog.info("misconfigured: %s", misconfigured_line(row))
         if self.log_plans:
             for change in result.changes:
