@@ -9,7 +9,6 @@ written out.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import re
@@ -130,6 +129,8 @@ class _Reader:
         self.env = env
         #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine
         self.inspection = inspection
+        #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
+        self.allow_loopback = False
         self.problems: list[str] = []
 
     def problem(self, path: KeyPath, message: str) -> None:
@@ -266,9 +267,8 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     queue_spec = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
     queue = _queue(r, _beside(base, queue_spec))
     fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
+    r.allow_loopback = bool(fetch.get("allow_loopback"))  # before the processors: their fetch hosts are judged by it
     processors = _processors(r, raw.get("processors"), base)
-    if not fetch.get("allow_loopback"):
-        _unreachable_hosts(r, raw.get("processors"))
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
                 for p in processors if p.settings.verifier.scheme == "none"]
     return Config(
@@ -339,22 +339,6 @@ def _queue(r: _Reader, spec: dict[str, Any]) -> dict[str, Any]:
     except ConfigError as exc:
         r.problem(tuple((exc.where or "queue").split(".")), exc.message)
     return spec
-
-
-def _unreachable_hosts(r: _Reader, processors: Any) -> None:
-    """An allowed host that is loopback or private is refused at every fetch unless the top-level
-    `fetch: {allow_loopback: true}` says otherwise: found here, not at the first delivery."""
-    for i, item in enumerate(processors if isinstance(processors, list) else []):
-        spec = item.get("fetch") if isinstance(item, dict) else None
-        hosts = spec.get("allowed_hosts") if isinstance(spec, dict) else None
-        for j, entry in enumerate(hosts if isinstance(hosts, list) else []):
-            with contextlib.suppress(ValueError, TypeError):  # a bad entry is _fetch's to name
-                if isinstance(entry, str):  # as _fetch reads it (a variable it names missing, once)
-                    entry = _VAR.sub(lambda m: r.env.get(m.group(1), ""), entry)
-                if is_local_host(parse_allowed_host(entry).host):
-                    r.problem(("processors", i, "fetch", "allowed_hosts", j),
-                              f"{entry} is a loopback or private address: every fetch there is refused unless "
-                              "`fetch: {allow_loopback: true}` is set at the top of the config")
 
 
 def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:
@@ -628,9 +612,14 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
         if isinstance(raw_hosts, list) and unset_variables(raw_hosts[i], r.env):
             continue  # the variable is the problem (or, in `check --no-env`, not looked for)
         try:
-            parse_allowed_host(host)
+            allowed = parse_allowed_host(host)
         except ValueError as exc:
             r.problem((*path, "allowed_hosts", i), str(exc))
+            continue
+        if not r.allow_loopback and is_local_host(allowed.host):  # else refused at every fetch, not at check
+            r.problem((*path, "allowed_hosts", i), f"{host} is a loopback or private address: every fetch there "
+                                                   "is refused unless `fetch: {allow_loopback: true}` is set at the "
+                                                   "top of the config")
     base_url = r.expand((*path, "base_url"), raw.get("base_url"))
     if base_url is not None and not is_http_url(base_url):
         r.problem((*path, "base_url"), f"must be an http(s) URL, got {base_url!r}")
