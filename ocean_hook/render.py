@@ -87,8 +87,6 @@ def print_errors(console: Console, errors: Iterable[str]) -> None:
         console.print(f"[red]error: {escape_text(error)}[/]", highlight=False)
 
 
-
-
 def entities_text(count: int) -> str:
     return "1 entity" if count == 1 else f"{count:,} entities"
 

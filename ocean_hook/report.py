@@ -29,7 +29,6 @@ BATCH = 1000
 MAX_ERRORS = 1000
 
 
-
 def state_lookup(state: Mapping[EntityKey, Entity]) -> StateLookup:
     async def lookup(keys: list[EntityKey]) -> Mapping[EntityKey, Entity]:
         return {k: state[k] for k in keys if k in state}

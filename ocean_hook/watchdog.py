@@ -96,6 +96,11 @@ class Watchdog:
             return None
         return cls(max(stall_seconds, 1.0), "text", None, what=f"ocean-hook {command}", setting="--stall-timeout")
 
+    @property
+    def _interval(self) -> float:
+        """Seconds between heartbeats: five or more within the stall timeout."""
+        return min(1.0, self.stall_seconds / 5)
+
     def start(self) -> None:
         """The child has a process group of its own: Ctrl-C at a terminal (or a signal to
         `serve`'s group) is for `serve`, which stops it by closing the pipe once it has drained."""
@@ -125,14 +130,13 @@ class Watchdog:
     async def beat(self) -> None:
         """Run on the event loop being watched, until cancelled. A child that died (killed by
         someone) is started again: `serve` must not go on unwatched without anyone knowing."""
-        interval = min(1.0, self.stall_seconds / 5)
         while True:
             if self._child is not None and (code := self._child.poll()) is not None:
                 log.warning("the watchdog process %d exited (code %s); starting another", self._child.pid, code)
                 self._close()
                 self.start()
             self._send(HEARTBEAT)
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._interval)
 
     @contextlib.contextmanager
     def working_on(self, queue_id: str, delivery_id: str) -> Iterator[None]:
@@ -160,7 +164,7 @@ class Watchdog:
 
         def beat() -> None:
             self._send(HEARTBEAT)
-            while not done.wait(min(1.0, self.stall_seconds / 5)):
+            while not done.wait(self._interval):
                 self._send(HEARTBEAT)
 
         thread = threading.Thread(target=beat, name="ocean-hook-heartbeat", daemon=True)

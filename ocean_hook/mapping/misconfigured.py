@@ -15,7 +15,9 @@ Row = tuple[str, str, str, int, str]
 
 class Misconfigurations:
     def __init__(self) -> None:
-        self._fields: dict[tuple[str, str, str], list[int | str]] = {}
+        #: (kind, field path, jq) -> entities where it is null, and the first of them
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._examples: dict[tuple[str, str, str], str] = {}
         self.entities = 0  # entities with at least one misconfigured field
 
     def add(self, entities: Iterable[MappedEntity]) -> None:
@@ -24,10 +26,12 @@ class Misconfigurations:
                 continue
             self.entities += 1
             for path, expr in m.misconfigurations.items():
-                self._fields.setdefault((m.kind, path, expr), [0, _example(m)])[0] += 1  # type: ignore[operator]
+                key = (m.kind, path, expr)
+                self._counts[key] = self._counts.get(key, 0) + 1
+                self._examples.setdefault(key, _example(m))
 
     def rows(self) -> list[Row]:
-        return [(*key, int(n), str(example)) for key, (n, example) in self._fields.items()]
+        return [(*key, count, self._examples[key]) for key, count in self._counts.items()]
 
 
 def _example(m: MappedEntity) -> str:

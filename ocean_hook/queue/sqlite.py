@@ -120,14 +120,14 @@ UPDATE deliveries SET head = 1 WHERE state IN {UNFINISHED} AND (order_key = '' O
     SELECT MIN(id) FROM deliveries WHERE state IN {UNFINISHED} AND order_key != '' GROUP BY order_key));
 """
 
-# A failed head is due at its next attempt; one written "later" than now was scheduled before the
-# clock stepped back, and is due now rather than after the step (an hour's step held its key an hour).
 # A head may run unless a delivery of its key is in progress (a requeued dead letter becomes the
 # head again while a later delivery of its key may be running).
 _NOT_BLOCKED = (
     "(d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries AS busy INDEXED BY deliveries_busy"
     " WHERE busy.order_key = d.order_key AND busy.state = 'in_progress'))"
 )
+# A failed head is due at its next attempt; one written "later" than now was scheduled before the
+# clock stepped back, and is due now rather than after the step (an hour's step held its key an hour).
 CLAIMABLE = f"""
 SELECT id FROM (
     SELECT id FROM deliveries AS d INDEXED BY deliveries_pending_heads

@@ -196,8 +196,8 @@ class LocalCatalog(Target):
         """A row no ocean-hook wrote (edited by hand, say) is one line naming it, never a traceback."""
         try:
             entity = json.loads(text)
-        except (ValueError, TypeError) as exc:
-            entity = exc
+        except (ValueError, TypeError):
+            entity = None
         if not isinstance(entity, dict):
             raise TargetError(f"{self.path}: the row of {key[0]}/{key[1]} is damaged (not an entity in JSON); it "
                               "was changed outside ocean-hook", retryable=False)

@@ -192,13 +192,12 @@ def _worth_retrying(status: int | None) -> bool:
     return isinstance(status, int) and (status in RETRYABLE_STATUSES or status >= 500)
 
 
-def _failed(key: EntityKey, error: str, *, retryable: bool) -> WriteOutcome:
-    return WriteOutcome(key, ok=False, error=error, retryable=retryable)
+def _failed(key: EntityKey, error: str, *, retryable: bool, retry_after: float | None = None) -> WriteOutcome:
+    return WriteOutcome(key, ok=False, error=error, retryable=retryable, retry_after=retry_after)
 
 
 def _reply_failure(key: EntityKey, reply: _Reply) -> WriteOutcome:
-    return WriteOutcome(key, ok=False, error=reply.describe(), retryable=_worth_retrying(reply.status),
-                        retry_after=_asked_to_wait(reply))
+    return _failed(key, reply.describe(), retryable=_worth_retrying(reply.status), retry_after=_asked_to_wait(reply))
 
 
 def _asked_to_wait(reply: _Reply) -> float | None:
