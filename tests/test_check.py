@@ -198,7 +198,7 @@ def test_target_settings_and_port_credentials(tmp_path: Path) -> None:
     assert report.problems == [f"{path}:9 (key target): target.region must be 'eu' or 'us', got 'mars'"]
     path = write(tmp_path, CONFIG + "target: {type: port}\n")
     [problem] = check(path, env={"GH_SECRET": "s"}).problems
-    assert problem.endswith("environment variable PORT_CLIENT_ID (the Port client id) and PORT_CLIENT_SECRET (the "
+    assert problem.endswith("environment variables PORT_CLIENT_ID (the Port client id) and PORT_CLIENT_SECRET (the "
                             "Port client secret) are not set")  # both: only the first was said (found by probing)
     assert check(path, env={"GH_SECRET": "s", "PORT_CLIENT_ID": "i", "PORT_CLIENT_SECRET": "x"}).ok
     assert check(path, env={}, require_env=False).ok

@@ -101,8 +101,8 @@ def _secrets(spec: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, str]
     unset = [f"{variable} (the Port {key.removesuffix('_env').replace('_', ' ')})"
              for variable, key in wanted if not env.get(variable)]
     if unset:
-        raise ValueError(f"target: environment variable {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} "
-                         "not set")
+        said = "variable {} is" if len(unset) == 1 else "variables {} are"
+        raise ValueError(f"target: environment {said.format(' and '.join(unset))} not set")
     return env[wanted[0][0]], env[wanted[1][0]]
 
 
