@@ -13,7 +13,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,11 +124,14 @@ class ConfigProblems(ConfigError):
 class _Reader:
     """Walks the YAML document, expanding `${VAR}` and collecting problems with their place."""
 
-    def __init__(self, doc: YamlDocument, env: Mapping[str, str], *, inspection: bool = False) -> None:
+    def __init__(self, doc: YamlDocument, env: Mapping[str, str], *, inspection: bool = False,
+                 needs: Collection[str] = ()) -> None:
         self.doc = doc
         self.env = env
-        #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine
+        #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine,
         self.inspection = inspection
+        #: but for these top-level keys: the places they look into (`state_dir`, `target`, `queue`)
+        self.needs = frozenset(needs)
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
         self.problems: list[str] = []
@@ -141,7 +144,7 @@ class _Reader:
             def sub(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in self.env:
-                    if not self.inspection:
+                    if not self.inspection or (path and path[0] in self.needs):
                         self.problem(path, f"environment variable {name} is not set")
                     return ""
                 return self.env[name]
@@ -213,16 +216,19 @@ def say_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False) -> Config:
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False,
+                needs: Collection[str] = ()) -> Config:
     """Load, validate and build processors; raise `ConfigProblems` listing every problem.
 
     `inspection=True` is for commands that only look at the state directory: they must work
-    without the webhook secrets in the environment.
+    without the webhook secrets in the environment. The top-level keys in `needs` must still
+    have their variables set: a `state_dir: ${DIR}/x` read as `/x` would look into, or write
+    to, the wrong place.
     """
     env = os.environ if env is None else env
     file = Path(path)
     doc = load_yaml(file)
-    reader = _Reader(doc, env, inspection=inspection)
+    reader = _Reader(doc, env, inspection=inspection, needs=needs)
     config = _build(doc, reader, file)
     if reader.problems:
         raise ConfigProblems(reader.problems)
@@ -264,8 +270,10 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         allow_env = False
     server = _server(r, r.mapping(("server",), raw.get("server")))
     target = _beside(base, r.expand(("target",), r.mapping(("target",), raw.get("target"))) or {"type": "local"})
-    queue_spec = r.expand(("queue",), r.mapping(("queue",), raw.get("queue"))) or {"type": "sqlite"}
-    queue = _queue(r, _beside(base, queue_spec))
+    queue_raw = r.mapping(("queue",), raw.get("queue"))
+    queue_spec = _beside(base, r.expand(("queue",), queue_raw) or {"type": "sqlite"})
+    # made without a variable, it is not the queue: the variable is the problem (or not looked for)
+    queue = queue_spec if any(unset_variables(v, r.env) for v in queue_raw.values()) else _queue(r, queue_spec)
     fetch = _fetch_client(r, r.mapping(("fetch",), raw.get("fetch")))
     r.allow_loopback = bool(fetch.get("allow_loopback"))  # before the processors: their fetch hosts are judged by it
     processors = _processors(r, raw.get("processors"), base)

@@ -332,3 +332,13 @@ def test_no_env_needs_no_secret_file_and_no_mapping_variable(tmp_path: Path) -> 
         f"{path}:1 (key mapping): environment variable MAPPING_FILE is not set",
         f"{path}:7 (key processors[0].auth.secret_file): cannot read secret file {tmp_path / 'secrets/gh.txt'}: "
         "No such file or directory"]
+
+
+def test_a_queue_url_made_of_an_unset_variable_is_that_variable_alone(tmp_path: Path) -> None:
+    """An unset `${REDIS_URL}` was said twice: the variable, then "needs 'url' ..., got ''"."""
+    path = write(tmp_path, config=CONFIG + "queue: {type: redis, url: '${REDIS_URL}'}\n")
+    result = run_check(path, env={"GH_SECRET": "s"})
+    assert result.exit_code == 1
+    assert [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("error")] == [
+        f"{path}:{CONFIG.count(chr(10)) + 1} (key queue.url): environment variable REDIS_URL is not set"]
+    assert run_check(path, "--no-env").exit_code == 0

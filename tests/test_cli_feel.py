@@ -312,3 +312,45 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(many_items: list[str]) 
     reading.stdout.close()
     assert reading.wait(timeout=60) == 141
     assert reading.stderr.read() == b""
+
+
+UNSET = "OCEAN_HOOK_TEST_NEVER_SET"
+
+
+@pytest.mark.parametrize(("command", "place", "key"), [
+    (["catalog", "import", "{tmp}/e.json"], {"state_dir": "${%s}{tmp}/elsewhere"}, "state_dir"),
+    (["catalog", "list"], {"target": {"type": "local", "path": "${%s}{tmp}/elsewhere/c.db"}}, "target.path"),
+    (["deliveries", "list"], {"state_dir": "${%s}{tmp}/elsewhere"}, "state_dir"),
+    (["deliveries", "purge", "--older-than", "1d"], {"state_dir": "${%s}{tmp}/elsewhere"}, "state_dir"),
+    (["deliveries", "list"], {"queue": {"type": "redis", "url": "${%s}"}}, "queue.url"),
+    (["test-mapping", "-m", "{tmp}/mapping.yml", "-d", "{tmp}/e.json"],
+     {"state_dir": "${%s}{tmp}/elsewhere"}, "state_dir"),
+])
+def test_a_place_made_of_an_unset_variable_is_named_not_read_as_empty(
+    tmp_path: Path, command: list[str], place: dict[str, Any], key: str
+) -> None:
+    """`state_dir: ${DIR}/x` with DIR unset: `catalog import` wrote into /x, `deliveries list`
+    looked there (found by probing); a Redis URL's variable was never named."""
+    def filled(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: filled(v) for k, v in value.items()}
+        return value.replace("%s", UNSET).replace("{tmp}", str(tmp_path))
+
+    config = write_config(tmp_path, **filled(place))
+    (tmp_path / "e.json").write_text("[]")
+    result = CliRunner().invoke(app, [*(filled(w) for w in command), "--config", str(config)],
+                                env={"COLUMNS": "300", UNSET: None})
+    assert result.exit_code == 2, result.output
+    line = next(x for x in result.stderr.splitlines() if UNSET in x)
+    assert line.endswith(f"(key {key}): environment variable {UNSET} is not set"), result.stderr
+    assert "got ''" not in result.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_catalog_needs_no_queue_variable(tmp_path: Path) -> None:
+    """`catalog list` refused a config whose Redis URL variable was unset: it never opens the queue."""
+    config = write_config(tmp_path, queue={"type": "redis", "url": f"${{{UNSET}}}"})
+    result = CliRunner().invoke(app, ["catalog", "list", "--config", str(config)],
+                                env={"COLUMNS": "300", UNSET: None})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: no local catalog at {tmp_path / 'state' / 'catalog.db'} yet")

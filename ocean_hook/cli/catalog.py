@@ -40,7 +40,7 @@ def _catalog(config: Path, db: Path | None, *, create: bool = False) -> LocalCat
 
 
 def _configured_catalog(config: Path) -> Path:
-    loaded = load_config(config, inspection=True)
+    loaded = load_config(config, inspection=True, needs=("state_dir", "target"))
     spec = loaded.target
     if spec.get("type", "local") != "local" and spec.get("read_from") != "local":
         raise fail(f"{config}: the target is '{spec.get('type')}', not the local catalog (use --db PATH)")

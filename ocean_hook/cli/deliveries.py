@@ -34,7 +34,7 @@ class ListFormat(StrEnum):
 
 
 def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
-    loaded = load_config(config, inspection=True)
+    loaded = load_config(config, inspection=True, needs=("state_dir",) if queue else ("state_dir", "queue"))
     spec = queue_spec_from_option(queue, loaded.queue)
     journal = journal_path(spec, loaded.state_dir)
     if journal is not None and not_made_yet(journal):  # looking must not make a journal

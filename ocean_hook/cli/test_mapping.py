@@ -109,7 +109,7 @@ def command(
     ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
-    loaded = load_config(config, inspection=True) if config is not None else None
+    loaded = load_config(config, inspection=True, needs=("state_dir", "target")) if config is not None else None
     # the config's `jq: {allow_env: true}` too: serve's jq reads the environment, so must this run's
     compiled = Mapping.load(mapping, allow_env=allow_env or (loaded is not None and loaded.allow_env_in_jq))
     mappers = compiled.for_kind(kind)
