@@ -1020,6 +1020,30 @@ async def test_redis_a_retry_claimed_again_before_the_first_worker_resumes_can_b
         assert done is not None and done.state == DONE
 
 
+async def test_redis_restarted_empty_an_old_claims_outcome_never_lands_on_the_new_delivery_of_its_number(
+    redis_url: str, clock: Clock
+) -> None:
+    """A Redis restarted without persistence counts queue ids from 1 again. The worker still on
+    the lost delivery 1 acked the new delivery 1, accepted after the restart: it showed done
+    before it ran, and its own failure was then ignored (found by probing)."""
+    async with await RedisQueue.open(redis_url, consumer="one", clock=clock) as queue:
+        await put_all(queue, delivery(1, clock))
+        [lost] = await queue.claim(1)
+        flush = aioredis.Redis.from_url(redis_url)
+        await flush.flushdb()  # the restart: everything Redis held is gone
+        await flush.aclose()
+        [new_id] = await put_all(queue, delivery(2, clock))
+        [new] = await queue.claim(1)
+        assert new.id == lost.id == new_id  # the same number
+
+        await queue.ack(lost)  # the lost delivery's outcome: nothing left to record it on
+        current = await queue.get(new_id)
+        assert current is not None and current.state == IN_PROGRESS and current.delivery_id == "gh-2"
+        await queue.retry_later(new, "target down", 0)
+        failed = await queue.get(new_id)
+        assert failed is not None and failed.state == FAILED and failed.last_error == "target down"
+
+
 async def test_redis_heartbeat_keeps_a_live_claim(redis_url: str, clock: Clock) -> None:
     async with (
         await RedisQueue.open(redis_url, consumer="a", clock=clock, claim_idle_seconds=0.2) as worker,

@@ -45,6 +45,10 @@ class Delivery:
     last_error: str | None = None
     next_attempt_at: float | None = None
     updated_at: float | None = None
+    #: the queue's handle on this claim (Redis: the stream entry claimed). Not the queue id:
+    #: a Redis restarted empty counts ids from 1 again, and an old claim's outcome would land
+    #: on the new delivery that took its number.
+    claim: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_event(cls, event: WebhookEvent, processors: list[str], order_key: str) -> Delivery:

@@ -502,7 +502,7 @@ class RedisQueue(Queue):
                 "purge": LUA_PURGE,
             }.items()
         }
-        self._claims: dict[str, str] = {}  # seq -> main entry id, for claims this object holds
+        self._claims: set[str] = set()  # main-stream entry ids of the claims this object holds
         self._last_autoclaim = float("-inf")
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -610,7 +610,8 @@ class RedisQueue(Queue):
                 except (KeyError, ValueError, TypeError) as exc:
                     await self._drop_foreign(entry_id, exc)
                     continue
-                self._claims[delivery.id] = entry_id.decode()
+                delivery.claim = entry_id.decode()
+                self._claims.add(delivery.claim)
                 claimed.append(delivery)
         return claimed
 
@@ -638,8 +639,8 @@ class RedisQueue(Queue):
     async def _finish(
         self, delivery: Delivery, outcome: str, error: str | None, delay: float | None
     ) -> None:
-        entry_id = self._claims.get(delivery.id)
-        if entry_id is None:
+        entry_id = delivery.claim
+        if entry_id is None or entry_id not in self._claims:
             log.warning("delivery %s was not claimed by this queue; ignoring %s", delivery.id, outcome)
             return
         now = self.clock()
@@ -649,10 +650,7 @@ class RedisQueue(Queue):
             "finish", self.consumer, entry_id, delivery.id, outcome, repr(now),
             delivery.attempts, error, due, self.maxlen,
         )  # fmt: skip
-        # only this claim: while we waited, another worker of this object may have claimed the
-        # delivery again (a retry due at once), and that claim is its to end
-        if self._claims.get(delivery.id) == entry_id:
-            del self._claims[delivery.id]
+        self._claims.discard(entry_id)  # a retry claimed again meanwhile is another entry, another claim
         if not done:
             log.warning("claim of delivery %s was taken over; its %s is ignored", delivery.id, outcome)
             return
@@ -666,7 +664,7 @@ class RedisQueue(Queue):
 
     async def recover(self) -> int:
         """Re-queue our own stale claims (restart under the same name), then crashed consumers'."""
-        own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0, *self._claims.values())
+        own = await self._run("recover", self.consumer, "own", 0, PEL_SCAN, 0, *self._claims)
         return int(own) + await self._autoclaim()
 
     async def hand_back(self) -> int:
@@ -684,7 +682,7 @@ class RedisQueue(Queue):
         forget = int(self.forget_consumers_after_seconds * 1000)
         total = 0
         while True:
-            busy = self._claims.values()
+            busy = self._claims
             moved = int(await self._run("recover", self.consumer, "idle", min_idle, PAGE, forget, *busy))
             total += moved
             if moved < PAGE:
@@ -697,7 +695,7 @@ class RedisQueue(Queue):
             if not self._claims:
                 continue
             try:
-                await self._run("heartbeat", self.consumer, *self._claims.values())
+                await self._run("heartbeat", self.consumer, *self._claims)
             except Exception as exc:  # the heartbeat must outlive a Redis outage
                 log.warning("cannot refresh claims: %s", exc)
 
