@@ -355,6 +355,56 @@ async def test_a_dead_letter_with_a_newer_unfinished_delivery_of_its_key_is_supe
     assert ids_of(await queue.list(DEAD)) == [old]
 
 
+async def test_a_dead_letter_retried_and_dead_again_is_still_superseded(queue: Queue, backend: Backend) -> None:
+    """On Redis, a dead letter requeued once lost its superseded mark: dead again, `retry
+    --all-dead` wrote its older content over the newer (found by probing)."""
+    [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))
+    [first] = await queue.claim(1)
+    await queue.dead_letter(first, "Port answered 422")
+    [newer] = await put_all(queue, delivery(2, backend.clock, key="repo/1"))
+    [second] = await queue.claim(1)
+    await queue.ack(second)
+    assert await queue.requeue(old) == Requeued(1)  # asked for explicitly
+    [again] = await queue.claim(1)
+    await queue.dead_letter(again, "Port answered 422")
+    assert await queue.superseded() == {old: newer}
+    assert await queue.requeue_dead(spare_superseded=True) == Requeued(0, {old: newer})
+    dead = await queue.get(old)
+    assert dead is not None and dead.state == DEAD and dead.next_attempt_at is None
+
+
+async def test_redis_a_dead_letter_retried_and_applied_leaves_no_record_of_its_key(redis_url: str,
+                                                                                clock: Clock) -> None:
+    """A requeued dead letter stays counted until applied: then its key's records go, or they
+    would pile up for every key that ever had a dead letter."""
+    async with await RedisQueue.open(redis_url, clock=clock) as queue:
+        [old] = await put_all(queue, delivery(1, clock, key="repo/1"))
+        [first] = await queue.claim(1)
+        await queue.dead_letter(first, "x")
+        [newer] = await put_all(queue, delivery(2, clock, key="repo/1"))
+        [second] = await queue.claim(1)
+        await queue.ack(second)
+        assert await queue.requeue(old) == Requeued(1)
+        [again] = await queue.claim(1)
+        await queue.ack(again)
+        records = aioredis.Redis.from_url(redis_url)
+        assert await records.hgetall("ocean-hook:deadkeys") == {}
+        assert await records.hgetall("ocean-hook:applied") == {}
+        await records.aclose()
+        assert newer
+
+
+async def test_a_dead_letter_shows_no_next_attempt(queue: Queue, backend: Backend) -> None:
+    """Redis dead letters kept the time of the retry before their last attempt."""
+    [id1] = await put_all(queue, delivery(1, backend.clock))
+    [d] = await queue.claim(1)
+    await queue.retry_later(d, "timeout", 0)
+    [d] = await queue.claim(1)
+    await queue.dead_letter(d, "gave up")
+    dead = await queue.get(id1)
+    assert dead is not None and (dead.state, dead.next_attempt_at) == (DEAD, None)
+
+
 async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(backend: Backend) -> None:
     queue = await backend.open(dedup_window_seconds=60)  # the dead letter purged below is past the window
     [old] = await put_all(queue, delivery(1, backend.clock, key="repo/1"))

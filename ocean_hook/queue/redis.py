@@ -189,8 +189,10 @@ local function readd(id, fields)
 end
 
 -- P:deadkeys counts the dead letters of each key; while a key has some, P:applied holds the seq
--- of its latest delivery applied since (what `superseded` compares). A dead letter leaving
--- P:dead (requeued or purged) is no longer counted; the last one takes the key's record along.
+-- of its latest delivery applied since (what `superseded` compares). A dead letter is counted
+-- until it is applied or purged: one requeued is marked `revived` and stays counted, so that if it
+-- dies again the newer delivery applied meanwhile still supersedes it. The last one to go takes
+-- the key's record along.
 local function undead(key)
   if key == '' then return end
   if redis.call('HINCRBY', k('deadkeys'), key, -1) <= 0 then
@@ -252,19 +254,24 @@ redis.call('XDEL', P, id)
 if not fields then return 0 end
 local changes = {attempts = attempts, updated_at = now}
 changes.last_error = err  -- '' when done: an earlier attempt's error is not this outcome's
+changes.next_attempt_at = due  -- '' when done or dead: there is no next attempt
 if outcome == 'retry' then
-  changes.next_attempt_at = due
   local rid = add('r', k('retry'), seq, with(fields, changes))
   redis.call('ZADD', k('retry:due'), due, rid)
   return 1
 end
 local key = field(fields, 'order_key') or ''
+local revived = field(fields, 'revived') == '1'  -- a dead letter requeued: still counted
 if outcome == 'dead' then
   add('d', k('dead'), seq, with(fields, changes))
-  if key ~= '' then redis.call('HINCRBY', k('deadkeys'), key, 1) end
+  if key ~= '' and not revived then redis.call('HINCRBY', k('deadkeys'), key, 1) end
 else
   add('D', k('done'), seq, with(fields, changes))
-  if key ~= '' and redis.call('HEXISTS', k('deadkeys'), key) == 1 then redis.call('HSET', k('applied'), key, seq) end
+  local applied = tonumber(redis.call('HGET', k('applied'), key) or '0')
+  if key ~= '' and redis.call('HEXISTS', k('deadkeys'), key) == 1 and tonumber(seq) > applied then
+    redis.call('HSET', k('applied'), key, seq)
+  end
+  if revived then undead(key) end
   local excess = redis.call('XLEN', k('done')) - maxlen
   if excess > 0 then
     for _, old in ipairs(redis.call('XRANGE', k('done'), '-', '+', 'COUNT', excess)) do
@@ -346,9 +353,10 @@ for i = 6, #ARGV do
     else
       redis.call('XDEL', stream, id)
       if code == 'r' then redis.call('ZREM', k('retry:due'), id) end
-      if fields and code == 'd' then undead(key) end
       if fields then
-        place(seq, with(fields, {attempts = '0', next_attempt_at = '', updated_at = now}))
+        local changes = {attempts = '0', next_attempt_at = '', updated_at = now}
+        if code == 'd' and key ~= '' then changes.revived = '1' end  -- counted until applied or purged
+        place(seq, with(fields, changes))
         n = n + 1
       end
     end
