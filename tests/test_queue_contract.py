@@ -424,6 +424,39 @@ async def test_superseded_forgets_a_key_once_its_dead_letters_are_gone(backend: 
     assert later
 
 
+async def test_a_dead_letter_is_found_by_its_delivery_id_after_the_dedup_window(backend: Backend) -> None:
+    """On Redis, `deliveries show ID` and `retry ID` knew a delivery id only for the dedup window
+    (7 days by default): an older dead letter answered 'no delivery' (found by probing)."""
+    queue = await backend.open(dedup_window_seconds=0.3)
+    [dead_id, failed_id] = await put_all(queue, delivery(1, backend.clock), delivery(2, backend.clock))
+    first, second = await queue.claim(2)
+    await queue.dead_letter(first, "gave up")
+    await queue.retry_later(second, "Port answered 503", 3600)
+    await backend.let_time_pass(0.5)
+    dead, failed = await queue.get("gh-1"), await queue.get("gh-2")
+    assert dead is not None and (dead.id, dead.state) == (dead_id, DEAD)
+    assert failed is not None and (failed.id, failed.state) == (failed_id, FAILED)
+    assert await queue.requeue("gh-1") == Requeued(1)
+    assert await queue.requeue("gh-2") == Requeued(1)
+    assert ids_of(await queue.claim(10)) == [dead_id, failed_id]
+
+
+async def test_retry_of_digits_takes_the_dead_delivery_of_that_delivery_id_when_the_queue_id_is_done(
+    queue: Queue, backend: Backend
+) -> None:
+    """A sender's delivery ids may be digits: `retry 1` on Redis took queue id 1, done, and said
+    'nothing to retry' while the dead delivery '1' waited."""
+    [done_id] = await put_all(queue, delivery(1, backend.clock, delivery_id="a"))
+    [first] = await queue.claim(1)
+    await queue.ack(first)
+    [dead_id] = await put_all(queue, delivery(2, backend.clock, delivery_id=done_id))
+    [second] = await queue.claim(1)
+    await queue.dead_letter(second, "gave up")
+    assert await queue.requeue(done_id) == Requeued(1)
+    again = await queue.get(dead_id)
+    assert again is not None and again.state == PENDING
+
+
 async def test_requeue_makes_a_failed_delivery_due_now(queue: Queue, backend: Backend) -> None:
     [id1] = await put_all(queue, delivery(1, backend.clock))
     [d] = await queue.claim(1)

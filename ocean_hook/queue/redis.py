@@ -72,7 +72,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -709,21 +709,29 @@ class RedisQueue(Queue):
 
     # ------------------------------------------------------------------ inspection and repair
 
-    async def _locate(self, id_or_delivery_id: str) -> str | None:
-        """The seq for a queue id, else for a delivery id still inside the dedup window (kept
-        under `dedup:<id>` before de-duplication was per path)."""
+    async def _matches(self, id_or_delivery_id: str) -> builtins.list[str]:
+        """The seqs it may name, as the SQLite journal takes them: the queue id, then the newest
+        delivery with that delivery id (a sender's id may be digits too). A delivery id is kept
+        under `id:<id>` for the dedup window (`dedup:<id>` before de-duplication was per path);
+        past it, dead and failed deliveries are still found by theirs, for `show` and `retry`."""
         key = str(id_or_delivery_id)
+        found = []
         async with self._available():
             if key.isdigit() and await self._redis.hexists(f"{self.stream}:loc", key):
-                return key
+                found.append(key)
             seq = await self._redis.get(f"{self.stream}:id:{key}") or await self._redis.get(
                 f"{self.stream}:dedup:{key}")
-        return _text(seq) if seq else None
+        if seq:
+            return [*found, _text(seq)]
+        kept = [side.seq for suffix in (":dead", ":retry") for side in await self._scan(suffix)
+                if side.delivery_id == key]
+        return [*found, max(kept, key=int)] if kept else found
 
     async def get(self, id_or_delivery_id: str) -> Delivery | None:
-        seq = await self._locate(id_or_delivery_id)
-        if seq is None:
-            return None
+        found = await self._matches(id_or_delivery_id)
+        return await self._get(found[0]) if found else None
+
+    async def _get(self, seq: str) -> Delivery | None:
         async with self._available():
             loc = await self._redis.hget(f"{self.stream}:loc", seq)
             if not loc:
@@ -788,15 +796,17 @@ class RedisQueue(Queue):
         return {cast(bytes, p["message_id"]) for p in pending}  # bytes: decode_responses=False
 
     async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
-        seq = await self._locate(id_or_delivery_id)
-        if seq is None:
-            return Requeued(0)
-        return await self._requeue("any", [seq], spare_superseded)
+        """The first match (see `_matches`) that is dead or failed."""
+        for seq in await self._matches(id_or_delivery_id):
+            found = await self._get(seq)
+            if found is not None and found.state in (DeliveryState.DEAD, DeliveryState.FAILED):
+                return await self._requeue("any", [seq], spare_superseded)
+        return Requeued(0)
 
     async def requeue_dead(self, *, spare_superseded: bool = False) -> Requeued:
         """In arrival order (seq), not in the order they died: the oldest of a key must lead it
         again, as it would have, or an older update is applied over a newer one."""
-        seqs = sorted((seq for _, seq, _, _ in await self._scan(":dead")), key=int)
+        seqs = sorted((side.seq for side in await self._scan(":dead")), key=int)
         return await self._requeue("d", seqs, spare_superseded)
 
     async def _requeue(self, only: str, seqs: builtins.list[str], spare_superseded: bool) -> Requeued:
@@ -815,14 +825,14 @@ class RedisQueue(Queue):
         cutoff = self.clock() - older_than_seconds
         total = 0
         for suffix, code in ((":dead", "d"), (":done", "D")):
-            old = [(eid, seq) for eid, seq, updated, _ in await self._scan(suffix) if updated < cutoff]
+            old = [(side.entry_id, side.seq) for side in await self._scan(suffix) if side.updated_at < cutoff]
             for start in range(0, len(old), PAGE):
                 pairs = [part for pair in old[start : start + PAGE] for part in pair]
                 total += int(await self._run("purge", code, *pairs))
         return total
 
     async def superseded(self) -> dict[str, str]:
-        dead = [(seq, key) for _, seq, _, key in await self._scan(":dead") if key]
+        dead = [(side.seq, side.order_key) for side in await self._scan(":dead") if side.order_key]
         if not dead:
             return {}
         keys = sorted({key for _, key in dead})
@@ -834,17 +844,18 @@ class RedisQueue(Queue):
                   for key, a, b in zip(keys, applied, active, strict=True)}
         return {seq: str(newest[key]) for seq, key in dead if newest[key] > int(seq)}
 
-    async def _scan(self, suffix: str) -> builtins.list[tuple[str, str, float, str]]:
-        """(entry id, seq, updated_at, order key) of every entry of a side stream, oldest first."""
-        out: builtins.list[tuple[str, str, float, str]] = []
+    async def _scan(self, suffix: str) -> builtins.list[_Side]:
+        """Every entry of a side stream, oldest first."""
+        out: builtins.list[_Side] = []
         start = "-"
         async with self._available():
             while True:
                 page = _entries(await self._redis.xrange(self.stream + suffix, start, "+", count=PAGE))
                 for entry_id, fields in page:
-                    updated = float(fields.get(b"updated_at") or 0)
-                    key = (fields.get(b"order_key") or b"").decode()
-                    out.append((entry_id.decode(), fields[b"seq"].decode(), updated, key))
+                    out.append(_Side(entry_id.decode(), fields[b"seq"].decode(),
+                                     float(fields.get(b"updated_at") or 0),
+                                     (fields.get(b"order_key") or b"").decode(),
+                                     (fields.get(b"delivery_id") or b"").decode()))
                 if len(page) < PAGE:
                     return out
                 start = "(" + page[-1][0].decode()
@@ -873,6 +884,16 @@ class RedisQueue(Queue):
                 await self._heartbeat
             self._heartbeat = None
         await self._redis.aclose()
+
+
+class _Side(NamedTuple):
+    """What `_scan` reads of an entry of a side stream (dead, done, retry)."""
+
+    entry_id: str
+    seq: str
+    updated_at: float
+    order_key: str
+    delivery_id: str
 
 
 def to_delivery(fields: Fields, state: DeliveryState, *, in_progress: bool = False) -> Delivery:
