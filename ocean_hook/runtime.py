@@ -38,8 +38,19 @@ def one_file_for_both(queue: Mapping[str, Any], target: Mapping[str, Any], state
             "its own")
 
 
-#: what a Redis URL starts with (redis-py's schemes)
+#: what a Redis URL starts with (redis-py's schemes; in any case, as URL schemes are)
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(text: str) -> bool:
+    return text.lower().startswith(REDIS_SCHEMES)
+
+
+def not_a_redis_url(text: str) -> str:
+    """Text that should have been a Redis URL, quoted up to its first ':' only: a mistyped URL
+    (`redis:/:pw@host`, `valkey://:pw@host`) still holds its password."""
+    head, colon, _ = text.partition(":")
+    return repr(text) if not colon else f"'{head}:...' (the rest not shown: it may hold a password)"
 
 
 async def open_queue(
@@ -72,11 +83,11 @@ def check_queue(spec: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     if kind == "redis":
         url = spec.get("url")
-        from ocean_hook.queue.redis import redact_url, url_problem  # the redis library only for Redis
+        from ocean_hook.queue.redis import url_problem  # the redis library only for Redis
 
-        if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
-            shown = url if not isinstance(url, str) else redact_url(url)
-            raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {shown!r}", where="queue")
+        if not isinstance(url, str) or not is_redis_url(url):
+            shown = repr(url) if not isinstance(url, str) else not_a_redis_url(url)
+            raise ConfigError(f"queue type redis needs 'url' (redis://host:6379/0), got {shown}", where="queue")
         if (problem := url_problem(url)) is not None:
             raise ConfigError(f"the Redis URL {problem}", where="queue.url")
         return redis_options(spec)
@@ -121,7 +132,7 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
     """`--queue redis://...` or `--queue sqlite` overrides the config's `queue:`."""
     if not option:
         return configured
-    if option.startswith(REDIS_SCHEMES):
+    if is_redis_url(option):
         from ocean_hook.queue.redis import url_problem  # the redis library only for Redis
 
         if (problem := url_problem(option)) is not None:  # said of --queue, not of the config's queue.url
@@ -131,7 +142,7 @@ def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) ->
         return {**kept, "type": "redis", "url": option}
     if option == "sqlite":
         return {"type": "sqlite"}
-    raise ConfigError(f"--queue must be 'sqlite' or a redis:// URL, got {option!r}")
+    raise ConfigError(f"--queue must be 'sqlite' or a redis:// URL, got {not_a_redis_url(option)}")
 
 
 def target_spec(config: Config, override: str | None = None) -> dict[str, Any]:

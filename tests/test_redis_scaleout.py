@@ -500,3 +500,22 @@ def test_queue_option_keeps_redis_settings_and_drops_sqlite_ones() -> None:
     assert queue_spec_from_option("redis://b:6379/1", redis_cfg) == {**redis_cfg, "url": "redis://b:6379/1"}
     sqlite_cfg = {"type": "sqlite", "path": "j.db"}
     assert queue_spec_from_option("redis://b:6379/1", sqlite_cfg) == {"type": "redis", "url": "redis://b:6379/1"}
+
+
+@pytest.mark.parametrize("url", ["redis:/:SECRETX@127.0.0.1:1/0", " redis://:SECRETX@h/0", "valkey://:SECRETX@h"])
+def test_a_mistyped_redis_url_is_never_shown_whole(url: str, tmp_path: Path) -> None:
+    """A URL that is not redis://, rediss:// or unix:// was echoed whole, password and all, by
+    `--queue` and by `check` (found by probing): only up to its first ':' is shown."""
+    with pytest.raises(ConfigError) as caught:
+        queue_spec_from_option(url, {})
+    assert "SECRETX" not in str(caught.value)
+    assert str(caught.value).startswith(f"--queue must be 'sqlite' or a redis:// URL, got '{url.split(':')[0]}:...'")
+    config = write_config(tmp_path, queue={"type": "redis", "url": url})
+    result = CliRunner().invoke(app, ["check", "--no-env", "--config", str(config)], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and "SECRETX" not in result.output
+    assert "queue type redis needs 'url' (redis://host:6379/0), got" in result.output
+
+
+def test_a_redis_url_scheme_is_read_in_any_case() -> None:
+    """URL schemes are case-insensitive, and redis-py reads `REDIS://` as redis://."""
+    assert queue_spec_from_option("REDIS://h:6379/1", {}) == {"type": "redis", "url": "REDIS://h:6379/1"}
