@@ -125,13 +125,17 @@ class _Reader:
     """Walks the YAML document, expanding `${VAR}` and collecting problems with their place."""
 
     def __init__(self, doc: YamlDocument, env: Mapping[str, str], *, inspection: bool = False,
-                 needs: Collection[str] = ()) -> None:
+                 needs: Collection[str] = (), secrets: bool = True, overridden: Collection[str] = ()) -> None:
         self.doc = doc
         self.env = env
         #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine,
         self.inspection = inspection
         #: but for these top-level keys: the places they look into (`state_dir`, `target`, `queue`)
         self.needs = frozenset(needs)
+        #: False: the webhook secrets are not needed (a replay that does not verify signatures)
+        self.secrets = secrets and not inspection
+        #: top-level keys the command line replaces (`serve --queue`): their variables are not read
+        self.overridden = frozenset(overridden)
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
         self.problems: list[str] = []
@@ -139,12 +143,21 @@ class _Reader:
     def problem(self, path: KeyPath, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
 
+    def needed(self, path: KeyPath) -> bool:
+        """Whether the value at `path` must be there: its variables set, its secret file read."""
+        top = path[0] if path else ""
+        if top in self.overridden:
+            return False
+        if self.inspection:
+            return top in self.needs
+        return self.secrets or not ("auth" in path and {"secret", "secrets", "secret_file"} & set(path))
+
     def expand(self, path: KeyPath, value: Any) -> Any:
         if isinstance(value, str):
             def sub(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in self.env:
-                    if not self.inspection or (path and path[0] in self.needs):
+                    if self.needed(path):
                         self.problem(path, f"environment variable {name} is not set")
                     return ""
                 return self.env[name]
@@ -217,18 +230,20 @@ def say_duration(seconds: float) -> str:
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False,
-                needs: Collection[str] = ()) -> Config:
+                needs: Collection[str] = (), secrets: bool = True, overridden: Collection[str] = ()) -> Config:
     """Load, validate and build processors; raise `ConfigProblems` listing every problem.
 
     `inspection=True` is for commands that only look at the state directory: they must work
     without the webhook secrets in the environment. The top-level keys in `needs` must still
     have their variables set: a `state_dir: ${DIR}/x` read as `/x` would look into, or write
-    to, the wrong place.
+    to, the wrong place. `secrets=False`: the webhook secrets may be missing (nothing is
+    verified). `overridden`: top-level keys the command line replaces, whose variables may be
+    unset.
     """
     env = os.environ if env is None else env
     file = Path(path)
     doc = load_yaml(file)
-    reader = _Reader(doc, env, inspection=inspection, needs=needs)
+    reader = _Reader(doc, env, inspection=inspection, needs=needs, secrets=secrets, overridden=overridden)
     config = _build(doc, reader, file)
     if reader.problems:
         raise ConfigProblems(reader.problems)
@@ -451,7 +466,7 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
     for key in sorted(unknown):
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
-        if r.inspection or len(r.problems) > reported:  # the missing variable is already reported
+        if not r.needed((*path, "secret")) or len(r.problems) > reported:  # or the variable is reported
             return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")
@@ -482,9 +497,9 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
         expanded = r.expand(where, value.strip())
         if expanded:
             secrets.append(expanded)
-        elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env:
+        elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env and r.needed(where):
             r.problem(where, f"environment variable {value.strip()[2:-1]} is empty")
-    if "secret_file" in raw and not r.inspection:  # looking, or checking --no-env: secrets are not needed
+    if "secret_file" in raw and r.needed((*path, "secret_file")):
         file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))
         try:
             content = file.read_text(encoding="utf-8").strip()

@@ -163,7 +163,9 @@ def make_target(config: Config, override: str | None = None) -> Target:
     try:
         return build_target(spec, config.state_dir, env=os.environ)
     except ValueError as exc:
-        raise ConfigError(str(exc), where=config.where("target")) from None
+        # `--target port` is not the config's `target:` (whose line would be blamed)
+        raise ConfigError(str(exc), where=config.where("target") if override in (None, "dry-run")
+                          else f"--target {override}") from None
 
 
 def make_fetcher(config: Config) -> Fetcher:

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from proof_helpers import slack_headers
 from serve_helpers import serve_in_process, wait_for_entity, wait_until_settled, write_config
+from typer.testing import CliRunner
 from webhook_samples import (
     capture,
     catalog,
@@ -34,6 +35,7 @@ from webhook_samples import (
 )
 
 from ocean_hook import replay as replay_module
+from ocean_hook.cli import app
 from ocean_hook.events import WebhookEvent, event_from_capture, make_headers, write_capture
 from ocean_hook.targets.local import LocalCatalog
 
@@ -252,6 +254,20 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert changes(delivery) == [("update", *PR)]  # planned against the catalog...
     assert catalog(config) == before  # ...and not written
     assert before[PR]["properties"]["status"] == "open"
+
+
+def test_a_replay_that_verifies_nothing_needs_no_webhook_secret(tmp_path: Path) -> None:
+    """`replay --dry-run` (or a plain replay) refused to run without the secrets, which only
+    `--verify` uses (found by probing)."""
+    config = source_config(tmp_path, "github")
+    [file] = write_captures(tmp_path / "caps", [capture("github", "pull_request.opened")])
+    unset = {"GITHUB_WEBHOOK_SECRET": None}
+    result = CliRunner().invoke(app, ["replay", str(file), "--config", str(config), "--dry-run"], env=unset)
+    assert result.exit_code == 0, result.output
+    assert "+ create githubPullRequest/acme/payments-api/pull/42" in result.stdout
+    result = CliRunner().invoke(app, ["replay", str(file), "--config", str(config), "--verify"], env=unset)
+    assert result.exit_code == 2
+    assert "(key processors[0].auth.secret): environment variable GITHUB_WEBHOOK_SECRET is not set" in result.stderr
 
 
 def test_a_dry_run_plans_each_capture_after_the_ones_before_as_the_real_run_applies_them(tmp_path: Path) -> None:

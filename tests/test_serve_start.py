@@ -128,3 +128,20 @@ async def test_a_second_serve_on_the_same_journal_is_refused_and_the_first_keeps
         assert await first.stop() == 0
     again = await ServeProcess.start(config)  # the lock went with the process
     assert await again.stop() == 0
+
+
+def test_what_the_command_line_replaces_is_not_read_from_the_config(tmp_path: Path) -> None:
+    """`serve --queue X` still wanted the config's `url: ${REDIS_URL}` set, and said it twice
+    (found by probing); `--target port` blamed the config's `target:` line for Port's variables."""
+    unset = "OCEAN_HOOK_TEST_NEVER_SET"
+    config = write_config(tmp_path, queue={"type": "redis", "url": f"${{{unset}}}"})
+    line = refused(serve(config, "--queue", "sqlite", "--host", "192.0.2.1", "--port", "0"))
+    assert line == "error: cannot listen on 192.0.2.1:0: this machine has no such address; check --host"
+    result = serve(config, "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith(f"(key queue.url): environment variable {unset} is not set")
+
+    result = serve(write_config(tmp_path), "--target", "port", "--port", "0")
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        2, "error: --target port: environment variables PORT_CLIENT_ID (the Port client id) and PORT_CLIENT_SECRET "
+           "(the Port client secret) are not set")

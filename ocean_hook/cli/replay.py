@@ -75,7 +75,8 @@ def command(
 ) -> None:
     """[bold]Replay[/] captured deliveries through the same pipeline as the listener."""
     _check_options(to, dry_run=dry_run, verify=verify, path=path, header=header)
-    loaded = None if to is not None else load_config(config)  # with --to, the listener's config is the one
+    # with --to, the listener's config is the one; without --verify, no secret is needed
+    loaded = None if to is not None else load_config(config, secrets=verify)
     loaded_events = [(str(p), load_outcome_or_event(p, path=path, headers=header)) for p in expand_files(files)]
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
     watchdog = Watchdog.for_command("replay", stall_timeout) if to is None else None

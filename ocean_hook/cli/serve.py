@@ -59,7 +59,10 @@ def command(
     if not host.strip():  # aiohttp would listen on every interface, and say http://:8000
         raise fail("--host is empty: give an address (0.0.0.0 or :: for every interface)")
     setup_logging(verbose + 1, quiet, log_format.value)
-    loaded = load_config(config)
+    # what --queue or --target replaces is not read: its variables may be unset
+    replaced = [key for key, given in (("queue", queue), ("target", target not in (None, TargetChoice.dry_run)))
+                if given]
+    loaded = load_config(config, overridden=replaced)
 
     def ready(url: str) -> None:
         tune_gc_for_serving()  # this process now only serves: everything long-lived is loaded

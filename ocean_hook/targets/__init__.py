@@ -102,7 +102,7 @@ def _secrets(spec: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, str]
              for variable, key in wanted if not env.get(variable)]
     if unset:
         said = "variable {} is" if len(unset) == 1 else "variables {} are"
-        raise ValueError(f"target: environment {said.format(' and '.join(unset))} not set")
+        raise ValueError(f"environment {said.format(' and '.join(unset))} not set")
     return env[wanted[0][0]], env[wanted[1][0]]
 
 
