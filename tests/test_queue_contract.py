@@ -1225,3 +1225,24 @@ def test_headers_are_stored_as_json_would_write_them(value: str) -> None:
     pairs = [("X-Name", value), ("x-name", "second copy")]
     assert encode_headers(pairs) == json.dumps(pairs)
     assert decode_headers(encode_headers(pairs)) == pairs
+
+
+@pytest.mark.parametrize(("suffix", "expected"), [("loc", "hash"), ("seq", "string"), ("retry:due", "zset")])
+async def test_redis_a_key_of_another_type_under_the_streams_name_is_refused_at_start(
+    redis_url: str, suffix: str, expected: str
+) -> None:
+    """With `ocean-hook:loc` a string, serve started; each put then failed half way, answered
+    503 with the delivery stored, and its resend was a 'duplicate' (found by probing)."""
+    other = aioredis.Redis.from_url(redis_url)
+    if expected == "string":
+        await other.hset(f"ocean-hook:{suffix}", "a", "b")
+        kind = "hash"
+    else:
+        await other.set(f"ocean-hook:{suffix}", "another program's")
+        kind = "string"
+    await other.aclose()
+    with pytest.raises(QueueUnavailable) as caught:
+        await RedisQueue.open(redis_url)
+    assert str(caught.value).endswith(
+        f"key 'ocean-hook:{suffix}' is a {kind}, not the {expected} ocean-hook keeps there: is another program "
+        "using the name 'ocean-hook'? (queue.stream)")

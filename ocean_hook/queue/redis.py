@@ -384,6 +384,10 @@ end
 return n
 """
 
+#: the keys beside the stream that the scripts write, with the type each must have
+KEY_TYPES = {"loc": "hash", "seq": "string", "active": "hash", "wait": "stream", "retry": "stream",
+             "retry:due": "zset", "dead": "stream", "done": "stream", "deadkeys": "hash", "applied": "hash"}
+
 CODE_STATE = {
     "w": DeliveryState.PENDING,
     "r": DeliveryState.FAILED,
@@ -534,6 +538,7 @@ class RedisQueue(Queue):
         queue = cls(url, **options)
         try:
             await (queue._create_group() if create else queue._require_stream())
+            await queue._check_key_types()
         except (QueueUnavailable, QueueMissing):
             await queue._redis.aclose()
             raise
@@ -566,6 +571,19 @@ class RedisQueue(Queue):
             if not await self._redis.exists(self.stream):
                 raise QueueMissing(f"no queue stream '{self.stream}' at {redact_url(self.url)} yet: serve creates it "
                                    "when it starts (check --queue and queue.stream)")
+
+    async def _check_key_types(self) -> None:
+        """A key of another type under the stream's name (another program's) fails a script half
+        way, after some of its writes: a delivery answered 503 yet stored. Refused at start."""
+        async with self._available(), self._redis.pipeline(transaction=False) as pipe:
+            for suffix in KEY_TYPES:
+                pipe.type(f"{self.stream}:{suffix}")
+            found = [_text(kind) for kind in await pipe.execute()]
+        for (suffix, expected), kind in zip(KEY_TYPES.items(), found, strict=True):
+            if kind not in ("none", expected):
+                raise QueueUnavailable(
+                    f"redis {redact_url(self.url)}: key '{self.stream}:{suffix}' is a {kind}, not the {expected} "
+                    f"ocean-hook keeps there: is another program using the name '{self.stream}'? (queue.stream)")
 
     async def _create_group(self) -> None:
         async with self._available():
