@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables
+from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables, written_password
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import journal_path, one_file_for_both
@@ -68,6 +68,8 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
         return report
     report.processors = len(config.processors) if config else len(raw.processors)
     report.warnings += raw.unauthenticated()
+    if password := written_password(raw.data.get("queue")):
+        report.warnings.append(f"{raw.doc.where(('queue', 'url'))}: {password}")
     mapping = config.mapping_path if config else raw.mapping_path()
     unset = unset_variables(raw.data.get("mapping"), env)  # without --no-env, a problem already
     if unset and not require_env:

@@ -44,6 +44,19 @@ OPERATIONS_PATHS = ("/healthz", "/readyz", "/metrics")
 _ROUTE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$")
 
 
+def written_password(queue: Any) -> str | None:
+    """A warning when `queue.url` is written with its password in the config text, where
+    secrets never go (the config is committed, shown in reviews, printed by `check`)."""
+    url = queue.get("url") if isinstance(queue, dict) else None
+    if not isinstance(url, str) or "${" in url:
+        return None
+    before_host = url.partition("://")[2].partition("/")[0]
+    if ":" in before_host.rpartition("@")[0] or "password=" in url.lower():
+        return "the Redis password is written in the config, where secrets never go: put the URL in an " \
+               "environment variable (url: ${REDIS_URL})"
+    return None
+
+
 def unset_variables(value: Any, env: Mapping[str, str]) -> list[str]:
     """The `${VAR}` names in a config string that `env` does not set."""
     return [name for name in _VAR.findall(value) if name not in env] if isinstance(value, str) else []
@@ -294,6 +307,8 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     processors = _processors(r, raw.get("processors"), base)
     warnings = [f"processor '{p.name}' accepts unauthenticated deliveries (auth: none)"
                 for p in processors if p.settings.verifier.scheme == "none"]
+    if password := written_password(queue_raw):
+        warnings.append(f"{doc.where(('queue', 'url'))}: {password}")
     return Config(
         file=file, mapping_path=mapping_path, state_dir=state_dir, target=target, queue=queue,
         server=server, processors=processors, allow_env_in_jq=allow_env,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from ocean_hook.check import check
 from ocean_hook.cli import app
+from ocean_hook.config import load_config
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.engine import Mapping, MappingCompileError
 from ocean_hook.mapping.problems import collect_problems
@@ -342,3 +343,21 @@ def test_a_queue_url_made_of_an_unset_variable_is_that_variable_alone(tmp_path: 
     assert [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("error")] == [
         f"{path}:{CONFIG.count(chr(10)) + 1} (key queue.url): environment variable REDIS_URL is not set"]
     assert run_check(path, "--no-env").exit_code == 0
+
+
+@pytest.mark.parametrize(("url", "warned"), [
+    ("redis://:hunter2@127.0.0.1:6379/0", True), ("redis://user:hunter2@h/0", True),
+    ("'redis://h:6379/0?password=hunter2'", True), ("redis://h:6379/0", False), ("'${REDIS_URL}'", False),
+    ("redis://user@h:6379/0", False),
+])
+def test_a_redis_password_written_in_the_config_is_a_warning(tmp_path: Path, url: str, warned: bool) -> None:
+    """Secrets never go in the config text; a Redis password in `queue.url` was taken silently."""
+    path = write(tmp_path, config=CONFIG + f"queue: {{type: redis, url: {url}}}\n")
+    result = run_check(path, env={"GH_SECRET": "s", "REDIS_URL": "redis://h/0"})
+    assert result.exit_code == 0, result.output
+    line = (f"warning: {path}:{CONFIG.count(chr(10)) + 1} (key queue.url): the Redis password is written in the "
+            "config, where secrets never go: put the URL in an environment variable (url: ${REDIS_URL})")
+    assert (line in result.stderr.splitlines()) is warned, result.stderr
+    assert "hunter2" not in result.output
+    logged = load_config(path, env={"GH_SECRET": "s", "REDIS_URL": "redis://h/0"}).warnings  # serve logs these
+    assert (line.removeprefix("warning: ") in logged) is warned

@@ -394,6 +394,7 @@ async def test_a_redis_password_is_never_shown_in_any_form(tmp_path: Path, url: 
 @pytest.mark.parametrize(("url", "problem"), [
     ("redis://:pw@127.0.0.1:99999/0", "has a port out of range (1-65535)"),
     ("redis://:pw@127.0.0.1:abc/0", "is not a valid URL (percent-encode ':', '@', '/', '?' and '#' in a password)"),
+    ("redis://127.0.0.1:0/0", "has port 0: give Redis' port (6379 by default)"),  # redis-py went to 6379
 ])
 async def test_a_bad_queue_option_url_is_said_of_the_option(tmp_path: Path, url: str, problem: str) -> None:
     """It was blamed on `queue.url`, which the config did not have, and a port out of range was

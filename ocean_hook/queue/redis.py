@@ -463,6 +463,8 @@ def url_problem(url: str) -> str | None:
         return parts
     if parts.fragment or url.endswith("#"):
         return "has a '#': percent-encode it in a password (%23)"
+    if parts.port == 0:  # redis-py would take it for "no port", and connect to 6379
+        return "has port 0: give Redis' port (6379 by default)"
     database = parts.path.strip("/")
     if parts.scheme != "unix" and database and not database.isdigit():
         return "must end in a database number (/0), or nothing"
