@@ -14,8 +14,8 @@ import asyncio
 import inspect
 import json
 import traceback
+from collections.abc import Iterator, Sequence
 from collections.abc import Mapping as MappingABC
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -30,7 +30,7 @@ from ocean_hook.errors import quoted
 from ocean_hook.events import WebhookEvent, new_delivery_id
 from ocean_hook.fetch import Fetcher, FetchRefused
 from ocean_hook.jsontext import JsonProblem
-from ocean_hook.mapping.engine import MappedEntity, Mapping, MapResult, ResourceMapper
+from ocean_hook.mapping.engine import CHUNK, MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.jq import jq_can_read
 from ocean_hook.mapping.misconfigured import Misconfigurations
 from ocean_hook.mapping.models import MappingFlags
@@ -63,8 +63,24 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
     selector (Ocean drops those, leaving stale entities behind).
     """
     batch = MappedBatch(mapper.kind)
-    updated = mapper.map_items(raw.updated, parse_all=True, start=start)
-    deleted = mapper.map_items(raw.deleted, parse_all=True, start=start + len(raw.updated))
+    for _ in _map_steps(mapper, raw, batch, start):
+        pass
+    return batch
+
+
+async def map_raw_between_answers(mapper: ResourceMapper, raw: RawResults) -> MappedBatch:
+    """`map_raw` giving the event loop back after each chunk of items: a delivery of 100,000
+    items held the listener's answers (and its watchdog's heartbeat) for 17 seconds."""
+    batch = MappedBatch(mapper.kind)
+    for _ in _map_steps(mapper, raw, batch, 0):
+        await asyncio.sleep(0)
+    return batch
+
+
+def _map_steps(mapper: ResourceMapper, raw: RawResults, batch: MappedBatch, start: int) -> Iterator[None]:
+    updated, deleted = MapResult(), MapResult()
+    yield from mapper.map_steps(raw.updated, updated, parse_all=True, start=start)
+    yield from mapper.map_steps(raw.deleted, deleted, parse_all=True, start=start + len(raw.updated))
     batch.result.extend(updated)
     batch.result.errors += deleted.errors
     batch.result.skipped += deleted.skipped
@@ -74,7 +90,6 @@ def map_raw(mapper: ResourceMapper, raw: RawResults, *, start: int = 0) -> Mappe
     last_passed = {entity_key(m.entity): m.item_index for m in updated.passed}
     out_of_scope = [m for m in updated.failed if m.item_index > last_passed.get(entity_key(m.entity), -1)]
     batch.deletes = out_of_scope + deleted.entities
-    return batch
 
 
 def keep_what_another_resource_maps(batches: Sequence[MappedBatch]) -> None:
@@ -427,10 +442,12 @@ async def process(
                 current = await planned.over(kind_result.batch.keys(), target.get_entities)
             except TargetError as exc:
                 raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
-            kind_result.changes = plan(kind_result.batch, current, mapping.flags)
-            for change in kind_result.changes:
+            kind_result.changes = await _plan_between_answers(kind_result.batch, current, mapping.flags)
+            for n, change in enumerate(kind_result.changes, 1):
                 if isinstance(change.identifier, str):
                     planned.set((change.blueprint, change.identifier), change.after)
+                if n % CHUNK == 0:
+                    await asyncio.sleep(0)
     finally:
         planned.close()
     for kind_result in result.results:
@@ -445,6 +462,16 @@ async def process(
             raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
         result.written += applied.written
     return result
+
+
+async def _plan_between_answers(batch: MappedBatch, current: MappingABC[EntityKey, Entity],
+                                flags: MappingFlags) -> list[Change]:
+    """`plan`; a batch of many items on a helper thread, so that the event loop, which answers
+    the senders, gets the GIL at every switch interval meanwhile (pure Python on data no one
+    else touches: nothing to share)."""
+    if len(batch.upserts) + len(batch.deletes) <= CHUNK:
+        return plan(batch, current, flags)
+    return await asyncio.to_thread(plan, batch, current, flags)
 
 
 def _refuse_what_the_target_cannot_write(result: ProcessResult, target: Target) -> None:
@@ -522,7 +549,7 @@ async def _process_kind(
     if not (isinstance(raw, RawResults) and isinstance(raw.updated, list) and isinstance(raw.deleted, list)):
         raise PipelineError(f"{processor.name}: handle_event must return RawResults(updated=[...], deleted=[...]), "
                             f"got {raw!r:.80}", retryable=False)
-    return KindResult(processor.name, mapper.kind, map_raw(mapper, raw))
+    return KindResult(processor.name, mapper.kind, await map_raw_between_answers(mapper, raw))
 
 
 def _as_pipeline_error(exc: BaseException, processor: WebhookProcessor) -> PipelineError:

@@ -220,15 +220,24 @@ class ResourceMapper:
     def map_items(self, items: Iterable[Any], *, parse_all: bool = False, start: int = 0) -> MapResult:
         """Map raw items. `parse_all` also maps items that fail the selector (for deletions)."""
         result = MapResult()
-        expanded: list[tuple[int, Any]] = []
-        for index, raw in enumerate(items, start):
-            expanded += [(index, item) for item in self._expand(raw, index, result)]
-            if len(expanded) >= CHUNK:
-                self._map_chunk(expanded, parse_all, result)
-                expanded = []
-        if expanded:
-            self._map_chunk(expanded, parse_all, result)
+        for _ in self.map_steps(items, result, parse_all=parse_all, start=start):
+            pass
         return result
+
+    def map_steps(self, items: Iterable[Any], result: MapResult, *, parse_all: bool = False,
+                  start: int = 0) -> Iterator[None]:
+        """`map_items` into `result`, pausing after each full chunk: the listener's workers give
+        the event loop back there, so a delivery of many items does not stop the answers."""
+        chunk: list[tuple[int, Any]] = []
+        for index, raw in enumerate(items, start):
+            for item in self._expand(raw, index, result):  # one raw item can be 100,000 (itemsToParse)
+                chunk.append((index, item))
+                if len(chunk) == CHUNK:
+                    self._map_chunk(chunk, parse_all, result)
+                    chunk = []
+                    yield
+        if chunk:
+            self._map_chunk(chunk, parse_all, result)
 
     def _expand(self, raw: Any, index: int, result: MapResult) -> list[Any]:
         """`port.itemsToParse`: one item per element, the element under `itemsToParseName`."""

@@ -86,6 +86,13 @@ def _identifier_chunks(keys: Iterable[EntityKey]) -> Iterator[tuple[str, Sequenc
             yield blueprint, chunk, ",".join("?" * len(chunk))
 
 
+#: entities per write transaction. The catalog works on the event loop, where the listener
+#: answers: a delivery of 100,000 items is written 500 at a time with the loop given back
+#: between steps, not in one commit of seconds that every sender waits behind (a step that
+#: fails leaves the ones before it written, and the retry writes them again, unchanged)
+WRITE_STEP = 500
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -139,7 +146,7 @@ class LocalCatalog(Target):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write call = one transaction = one commit; a busy database is worth a retry."""
+        """One write step = one transaction = one commit; a busy database is worth a retry."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -229,7 +236,9 @@ class LocalCatalog(Target):
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
         found: dict[EntityKey, Entity] = {}
-        for blueprint, chunk, marks in _identifier_chunks(keys):
+        for n, (blueprint, chunk, marks) in enumerate(_identifier_chunks(keys)):
+            if n:
+                await asyncio.sleep(0)  # between chunks, the listener answers (see WRITE_STEP)
             rows = self._select(
                 f"SELECT identifier, entity FROM entities WHERE blueprint = ? AND identifier IN ({marks})",
                 (blueprint, *chunk),
@@ -238,9 +247,18 @@ class LocalCatalog(Target):
         return found
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
+        outcomes: list[WriteOutcome] = []
+        for start in range(0, len(entities), WRITE_STEP):
+            await self._between_steps(start)
+            with self._transaction() as db:
+                outcomes += [self._upsert_one(db, e, flags.enable_merge_entity)
+                             for e in entities[start:start + WRITE_STEP]]
+        return outcomes
+
+    async def _between_steps(self, start: int) -> None:
+        if start:
+            await asyncio.sleep(0)
         await self._after_checkpoint()
-        with self._transaction() as db:
-            return [self._upsert_one(db, e, flags.enable_merge_entity) for e in entities]
 
     def _upsert_one(self, db: sqlite3.Connection, entity: Entity, merge: bool) -> WriteOutcome:
         key = entity_key(entity)
@@ -258,10 +276,11 @@ class LocalCatalog(Target):
         return WriteOutcome(key, ok=True)
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
-        await self._after_checkpoint()
-        with self._transaction() as db:
-            for key in sorted(self._existing(db, keys)):
-                self._remove(db, key)
+        for start in range(0, len(keys), WRITE_STEP):
+            await self._between_steps(start)
+            with self._transaction() as db:
+                for key in sorted(self._existing(db, keys[start:start + WRITE_STEP])):
+                    self._remove(db, key)
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
     async def close(self) -> None:
