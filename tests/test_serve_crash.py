@@ -119,7 +119,8 @@ async def test_retry_schedule_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     async with FakePort() as port, aiohttp.ClientSession() as http:
         port.fail_next(f"/v1/blueprints/{BLUEPRINT}/", 503, times=1)
-        retry = {"initial_retry_delay_seconds": 4.0, "max_retries": 3}
+        # 8 s: room for a slow restart on a loaded machine (at 4 s, a start of 3.5 s failed the test)
+        retry = {"initial_retry_delay_seconds": 8.0, "max_retries": 3}
         config = write_config(tmp_path, processors=[github_processor(retry=retry)], target=port_target(port.url))
         env = hook_env(port_env())
         first = await ServeProcess.start(config, env=env)
