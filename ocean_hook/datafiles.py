@@ -106,10 +106,14 @@ class _Watch:
         data = self.handle.read(size)
         window = self.tail + data
         if b"\\u" in window:
-            found = _LONE_SURROGATE.search(window)
-            # a first half at the very end may have its pair in the next chunk: judged with it
-            if found and (not found["high"] or not data or found.end() + 6 <= len(window)):
-                raise InputError(f"invalid JSON: {jsontext.LONE_SURROGATE}", where=str(self.path))
+            for found in _LONE_SURROGATE.finditer(window):
+                # judged with the chunk before, where it had what comes before it (the look-back
+                # can start inside a first half, whose second half then looks alone)
+                if found.end() <= len(self.tail) - 6:
+                    continue
+                # a first half at the very end may have its pair in the next chunk: judged with it
+                if not found["high"] or not data or found.end() + 6 <= len(window):
+                    raise InputError(f"invalid JSON: {jsontext.LONE_SURROGATE}", where=str(self.path))
         if _TOO_DEEP.search(window):
             raise InputError("invalid JSON: nested too deeply", where=str(self.path))
         self.tail = window[-24:]  # room for the pair and the backslashes before it

@@ -480,14 +480,33 @@ def test_what_json_does_not_allow_is_the_same_input_error_in_every_layout(
     assert result.stderr.startswith(f"error: {where}")
 
 
-@pytest.mark.parametrize("offset", range(-8, 8))
+@pytest.mark.parametrize("offset", range(-40, 8))
 def test_a_surrogate_pair_across_the_streaming_parsers_reads_is_one_character(files: dict[str, Path],
                                                                               offset: int) -> None:
+    """Offsets below -8 put the pair where the next read's look-back starts, inside its first
+    half: the second half, seen alone there, refused valid JSON (found by probing)."""
     head = '[{"number": 1, "state": "open", "title": "'
     files["data"].write_text(head + "a" * (65536 - len(head) + offset) + '\\ud83d\\ude00"}]')
     result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["entities"][0]["entity"]["title"].endswith("a\U0001f600")
+
+
+@pytest.mark.parametrize("after", [0, 5, *range(9, 17), 20, 30])
+def test_a_surrogate_pair_near_the_end_of_a_small_file_is_one_character_and_a_lone_half_is_refused(
+    files: dict[str, Path], after: int
+) -> None:
+    """`[{"title": "\\ud83c\\udf89 abcdefghijkl"}]`, 50 bytes as Python's json.dump writes an
+    emoji, was refused as a lone half (found by probing)."""
+    head = '[{"number": 1, "state": "open", "title": "'
+    files["data"].write_text(head + "\\ud83c\\udf89" + "b" * after + '"}]')
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["entities"][0]["entity"]["title"] == "\U0001f389" + "b" * after
+    for lone in ("\\udf89", "\\ud83c"):
+        files["data"].write_text(head + "a" * 12 + lone + "b" * after + '"}]')
+        refused = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request")
+        assert (refused.exit_code, "half of a surrogate pair" in refused.stderr) == (2, True), refused.output
 
 
 def test_bytes_that_are_not_utf8_in_an_array_are_named_plainly(files: dict[str, Path]) -> None:
