@@ -71,8 +71,9 @@ def test_workflow_gates_mapping_changes_and_reports_in_markdown(tmp_path: Path) 
     (bad / "samples" / "items" / "pull-request.json").write_text('[{"number": 7, "title": "after"}]')
 
     outputs, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    # FORCE_COLOR (set by some runners) coloured the mismatch line, and the verdict said "mapping errors"
     env = {**os.environ, **workflow["env"], "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "FORCE_COLOR": "1"}
     done = subprocess.run(["bash", "-e", "-c", step(workflow, "mappings")["run"]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -87,6 +88,17 @@ def test_workflow_gates_mapping_changes_and_reports_in_markdown(tmp_path: Path) 
     assert '-    "title": "before the change",\n+    "title": "after",' in report  # what differs
     assert "### ocean-hook plan" not in report  # each plan's heading names its folder and kind
     assert report.count("```diff") == 3  # two plans and one mismatch
+    assert "\x1b" not in report
+
+
+def test_workflow_refuses_to_install_from_its_placeholder(tmp_path: Path) -> None:
+    """It installed `ocean-hook==0.1.0`, which is not on PyPI: the job failed at pip's message."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    [install] = [s for s in workflow["jobs"]["mappings"]["steps"] if s.get("name") == "Install ocean-hook"]
+    done = subprocess.run(["bash", "-e", "-c", install["run"]], cwd=tmp_path, env={**os.environ, **workflow["env"]},
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (
+        1, "::error::set OCEAN_HOOK_PACKAGE in this workflow to where ocean-hook comes from\n")
 
 
 def test_workflow_names_why_a_folder_failed_and_fences_what_a_payload_holds(tmp_path: Path) -> None:

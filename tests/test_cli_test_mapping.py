@@ -209,6 +209,44 @@ def test_expect_passes_on_the_same_result_and_fails_with_a_diff_otherwise(files:
     assert invoke(*args).exit_code == 0
 
 
+def test_an_expect_diff_tells_a_missing_item_from_null_and_spells_out_what_a_payload_holds(
+    files: dict[str, Path]
+) -> None:
+    """Found by probing: an extra expected item was shown as `+null` on the actual side, a
+    trailing null showed no diff at all, a title's U+2028 split a diff line and its U+202E
+    reached the terminal, and the marker line CI looks for was coloured under FORCE_COLOR."""
+    expected = files["data"].parent / "pr.json"
+    items = [*ITEMS[:3], {**ITEMS[3], "title": "Docs\u2028ls \u202eRTL"}]
+    files["data"].write_text(json.dumps(items))
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "--expect", expected]
+    assert invoke(*args, "--update-expected").exit_code == 0
+    document = json.loads(expected.read_text())
+    extra = len(document["changes"])
+    document["changes"].append(document["changes"][0])
+    document["errors"].append(None)
+    [docs] = [e for e in document["entities"] if e["entity"]["title"].startswith("Docs")]
+    docs["entity"]["title"] = "Docs"
+    expected.write_text(json.dumps(document))
+    mismatch = invoke(*args, env={"FORCE_COLOR": "1", "NO_COLOR": None})  # type: ignore[dict-item]
+    assert mismatch.exit_code == 1
+    lines = mismatch.stderr.splitlines()
+    assert lines[0] == f"result differs from {expected}:"
+    assert f"--- {expected} changes[{extra}]" in lines and "+null" not in lines
+    shown = lines.index("+++ actual errors[0]")
+    assert lines[shown + 1:shown + 3] == ["@@ -1 +0,0 @@", "-null"]
+    assert '+    "title": "Docs\\u2028ls \\u202eRTL",' in lines
+
+
+def test_an_expect_file_that_is_not_an_expected_result_is_one_line(files: dict[str, Path]) -> None:
+    """A data or export file given as --expect got a whole-document diff: minutes, 30 MB."""
+    expected = files["data"].parent / "items.json"
+    expected.write_text("[]")
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "--expect", expected)
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {expected}: not an expected result (the JSON object `test-mapping --format json` writes; "
+           "make one with --update-expected)\n")
+
+
 def test_expect_tells_true_from_1(tmp_path: Path) -> None:
     """The expected file said `true` where the result said `1`, and --expect passed (found by probing)."""
     mapping, data, expected = tmp_path / "m.yml", tmp_path / "d.json", tmp_path / "expected.json"

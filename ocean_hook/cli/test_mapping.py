@@ -22,6 +22,7 @@ from ocean_hook.diff import Change
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.engine import MappedEntity, Mapping, ResourceMapper
+from ocean_hook.printable import printable
 from ocean_hook.report import MappingReport, build_report, state_lookup
 from ocean_hook.runtime import make_target
 from ocean_hook.sqlitefiles import not_made_yet
@@ -239,23 +240,27 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
     if update:
         try:
             expect.parent.mkdir(parents=True, exist_ok=True)
-            expect.write_text(render.dumps(actual) + "\n")
+            expect.write_text(render.dumps(actual) + "\n", encoding="utf-8")
         except OSError as exc:  # a parent that is a file fails the mkdir with "File exists"
             reason = f"{expect.parent} is not a directory" if isinstance(exc, FileExistsError) else exc.strerror
             raise InputError(f"cannot write the expected result: {reason}", where=str(expect)) from None
         stderr().print(f"wrote {expect}", markup=False)
         return 0
     expected = load_json(expect)
+    if not isinstance(expected, dict):  # a data or export file given by mistake: not worth a diff
+        raise InputError("not an expected result (the JSON object `test-mapping --format json` writes; make one "
+                         "with --update-expected)", where=str(expect))
     actual = json.loads(json.dumps(actual, default=str))
     if same(expected, actual):
         return 0
     err = stderr()
-    err.print(f"[red]result differs from {render.escape_text(str(expect))}:[/]")
+    # plain, never coloured: CI scripts look for this line (FORCE_COLOR would hide it from grep)
+    err.print(f"result differs from {expect}:", markup=False, highlight=False, style=None)
     differences = _differences(expected, actual)
     for where, before, after in differences[:MAX_DIFFERENCES]:
-        for line in difflib.unified_diff(render.dumps(before).splitlines(), render.dumps(after).splitlines(),
+        for line in difflib.unified_diff(_lines(before), _lines(after),
                                          fromfile=f"{expect} {where}", tofile=f"actual {where}", lineterm=""):
-            err.print(line, markup=False, highlight=False)
+            err.print(printable(line), markup=False, highlight=False)
     if len(differences) > MAX_DIFFERENCES:
         err.print(f"... and more: the first {MAX_DIFFERENCES} differing items are shown", markup=False)
     return 1
@@ -265,18 +270,27 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
 MAX_DIFFERENCES = 20
 
 
-def _differences(expected: Any, actual: Any) -> list[tuple[str, Any, Any]]:
+#: a value one side of the diff does not have (an item past the end of a list, a missing key):
+#: shown as no lines, not as `null`, which a document can hold
+_ABSENT = object()
+
+
+def _lines(value: Any) -> list[str]:
+    """Split on newlines only: the JSON text of a payload value keeps U+2028 as it is, and
+    `str.splitlines` would make a diff line of what follows it."""
+    return [] if value is _ABSENT else render.dumps(value).split("\n")
+
+
+def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(where, expected, actual) per differing top-level value, lists item by item, up to one more
     than is shown."""
-    if not (isinstance(expected, dict) and isinstance(actual, dict)):
-        return [("(document)", expected, actual)]
     found: list[tuple[str, Any, Any]] = []
     for key in dict.fromkeys([*expected, *actual]):
-        before, after = expected.get(key), actual.get(key)
+        before, after = expected.get(key, _ABSENT), actual.get(key, _ABSENT)
         if isinstance(before, list) and isinstance(after, list):
             for i in range(max(len(before), len(after))):
-                item_before = before[i] if i < len(before) else None
-                item_after = after[i] if i < len(after) else None
+                item_before = before[i] if i < len(before) else _ABSENT
+                item_after = after[i] if i < len(after) else _ABSENT
                 if not same(item_before, item_after):
                     found.append((f"{key}[{i}]", item_before, item_after))
                     if len(found) > MAX_DIFFERENCES:
