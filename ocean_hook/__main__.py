@@ -1,5 +1,5 @@
 """`python -m ocean_hook`: the same command as the `ocean-hook` script."""
 
-from ocean_hook.cli import app
+from ocean_hook.cli import main
 
-app(prog_name="ocean-hook")
+main()

@@ -314,6 +314,30 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(many_items: list[str]) 
     assert reading.stderr.read() == b""
 
 
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["test-mapping", "--help"]])
+def test_version_and_help_to_a_full_disk_are_one_line(args: list[str]) -> None:
+    """Click's own writes, outside any command: a traceback (found by probing)."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "ocean_hook", *args], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+def test_output_is_utf8_whatever_the_locale_says(tmp_path: Path, fmt: str) -> None:
+    """Under PYTHONIOENCODING=ascii (or LANG=C) an entity titled in Japanese was a traceback,
+    exit 1, which CI reads as a mismatch (found by probing)."""
+    (tmp_path / "m.yml").write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                                    "          identifier: .id\n          title: .title\n"
+                                    "          blueprint: '\"thing\"'\n")
+    (tmp_path / "d.json").write_text(json.dumps({"id": "x", "title": "日本\u00e9"}))
+    done = subprocess.run([sys.executable, "-m", "ocean_hook", "test-mapping", "-m", str(tmp_path / "m.yml"),
+                           "-d", str(tmp_path / "d.json"), "-f", fmt], capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0, done.stderr
+    assert "日本é" in done.stdout.decode("utf-8")
+
+
 UNSET = "OCEAN_HOOK_TEST_NEVER_SET"
 
 

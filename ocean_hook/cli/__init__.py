@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from ocean_hook import __version__
 from ocean_hook.cli import catalog, check, deliveries, init, replay, serve, test_mapping
+from ocean_hook.cli.common import OutputFailed, output_failed, utf8_output
 
 app = typer.Typer(
     name="ocean-hook",
@@ -44,4 +47,9 @@ app.add_typer(deliveries.app, name="deliveries")
 
 
 def main() -> None:
-    app()
+    """The `ocean-hook` script and `python -m ocean_hook`."""
+    utf8_output()
+    try:
+        app(prog_name="ocean-hook")
+    except OSError as exc:  # --version or --help to a full disk: Click's own writes, outside the commands
+        sys.exit(output_failed(OutputFailed(exc)).exit_code)

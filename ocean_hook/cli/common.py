@@ -47,6 +47,16 @@ class _Stdout:
         return getattr(sys.stdout, name)
 
 
+def utf8_output() -> None:
+    """Output is UTF-8 whatever the locale says: JSON and markdown are read by CI, and an entity
+    title in another script made a traceback under LANG=C. A character the terminal cannot show
+    is then its bytes, not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def stdout() -> Console:
     # rich turns colors off when stdout is not a terminal and when NO_COLOR is set
     return Console(file=_Stdout(), highlight=False, soft_wrap=True, emoji=False)  # type: ignore[arg-type]  # ":Star:" stays text
@@ -69,7 +79,7 @@ def write_stdout(text: str) -> None:
     output.flush()
 
 
-def _output_failed(exc: OutputFailed) -> typer.Exit:
+def output_failed(exc: OutputFailed) -> typer.Exit:
     """A reader that went away (`| head`) ends the command quietly, with the code of a process
     SIGPIPE ended (141); a full disk is one line, not a traceback. Python's own flush at exit,
     which would fail again, gets /dev/null."""
@@ -90,7 +100,7 @@ def user_errors(func: Callable[..., T]) -> Callable[..., T]:
         except OceanHookError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except OutputFailed as exc:
-            raise _output_failed(exc) from None
+            raise output_failed(exc) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 
