@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ocean_hook.diff import Change
+from ocean_hook.mapping.engine import KEY_FIELDS
 from ocean_hook.mapping.misconfigured import Row as Misconfigured
 from ocean_hook.printable import printable
 
@@ -99,7 +100,12 @@ def print_misconfigured(console: Console, tally: Iterable[Misconfigured]) -> Non
 
 def misconfigured_line(row: Misconfigured) -> str:
     kind, path, expr, count, example = row
-    return f"{kind}: {path} is null in {entities_text(count)} (jq: {expr}), e.g. {example}"
+    return f"{kind}: {path} is {_missing(path)} in {entities_text(count)} (jq: {expr}), e.g. {example}"
+
+
+def _missing(path: str) -> str:
+    """An empty identifier or blueprint skips the entity as null does, and is said with it."""
+    return "null or empty" if path in KEY_FIELDS else "null"
 
 
 #: GitHub refuses comments over 65,536 characters; leave room for what a workflow adds around it
@@ -124,7 +130,8 @@ def plan_markdown(
     head = [f"### {title}", "", f"**{summary_line(summary)}**", ""]
     diff = [printable(line) for change in changes if change.writes for line in change_lines(change)]
     problems = [
-        f"- {_code(kind)}: {_code(path)} is null in {entities_text(count)} (jq: {_code(expr)}), e.g. {_code(example)}"
+        f"- {_code(kind)}: {_code(path)} is {_missing(path)} in {entities_text(count)} (jq: {_code(expr)}), "
+        f"e.g. {_code(example)}"
         for kind, path, expr, count, example in misconfigured
     ]
     errs = [f"- {_code(e)}" for e in errors]

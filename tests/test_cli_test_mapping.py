@@ -359,15 +359,20 @@ def test_strict_turns_misconfigured_fields_into_exit_1(files: dict[str, Path]) -
 
 def test_strict_fails_when_an_item_is_skipped_for_an_empty_identifier(files: dict[str, Path]) -> None:
     """`identifier: .nmae // ""` skipped every item and --strict passed: `""` is no null field
-    (found by probing)."""
+    (found by probing); then --strict failed saying only "(2 skipped)": the field is named now,
+    as a null one is."""
     files["mapping"].write_text(MAPPING.replace("identifier: .number | tostring", "identifier: '.numbr // \"\"'"))
     files["data"].write_text(json.dumps(ITEMS[:2]))  # no null field: nothing else for --strict to find
     args = ["-m", files["mapping"], "-d", files["data"], "-k", "pull-request", "-f", "json"]
     assert json.loads(invoke(*args).stdout)["summary"] == {"create": 0, "update": 0, "delete": 0, "unchanged": 0,
-                                                           "filtered": 0, "skipped": 2, "misconfigured": 0,
+                                                           "filtered": 0, "skipped": 2, "misconfigured": 2,
                                                            "errors": 0}
     assert invoke(*args).exit_code == 0
     assert invoke(*args, "--strict").exit_code == 1
+    text = invoke(*args[:-2], "--strict")
+    assert '! pull-request: identifier is null or empty in 2 entities (jq: .numbr // ""), e.g. item 0' in text.stderr
+    markdown = invoke(*args[:-1], "markdown").stdout
+    assert '`identifier` is null or empty in 2 entities (jq: `.numbr // ""`), e.g. `item 0`' in markdown
 
 
 def test_a_misconfiguration_example_names_an_entity_when_one_has_the_field_null(tmp_path: Path) -> None:
@@ -392,9 +397,10 @@ def test_an_identifier_that_is_always_null_is_a_misconfiguration_strict_fails(fi
         assert json.loads(result.stdout)["summary"]["skipped"] == 3
         assert json.loads(result.stdout)["summary"]["misconfigured"] == 3
     elif fmt == "markdown":
-        assert "- `pull-request`: `identifier` is null in 3 entities (jq: `.numbr`), e.g. `item 0`" in result.stdout
+        assert ("- `pull-request`: `identifier` is null or empty in 3 entities (jq: `.numbr`), e.g. `item 0`"
+                in result.stdout)
     else:
-        assert "! pull-request: identifier is null in 3 entities (jq: .numbr), e.g. item 0" in result.stderr
+        assert "! pull-request: identifier is null or empty in 3 entities (jq: .numbr), e.g. item 0" in result.stderr
 
 
 @pytest.mark.parametrize("identifier", ["0", "false", "{}", "[]"])

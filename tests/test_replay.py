@@ -707,4 +707,4 @@ def test_what_the_mapping_left_out_is_counted_not_silent(tmp_path: Path) -> None
     applied = replay(files[0], "--config", config, "--path", "/webhooks/x")
     assert applied.exit_code == 0, applied.output
     assert "0 to create, 0 to update, 0 to delete, 0 unchanged (1 skipped, 1 misconfigured)" in applied.stdout
-    assert "! repo: identifier is null in 1 entity (jq: .id), e.g. item 0" in applied.stdout
+    assert "! repo: identifier is null or empty in 1 entity (jq: .id), e.g. item 0" in applied.stdout

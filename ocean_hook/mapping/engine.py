@@ -28,6 +28,8 @@ from ocean_hook.mapping.jq import JqCompileError, JqQuery, compile_jq, normalize
 from ocean_hook.mapping.models import PortAppConfig, ResourceConfig, load_port_app_config
 from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted
 
+#: the entity's key: null or empty, the entity is skipped (as Ocean skips it)
+KEY_FIELDS = ("identifier", "blueprint")
 CHUNK = 500  # items per jq call: large enough to amortize the call, small enough for memory
 
 
@@ -322,6 +324,10 @@ class ResourceMapper:
         if entity.get("identifier") in (None, "") or entity.get("blueprint") in (None, ""):  # as Ocean
             if passed:  # one the selector refused is counted as filtered already
                 result.skipped += 1
+                # an empty key skips it as null does: said the same way, or `--strict` fails unexplained
+                misconfigurations.update((path, expr) for (path, expr), value in zip(self._misconfigured, values,
+                                                                                    strict=True)
+                                         if path in KEY_FIELDS and value == "")
                 if misconfigurations:
                     result.unnamed.append(MappedEntity(self.kind, entity, passed, misconfigurations, index))
             return
