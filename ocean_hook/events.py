@@ -80,7 +80,7 @@ def event_to_capture(event: WebhookEvent, *, redact: bool = True) -> dict[str, A
     doc: dict[str, Any] = {
         "method": event.method,
         "path": event.path,
-        "headers": [[k, v] for k, v in headers],
+        "headers": [[_latin1_if_not_text(k), _latin1_if_not_text(v)] for k, v in headers],
         "delivery_id": event.delivery_id,
         "received_at": event.received_at,
     }
@@ -89,6 +89,17 @@ def event_to_capture(event: WebhookEvent, *, redact: bool = True) -> dict[str, A
     except UnicodeDecodeError:
         doc["body_base64"] = base64.b64encode(event.body).decode("ascii")
     return doc
+
+
+def _latin1_if_not_text(value: str) -> str:
+    """A header's bytes that are not UTF-8 reach us as lone surrogates (aiohttp's
+    surrogateescape), which JSON cannot hold as text: the capture keeps them as Latin-1, HTTP's
+    old charset for header bytes, so that the file replays (it was refused as invalid JSON)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    return value
 
 
 def event_from_capture(doc: Any, *, where: str) -> WebhookEvent:

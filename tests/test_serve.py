@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -562,6 +563,31 @@ async def test_capture_files_are_redacted_and_replay_reads_them(tmp_path: Path, 
     [outcome] = json.loads(result.output)
     assert (outcome["status"], outcome["auth"]) == ("processed", "passed")
     assert await read_entity(tmp_path / "replayed" / "state" / "catalog.db", BLUEPRINT, "41") == live
+
+
+async def test_a_header_that_is_not_utf8_is_captured_so_that_it_replays(tmp_path: Path, monkeypatch) -> None:
+    """A proxy's `X-Proxy-Note: caf\\xe9` (Latin-1) was written to the capture as a lone surrogate
+    escape, which replay refused as invalid JSON (found by probing)."""
+    captures = tmp_path / "captures"
+    async with serve_in_process(write_config(tmp_path / "live"), capture_dir=captures) as server:
+        body, headers = github_delivery(pr_payload(43, value=1))
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+        where = urlsplit(server.url)
+        reader, writer = await asyncio.open_connection(where.hostname, where.port)
+        writer.write(b"POST " + HOOK_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head
+                     + b"X-Proxy-Note: caf\xe9\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 202"), answer
+        await wait_for_entity(server.catalog_path, BLUEPRINT, "43")
+    [capture] = list(captures.iterdir())
+    assert ["X-Proxy-Note", "caf\u00e9"] in json.loads(capture.read_text())["headers"]
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    result = await cli("replay", str(capture), "--config", str(write_config(tmp_path / "replayed")), "--verify",
+                       "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [(o["status"], o["auth"]) for o in json.loads(result.output)] == [("processed", "passed")]
 
 
 async def test_sigterm_drains_in_flight_work_answers_503_exits_0_and_leaves_the_rest(
