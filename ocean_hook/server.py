@@ -243,6 +243,8 @@ class WebhookDoor:
         twin = request.path[:-1] if request.path.endswith("/") else request.path + "/"
         if twin in self.routes:  # the sender's URL and the config differ by a trailing slash
             reason += f" (one listens on {twin})"
+        elif request.path in self.routes:  # sent as /webhooks%2Fgithub: routes match the raw path
+            reason = f"no processor listens on {request.raw_path.partition('?')[0]}: an escaped '/' (%2F) is not a '/'"
         return self._reject(request, 404, "unknown_path", reason)
 
 

@@ -721,6 +721,15 @@ def test_a_path_one_trailing_slash_away_from_a_route_is_404_naming_the_route(set
     assert "one listens" not in settled.bad(404, "POST", HOOK_PATH + "//", body, gh(body)).reason
 
 
+def test_a_path_with_an_escaped_slash_is_404_saying_so(settled: Listener) -> None:
+    """`/webhooks%2Fgithub` was answered "no processor listens on /webhooks/github", the very
+    path of a processor (found by probing)."""
+    body = json.dumps(pr_payload(1)).encode()
+    escaped = HOOK_PATH.replace("/", "%2F", 2).replace("%2F", "/", 1)
+    reply = settled.bad(404, "POST", escaped, body, gh(body))
+    assert reply.reason == f"no processor listens on {escaped}: an escaped '/' (%2F) is not a '/'"
+
+
 def test_post_to_operations_endpoints_is_405(settled: Listener) -> None:
     body = json.dumps(pr_payload(1)).encode()
     for path in ("/healthz", "/readyz", "/metrics"):
