@@ -327,6 +327,13 @@ async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(
     result = await asyncio.to_thread(invoke, *args, env=hook_env())
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["summary"]["update"] == 1  # PR 2, open in the catalog, closed in the data
+    # the config names its mapping: --mapping is not needed (it was "Missing option '--mapping'")
+    same = await asyncio.to_thread(invoke, *args[2:], env=hook_env())
+    assert same.exit_code == 0, same.output
+    assert same.stdout == result.stdout
+    alone = await asyncio.to_thread(invoke, "-d", files["data"])
+    assert (alone.exit_code, alone.stderr) == (2, "error: give --mapping FILE (or --config FILE, whose mapping is "
+                                                  "then used)\n")
 
 
 @pytest.mark.parametrize(("options", "problem"), [

@@ -81,7 +81,9 @@ class _LazyProgress:
 
 @user_errors
 def command(
-    mapping: Path = typer.Option(..., "--mapping", "-m", help="Port port-app-config mapping (YAML)."),
+    mapping: Path | None = typer.Option(
+        None, "--mapping", "-m", help="Port port-app-config mapping (YAML); with --config, the config's by default."
+    ),
     data: Path = typer.Option(
         ..., "--data", "-d", help="Raw items: a JSON object, array or JSON Lines (- reads standard input)."
     ),
@@ -112,6 +114,10 @@ def command(
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
     loaded = load_config(config, inspection=True, needs=("state_dir", "target")) if config is not None else None
     # the config's `jq: {allow_env: true}` too: serve's jq reads the environment, so must this run's
+    if mapping is None:
+        if loaded is None:
+            raise fail("give --mapping FILE (or --config FILE, whose mapping is then used)")
+        mapping = loaded.mapping_path
     compiled = Mapping.load(mapping, allow_env=allow_env or (loaded is not None and loaded.allow_env_in_jq))
     mappers = compiled.for_kind(kind)
     if not mappers:
