@@ -257,6 +257,9 @@ def main() -> int:
     })
     labels = {"engine": "ocean-hook engine (one jq program per resource)",
               "per-field": "one jq call per field per item (Ocean's way)"}
+    if args.ocean_venv and not (args.ocean_venv / "bin" / "python").exists():
+        raise SystemExit(f"--ocean-venv {args.ocean_venv}: no bin/python there; make one with: python3.12 -m venv "
+                         f"{args.ocean_venv} && {args.ocean_venv}/bin/pip install port-ocean==0.56.2")
     if args.ocean_venv:
         raw = json.loads(json.dumps(parse_port_app_config(MAPPING, "m.yml").source.data["resources"][0]))
         seconds, output, version = run_ocean(args.ocean_venv, raw, items, args.repeat)

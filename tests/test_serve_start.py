@@ -145,3 +145,9 @@ def test_what_the_command_line_replaces_is_not_read_from_the_config(tmp_path: Pa
     assert (result.returncode, result.stderr.splitlines()[-1]) == (
         2, "error: --target port: environment variables PORT_CLIENT_ID (the Port client id) and PORT_CLIENT_SECRET "
            "(the Port client secret) are not set")
+
+
+def test_verbose_and_quiet_together_are_refused(tmp_path: Path) -> None:
+    """`-q -v` was taken as quiet without a word (found by probing)."""
+    result = serve(write_config(tmp_path), "-v", "-q", "--port", "0")
+    assert (result.returncode, result.stderr) == (2, "error: give --verbose or --quiet, not both\n")

@@ -123,8 +123,8 @@ def listening_line(url: str, fmt: str) -> str:
                                                          "msg": text, "url": url}))
 
 
-def setup_logging(verbose: int, quiet: bool, fmt: str = "text") -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+def setup_logging(*, verbose: bool, quiet: bool, fmt: str = "text") -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     root = logging.getLogger()
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)

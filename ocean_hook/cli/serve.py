@@ -52,13 +52,15 @@ def command(
     queue: str | None = typer.Option(None, "--queue", help="sqlite (default) or redis://host:6379/0."),
     target: TargetChoice | None = typer.Option(None, "--target", help="Override the config's target."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="text or json."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-vv: debug)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:
     """Run the webhook [bold]listener[/]: authenticate, journal, then map and apply each delivery."""
     if not host.strip():  # aiohttp would listen on every interface, and say http://:8000
         raise fail("--host is empty: give an address (0.0.0.0 or :: for every interface)")
-    setup_logging(verbose + 1, quiet, log_format.value)
+    if verbose and quiet:
+        raise fail("give --verbose or --quiet, not both")
+    setup_logging(verbose=verbose, quiet=quiet, fmt=log_format.value)
     # what --queue or --target replaces is not read: its variables may be unset
     replaced = [key for key, given in (("queue", queue), ("target", target not in (None, TargetChoice.dry_run)))
                 if given]
