@@ -48,10 +48,10 @@ def change_lines(change: Change) -> list[str]:
 
 def summary_line(summary: Mapping[str, int]) -> str:
     line = (
-        f"{summary.get('create', 0)} to create, {summary.get('update', 0)} to update, "
-        f"{summary.get('delete', 0)} to delete, {summary.get('unchanged', 0)} unchanged"
+        f"{summary.get('create', 0):,} to create, {summary.get('update', 0):,} to update, "
+        f"{summary.get('delete', 0):,} to delete, {summary.get('unchanged', 0):,} unchanged"
     )
-    extras = [f"{summary[k]} {'error' if k == 'errors' and summary[k] == 1 else k}"
+    extras = [f"{summary[k]:,} {'error' if k == 'errors' and summary[k] == 1 else k}"
               for k in ("filtered", "skipped", "misconfigured", "errors") if summary.get(k)]
     return line + (f" ({', '.join(extras)})" if extras else "")
 

@@ -140,7 +140,7 @@ def test_markdown_plan_fits_a_comment_whatever_the_payload_holds() -> None:
     text = render.plan_markdown(changes, {"create": 3000}, misconfigured=misconfigured, errors=errors)
     assert len(text) <= render.MARKDOWN_LIMIT
     lines = text.splitlines()
-    assert lines[2] == "**3000 to create, 0 to update, 0 to delete, 0 unchanged**"
+    assert lines[2] == "**3,000 to create, 0 to update, 0 to delete, 0 unchanged**"
     # the diff block's fence is longer than the backticks in the values, and closes
     assert lines[4] == "````diff" and lines.count("````") == 1
     assert re.search(r"^\.\.\. \d+ more lines not shown \(too long for a comment\)$", text, re.MULTILINE)
