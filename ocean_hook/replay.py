@@ -6,6 +6,7 @@ is replayed to the end and the bad ones are reported as failed, each with its re
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -195,7 +196,7 @@ async def replay_event(
     seen: dict[tuple[str, str, bytes], str] | None = None,
 ) -> ReplayOutcome:
     """The listener's checks then a worker's processing (timestamps are not checked). A dry run's
-    `runtime.target` is a DryRunTarget. `seen` holds the (path, delivery id, body) of the files
+    `runtime.target` is a DryRunTarget. `seen` holds the (path, delivery id, body digest) of the files
     replayed before: a redelivery among them (a sender's retry, captured twice) is skipped, as
     the listener would answer it. A file that reuses an id with another body is someone's
     variant of a delivery, and runs."""
@@ -213,7 +214,7 @@ async def replay_event(
         outcome.error = None if skipped else admission.reason
         return outcome
     if seen is not None and admission.event.delivery_id:
-        key = (admission.event.path, admission.event.delivery_id, admission.event.body)
+        key = (admission.event.path, admission.event.delivery_id, hashlib.sha256(admission.event.body).digest())
         if key in seen:
             outcome.status, outcome.duplicate_of = "skipped", seen[key]
             return outcome
