@@ -83,6 +83,26 @@ def on_terminal(args: list[str]) -> tuple[int, str]:
     return int(code or 0), b"".join(chunks).decode()
 
 
+def test_the_test_mapping_spinner_never_tangles_with_a_plan_printed_on_the_same_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`⠋ mapping: 0 items 0:00:00+ create thing/id7000` stayed in the plan (found by probing):
+    the spinner shows only when nothing else is printed as it goes (here `--quiet`)."""
+    import ocean_hook.cli.test_mapping as command
+
+    monkeypatch.setattr(command._LazyProgress, "delay", -1.0)  # due at once
+    monkeypatch.setenv("TERM", "xterm-256color")
+    (tmp_path / "m.yml").write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                                    "          identifier: .id\n          blueprint: '\"thing\"'\n")
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"id": f"e{n}"}) + "\n" for n in range(20)))
+    args = ["test-mapping", "-m", str(tmp_path / "m.yml"), "-d", str(tmp_path / "d.jsonl")]
+    code, plan = on_terminal(args)
+    assert code == 0 and "+ create thing/e19" in plan
+    assert "mapping:" not in plan
+    code, quiet = on_terminal([*args, "-q"])
+    assert code == 0 and "mapping:" in quiet  # nothing else on the terminal meanwhile: the spinner shows
+
+
 @pytest.fixture
 def broken_config(tmp_path: Path) -> Path:
     path = tmp_path / "ocean-hook.yaml"

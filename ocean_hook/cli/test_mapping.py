@@ -55,6 +55,8 @@ on one batch of items without end: a jq program that never ends on some item.
 class _LazyProgress:
     """A spinner on stderr that appears only once the work has taken more than a second."""
 
+    delay = 1.0
+
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.started = time.monotonic()
@@ -64,7 +66,7 @@ class _LazyProgress:
     def update(self, done: int) -> None:
         if not self.enabled:
             return
-        if self.progress is None and time.monotonic() - self.started > 1.0:
+        if self.progress is None and time.monotonic() - self.started > self.delay:
             self.progress = Progress(
                 SpinnerColumn(), TextColumn("mapping: {task.completed:,} items"), TimeElapsedColumn(),
                 console=stderr(), transient=True,
@@ -135,7 +137,8 @@ def command(
 
     streaming = output is Format.text and expect is None
     out, err = stdout(), stderr()
-    progress = _LazyProgress(err.is_terminal)
+    # a plan printed as it comes to the same terminal would tangle with the spinner's line
+    progress = _LazyProgress(err.is_terminal and not (streaming and not quiet and out.is_terminal))
 
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
     watchdog = Watchdog.for_command("test-mapping", stall_timeout)
