@@ -82,7 +82,7 @@ def write_starter(source: str, directory: Path, *, force: bool = False) -> list[
     """Write the config and mapping into `directory`; nothing is written if one would be lost,
     or if one cannot be written (both are written aside first, then moved into place)."""
     targets = [directory / name for name in FILES]
-    existing = [str(p) for p in targets if p.exists()]
+    existing = [str(p) for p in targets if p.exists() or p.is_symlink()]  # a dangling link is someone's too
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
         raise StarterExists(f"{' and '.join(existing)} already {verb}; use --force to overwrite")
@@ -97,7 +97,9 @@ def write_starter(source: str, directory: Path, *, force: bool = False) -> list[
             aside.write_text(template(source, path.name), encoding="utf-8")
     except OSError as exc:
         _remove(aside for aside, _ in staged)
-        raise OceanHookError(f"cannot write {exc.filename or directory}: {exc.strerror or exc}") from None
+        # named as the file it was to be, not as the staging file beside it
+        failed = staged[-1][1] if staged else directory
+        raise OceanHookError(f"cannot write {failed}: {exc.strerror or exc}") from None
     _move_into_place(staged)
     return targets
 

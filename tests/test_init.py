@@ -123,6 +123,23 @@ def test_a_place_that_cannot_take_the_files_is_one_line_and_nothing_is_written(t
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["port-app-config.yml"]  # no half-written config
 
 
+def test_a_dangling_link_in_the_way_is_not_replaced_without_force(tmp_path: Path) -> None:
+    """A symbolic link to a config not there yet (a mount, say) was replaced by a file (found by probing)."""
+    (tmp_path / "ocean-hook.yaml").symlink_to(tmp_path / "elsewhere" / "cfg.yaml")
+    result = init("--dir", str(tmp_path))
+    assert (result.exit_code, result.stderr.strip()) == (
+        1, f"error: {tmp_path / 'ocean-hook.yaml'} already exists; use --force to overwrite")
+    assert (tmp_path / "ocean-hook.yaml").is_symlink()
+
+
+def test_a_file_that_cannot_be_written_is_named_as_the_file_not_as_its_staging_copy(tmp_path: Path) -> None:
+    """`cannot write dir/.ocean-hook.yaml.ocean-hook-init`: a file the user never asked for."""
+    (tmp_path / ".ocean-hook.yaml.ocean-hook-init").mkdir()  # in the way of the staging copy
+    result = init("--dir", str(tmp_path))
+    assert (result.exit_code, result.stderr) == (2, f"error: cannot write {tmp_path / 'ocean-hook.yaml'}: "
+                                                    "Is a directory\n")
+
+
 def test_a_file_that_cannot_be_replaced_leaves_both_as_they_were(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The config was written and the mapping not, exit 2 naming a temp file (found by probing,
