@@ -336,6 +336,25 @@ async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(
                                                   "then used)\n")
 
 
+async def test_config_and_state_diff_alike_against_an_imported_port_export(files: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    """A Port export imported into the local catalog kept Port's own fields: `--config` then said
+    createdAt, updatedBy and $datasource would go, where `--state` of the same export said
+    unchanged (found by probing)."""
+    config = write_config(tmp_path / "project", mapping=MAPPING)
+    export = tmp_path / "port-export.json"
+    export.write_text(json.dumps([{**entity, "createdAt": "2026-01-01T00:00:00Z", "updatedBy": "someone",
+                                   "$datasource": "ocean-hook/0.1.0/hook", "team": []} for entity in STATE]))
+    imported = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "import", str(export),
+                                                                 "--config", str(config)])
+    assert imported.exit_code == 0, imported.output
+    args = ["-d", files["data"], "-k", "pull-request", "-f", "json"]
+    by_state = await asyncio.to_thread(invoke, "-m", files["mapping"], *args, "-s", export)
+    by_config = await asyncio.to_thread(invoke, *args, "-c", config, env=hook_env())
+    assert by_config.exit_code == by_state.exit_code == 0, by_config.output
+    assert json.loads(by_config.stdout)["changes"] == json.loads(by_state.stdout)["changes"]
+
+
 @pytest.mark.parametrize(("options", "problem"), [
     (["--update-expected"], "--update-expected needs --expect FILE, the file to write"),
     (["-q", "-f", "json"], "--quiet is for text output; --format json prints its whole document"),

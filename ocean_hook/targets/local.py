@@ -41,7 +41,15 @@ from typing import Any
 
 from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.diff import resulting_entity
-from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query, required_key, shape_problem
+from ocean_hook.entity import (
+    Entity,
+    EntityKey,
+    entity_key,
+    is_search_query,
+    mapped_fields,
+    required_key,
+    shape_problem,
+)
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.models import MappingFlags
@@ -309,9 +317,11 @@ class LocalCatalog(Target):
         return self.list_entities(None)
 
     def import_entities(self, entities: Iterable[Entity], *, source: str | None = None) -> int:
-        """Store each entity as given (replacing one with the same key), all or nothing; an
-        error names `source`, the file they came from. How many entities the catalog now holds
-        from it (an entity given twice is stored once: the later one)."""
+        """Store each entity (replacing one with the same key), all or nothing; an error names
+        `source`, the file they came from. How many entities the catalog now holds from it (an
+        entity given twice is stored once: the later one). Only what a mapping can write is
+        kept, as `test-mapping --state` reads an export: Port's own fields (`createdAt`,
+        `$datasource`...) made every diff against the catalog say they would go."""
         entities = list(entities)
         keys = [required_key(entity, n, where=source) for n, entity in enumerate(entities)]
         for n, entity in enumerate(entities):
@@ -319,5 +329,5 @@ class LocalCatalog(Target):
                 raise InputError(f"entity #{n} ({entity['blueprint']}/{entity['identifier']}): {problem}", where=source)
         with self._transaction() as db:
             for key, entity in zip(keys, entities, strict=True):
-                self._store(db, key, entity)
+                self._store(db, key, mapped_fields(entity))
         return len(set(keys))
