@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ocean_hook import jsontext
+
 
 class OceanHookError(Exception):
     """A problem the user can fix: bad input, bad config, missing file.
@@ -32,6 +34,9 @@ def quoted(value: Any, limit: int = 80) -> str:
     """A value as JSON inside a one-line message, cut to `limit` characters."""
     try:
         text = json.dumps(value, default=str)
-    except RecursionError:  # deeper than Python's parser would have read (a streamed item can be)
+    except RecursionError:
+        text = None
+    # deeper than the parsers read (a streamed item can be); json.dumps only refuses it up to 3.11
+    if text is None or (len(text) >= 2 * jsontext.TOO_DEEP and jsontext.nested_too_deeply(value)):
         text = "[...]" if isinstance(value, list) else "{...}" if isinstance(value, dict) else "..."
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,6 +7,10 @@ at all, so every query about it fails as if the field were missing). Both are re
 are numbers of more digits than Python converts and nesting deeper than its recursion allows,
 each with a reason, so the door and the file readers word them the same way. A number past a
 double's range (`1e400`, valid JSON) is read as jq reads it, the largest double.
+
+The depth is checked here, not left to a RecursionError: up to 3.11 Python's parser recursed
+under `sys.getrecursionlimit()` (1000), but from 3.12 it counts against the C stack's limit
+instead (1500 levels on 3.12, 10,000 on 3.13), so a 3,000-deep document was taken on 3.13 alone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,32 @@ class JsonProblem(ValueError):
 LONE_SURROGATE = "a \\u escape is half of a surrogate pair, which is not Unicode text"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+#: nesting this deep or deeper is refused on every Python: about where 3.11's parser stopped, and
+#: where the streaming reader stops (`datafiles._TOO_DEEP`, a thousand arrays in a row)
+TOO_DEEP = 1000
+
+
+def nested_too_deeply(value: Any) -> bool:
+    """Whether `value` nests lists and dicts `TOO_DEEP` levels or more: walked a level at a time,
+    without recursing (a 15 MB document of 600,000 containers: 0.35 s, against 1.2 s to parse)."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    level = [value]
+    for _ in range(TOO_DEEP - 1):
+        level = [child for item in level for child in (item.values() if type(item) is dict else item)
+                 if type(child) is dict or type(child) is list]
+        if not level:
+            return False
+    return True
+
+
+def _may_be_too_deep(document: str | bytes) -> bool:
+    """Cheap (two memchr-speed counts): a document with fewer brackets cannot nest that deep."""
+    if isinstance(document, str):
+        return document.count("[") + document.count("{") >= TOO_DEEP
+    return document.count(b"[") + document.count(b"{") >= TOO_DEEP
 
 
 def too_many_digits() -> str:
@@ -59,6 +89,8 @@ def loads(document: str | bytes) -> Any:
         raise JsonProblem(too_many_digits()) from None
     except RecursionError:
         raise JsonProblem("nested too deeply") from None
+    if _may_be_too_deep(document) and nested_too_deeply(value):
+        raise JsonProblem("nested too deeply")
     if has_surrogate_escape(document) and has_lone_surrogate(value):
         raise JsonProblem(LONE_SURROGATE)
     return value

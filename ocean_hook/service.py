@@ -258,7 +258,9 @@ def _bind_problem(exc: OSError) -> str:
         return "the port is already in use (another ocean-hook?); choose another --port"
     if exc.errno == errno.EACCES:
         return "permission denied (ports below 1024 need privileges); choose another --port"
-    if exc.errno == errno.EADDRNOTAVAIL:
+    if exc.errno == errno.EADDRNOTAVAIL or (exc.errno is None and str(exc).startswith("could not bind on any address")):
+        # from 3.13 asyncio skips an address it cannot assign (taken for a disabled family,
+        # bpo-30945) and, none left, raises this OSError without an errno
         return "this machine has no such address; check --host"
     return exc.strerror or str(exc)
 

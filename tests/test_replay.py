@@ -539,11 +539,15 @@ def test_options_that_cannot_apply_together_are_refused_before_anything_is_sent(
 
 async def test_to_a_listener_that_never_answers_fails_the_file_after_the_timeout(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(replay_module, "SEND_TIMEOUT_SECONDS", 0.5)
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    # the writers held: from 3.13 asyncio no longer does, and a StreamWriter collected closes its connection
+    writers: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda reader, writer: writers.append(writer), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
     event = event_from_capture(capture("github", "issues.opened"), where="capture")
     async with silent, aiohttp.ClientSession() as session:
         outcome = await replay_module.send_event("x.json", event, url, session)
+        for writer in writers:
+            writer.close()
     assert outcome.status == "failed"
     assert outcome.error == f"{url}{event.path} did not answer within 0.5 s"
 
