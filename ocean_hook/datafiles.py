@@ -131,12 +131,22 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
         raise _located(path, "not UTF-8 text") from None
     except ijson.JSONError as exc:
         if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
-            raise _located(path, str(exc)) from None
+            raise _located(path, _yajl_text(exc)) from None
         if not _rereadable(path):
             raise InputError(f"a number past 64 bits in item {done}: the streaming parser cannot read it from a "
                              "pipe; give a file, or JSON Lines", where=str(path)) from None
     # a number past 64 bits (a 128-bit id, say): Python's own parser takes it, reading the file whole
     yield from load_json(path)[done:]
+
+
+def _yajl_text(exc: Exception) -> str:
+    """yajl's message is bytes, with a copy of the data around the fault: its first line as text
+    (quoting the data could put a secret, or a terminal escape, in a CI log)."""
+    said = exc.args[0] if exc.args else str(exc)
+    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+    if "invalid bytes in UTF8 string" in text:
+        return "not UTF-8 text"
+    return text.strip().splitlines()[0] if text.strip() else "not valid JSON"
 
 
 def _located(path: Path, fallback: str) -> InputError:
@@ -145,14 +155,16 @@ def _located(path: Path, fallback: str) -> InputError:
         if _rereadable(path):
             jsontext.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
-        return InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}")
+        return InputError(f"invalid JSON: {jsontext.reason(exc)}", where=f"{path}:{exc.lineno}:{exc.colno}")
     except UnicodeDecodeError:
         return InputError("not UTF-8 text", where=str(path))
     except JsonProblem as exc:
         return InputError(f"invalid JSON: {exc}", where=str(path))
     except OSError:
         pass
-    return InputError(f"invalid JSON: {fallback.strip().splitlines()[0]}", where=str(path))
+    if fallback == "not UTF-8 text":
+        return InputError(fallback, where=str(path))
+    return InputError(f"invalid JSON: {fallback}", where=str(path))
 
 
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
@@ -180,7 +192,8 @@ def _record(line: bytes, path: Path, line_no: int) -> Any:
         return jsontext.loads(line)
     except json.JSONDecodeError as exc:
         column = min(exc.pos, len(line.rstrip(b"\r\n"))) + 1
-        raise InputError(f"invalid JSON Lines record: {exc.msg}", where=f"{path}:{line_no}:{column}") from None
+        raise InputError(f"invalid JSON Lines record: {jsontext.reason(exc)}",
+                         where=f"{path}:{line_no}:{column}") from None
     except UnicodeDecodeError:
         raise InputError("invalid JSON Lines record: not UTF-8 text", where=f"{path}:{line_no}") from None
     except JsonProblem as exc:
@@ -204,7 +217,7 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
     try:
         return jsontext.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
+        raise InputError(f"invalid JSON: {jsontext.reason(exc)}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", where=str(path)) from None
     except JsonProblem as exc:

@@ -57,6 +57,14 @@ def _may_be_too_deep(document: str | bytes) -> bool:
     return document.count(b"[") + document.count(b"{") >= TOO_DEEP
 
 
+def reason(exc: json.JSONDecodeError) -> str:
+    """Python's message for a JSON error, finished: 'Invalid control character at' (its place
+    is said apart, as line and column) left a sentence hanging."""
+    if exc.msg == "Invalid control character at":
+        return "a control character in a string (write it escaped: \\n, \\t, \\u0001)"
+    return exc.msg
+
+
 def too_many_digits() -> str:
     """Why json raised a plain ValueError, not a JSONDecodeError: Python refuses to convert an
     integer of more than `sys.get_int_max_str_digits()` digits (a guard against quadratic-time

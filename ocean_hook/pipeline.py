@@ -210,7 +210,7 @@ def parse_payload(event: WebhookEvent) -> Any:
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
-        raise PayloadError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise PayloadError(f"malformed JSON at line {exc.lineno} column {exc.colno}: {jsontext.reason(exc)}") from None
     except JsonProblem as exc:
         raise PayloadError(f"malformed JSON: {exc}") from None
     jq_can_read.vouch(payload)  # the jq queries about to run on it need not check

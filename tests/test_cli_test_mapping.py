@@ -476,11 +476,13 @@ def test_mapping_errors_exit_1_and_are_listed(files: dict[str, Path]) -> None:
         (("data", '{\n  "number": 1\n  "title": "x"\n}\n'), "{data}:3:3: invalid JSON: Expecting ',' delimiter"),
         (("data", ""), "{data}: file is empty"),
         (("state", '[{"identifier": "1"}]'), "{state}: entity #0 needs a string 'identifier' and 'blueprint', got "),
+        (("data", '[{"number": 1, "title": "a\x01b"}]'),  # Python's message ended "... character at"
+         "{data}:1:27: invalid JSON: a control character in a string (write it escaped: \\n, \\t, \\u0001)\n"),
     ],
     ids=["invalid yaml", "yaml nested too deeply", "state nested too deeply", "state arrays nested too deeply",
          "state item nested too deeply",
          "jq compile error", "invalid json array", "invalid json lines", "invalid json object",
-         "empty data", "bad state"],
+         "empty data", "bad state", "control character"],
 )
 def test_input_errors_exit_2_with_one_line_naming_file_and_line(
     files: dict[str, Path], write: tuple[str, str], expected: str
@@ -491,6 +493,14 @@ def test_input_errors_exit_2_with_one_line_naming_file_and_line(
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: " + expected.format(**{k: str(v) for k, v in files.items()}))
+
+
+def test_bytes_that_are_not_utf8_from_a_pipe_are_named_plainly(files: dict[str, Path]) -> None:
+    """From standard input it was yajl's bytes: `b'lexical error: invalid bytes in UTF8
+    string.\\n  [1, "\\xe9"]\\n ...'`, quoting the data (found by probing)."""
+    result = CliRunner().invoke(app, ["test-mapping", "-m", str(files["mapping"]), "-d", "-"],
+                                input=b'[{"number": 1, "title": "\xe9"}]')
+    assert (result.exit_code, result.stderr) == (2, "error: <stdin>: not UTF-8 text\n")
 
 
 @pytest.mark.parametrize("layout", ["array", "json lines"])
