@@ -248,6 +248,9 @@ async def send_event(file: str, event: WebhookEvent, url: str, session: aiohttp.
         async with session.request(event.method, target, data=event.body, headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS)) as response:
             text = await response.text()
+    except aiohttp.ClientConnectorError as exc:  # its own text says "ssl:default" of a plain http:// URL
+        outcome.status, outcome.error = "failed", f"cannot send to {target}: {exc.strerror or exc.os_error}"
+        return outcome
     except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a header aiohttp will not send (CR, LF)
         outcome.status, outcome.error = "failed", f"cannot send to {target}: {exc}"
         return outcome

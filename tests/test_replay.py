@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -535,6 +536,19 @@ def test_options_that_cannot_apply_together_are_refused_before_anything_is_sent(
     result = replay(*files, "--config", config, *options)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error: {problem}") and result.stdout == ""
+
+
+async def test_to_a_port_nobody_listens_on_says_the_connection_was_refused(tmp_path: Path) -> None:
+    """aiohttp's own text said "ssl:default" of a plain http:// URL (found by probing)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    event = event_from_capture(capture("github", "issues.opened"), where="capture")
+    async with aiohttp.ClientSession() as session:
+        outcome = await replay_module.send_event("x.json", event, f"http://127.0.0.1:{port}", session)
+    assert outcome.status == "failed"
+    assert outcome.error == (f"cannot send to http://127.0.0.1:{port}{event.path}: "
+                             f"Connect call failed ('127.0.0.1', {port})")
 
 
 async def test_to_a_listener_that_never_answers_fails_the_file_after_the_timeout(tmp_path: Path, monkeypatch) -> None:
