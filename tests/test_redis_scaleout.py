@@ -431,6 +431,19 @@ async def test_looking_at_a_stream_that_is_not_there_says_so_and_creates_nothing
         await raw.aclose()
 
 
+async def test_looking_at_a_stream_without_its_group_says_so(tmp_path: Path, redis_url: str) -> None:
+    """A mistyped `queue.group` got Redis' own `NOGROUP No such key ...` text (found by probing)."""
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        await raw.xgroup_create("ocean-hook", "ocean-hook", id="0", mkstream=True)
+    finally:
+        await raw.aclose()
+    config = write_config(tmp_path, queue={"type": "redis", "url": redis_url, "group": "mistyped"})
+    code, out = await asyncio.to_thread(cli, "deliveries", "list", "--config", str(config))
+    assert (code, out) == (1, f"error: no consumer group 'mistyped' on the queue stream 'ocean-hook' at "
+                              f"{redis_url}: serve creates it when it starts (check queue.group)\n")
+
+
 # ----------------------------------------------------------------------------- Redis down
 
 

@@ -573,6 +573,10 @@ class RedisQueue(Queue):
             if not await self._redis.exists(self.stream):
                 raise QueueMissing(f"no queue stream '{self.stream}' at {redact_url(self.url)} yet: serve creates it "
                                    "when it starts (check --queue and queue.stream)")
+            groups = await self._redis.xinfo_groups(self.stream)
+        if not any(_text(g.get("name") or b"") == self.group for g in groups):  # else Redis' own NOGROUP text
+            raise QueueMissing(f"no consumer group '{self.group}' on the queue stream '{self.stream}' at "
+                               f"{redact_url(self.url)}: serve creates it when it starts (check queue.group)")
 
     async def _check_key_types(self) -> None:
         """A key of another type under the stream's name (another program's) fails a script half
