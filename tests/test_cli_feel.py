@@ -176,7 +176,8 @@ def test_looking_into_a_project_serve_never_ran_in_creates_nothing(
     config = write_config(tmp_path)
     state = tmp_path / "state"
     words = [a.format(tmp=tmp_path) for a in args]
-    result = CliRunner().invoke(app, [*words, "--config", str(config)], env={"COLUMNS": "300"})
+    where = [] if "--db" in words else ["--config", str(config)]  # --db is the catalog itself
+    result = CliRunner().invoke(app, [*words, *where], env={"COLUMNS": "300"})
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: " + message.format(state=state, tmp=tmp_path))
     assert not state.exists() and not (tmp_path / "typo.db").exists()
@@ -356,6 +357,17 @@ def test_output_is_utf8_whatever_the_locale_says(tmp_path: Path, fmt: str) -> No
                           env={**os.environ, "PYTHONIOENCODING": "ascii"})
     assert done.returncode == 0, done.stderr
     assert "日本é" in done.stdout.decode("utf-8")
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["check", "-q", "-f", "json"], "--quiet is for text output; --format json prints its whole document"),
+    (["catalog", "list", "--db", "x.db", "--config", "nowhere.yaml"], "give --db or --config, not both"),
+    (["catalog", "export", "--db", "x.db", "-c", "ocean-hook.yaml"], "give --db or --config, not both"),
+])
+def test_options_one_of_which_would_be_ignored_are_refused(tmp_path: Path, args: list[str], problem: str) -> None:
+    """Taken without a word, one of them ignored (found by probing)."""
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert (result.exit_code, result.stderr) == (2, f"error: {problem}\n")
 
 
 UNSET = "OCEAN_HOOK_TEST_NEVER_SET"

@@ -30,10 +30,12 @@ class ExportFormat(StrEnum):
     jsonl = "jsonl"
 
 
-def _catalog(config: Path, db: Path | None, *, create: bool = False) -> LocalCatalog:
+def _catalog(config: Path | None, db: Path | None, *, create: bool = False) -> LocalCatalog:
     """The catalog to look into; only `import` may create one (a mistyped --db would otherwise
     leave an empty catalog file behind and list nothing, successfully)."""
-    path = db if db is not None else _configured_catalog(config)
+    if db is not None and config is not None:  # one of them would be ignored
+        raise fail("give --db or --config, not both")
+    path = db if db is not None else _configured_catalog(config or DEFAULT_CONFIG)
     if not create and not_made_yet(path):
         raise fail(f"no local catalog at {path} yet: serve creates it when it starts (replay and import too)", 1)
     return LocalCatalog(path)
@@ -50,7 +52,8 @@ def _configured_catalog(config: Path) -> Path:
         raise fail(f"{loaded.where('target')}: {exc}") from None
 
 
-CONFIG = typer.Option(Path("ocean-hook.yaml"), "--config", "-c", help="The ocean-hook.yaml file.")
+DEFAULT_CONFIG = Path("ocean-hook.yaml")
+CONFIG = typer.Option(None, "--config", "-c", help="The ocean-hook.yaml file (default: ocean-hook.yaml).")
 DB = typer.Option(None, "--db", help="The catalog file itself, instead of the config's.")
 
 
@@ -74,7 +77,7 @@ Examples:
 @user_errors
 def list_(
     blueprint: str | None = typer.Option(None, "--blueprint", "-b", help="Only this blueprint."),
-    config: Path = CONFIG,
+    config: Path | None = CONFIG,
     db: Path | None = DB,
 ) -> None:
     """List entities (blueprint, identifier, title)."""
@@ -94,7 +97,7 @@ Examples:
 Exit code 1 when the entity is not in the catalog.
 """)
 @user_errors
-def get(blueprint: str, identifier: str, config: Path = CONFIG, db: Path | None = DB) -> None:
+def get(blueprint: str, identifier: str, config: Path | None = CONFIG, db: Path | None = DB) -> None:
     """Print one entity as JSON."""
     found = run(_with(_catalog(config, db), lambda c: c.list_entities(blueprint)))
     entity = next((e for e in found if e.get("identifier") == identifier), None)
@@ -113,7 +116,7 @@ Examples:
 @user_errors
 def export(
     output: ExportFormat = typer.Option(ExportFormat.json, "--format", "-f", help="json (a list) or jsonl."),
-    config: Path = CONFIG,
+    config: Path | None = CONFIG,
     db: Path | None = DB,
 ) -> None:
     """Print every entity: a JSON list usable as `test-mapping --state`, or JSON Lines."""
@@ -132,7 +135,7 @@ Examples:
   ocean-hook catalog import entities.jsonl --db /tmp/catalog.db
 """)
 @user_errors
-def import_(file: Path, config: Path = CONFIG, db: Path | None = DB) -> None:
+def import_(file: Path, config: Path | None = CONFIG, db: Path | None = DB) -> None:
     """Load entities from a JSON list or JSON Lines file (replacing those with the same key)."""
     entities = list(iter_items(file))
     count = run(_with(_catalog(config, db, create=True), lambda c: c.import_entities(entities, source=str(file))))

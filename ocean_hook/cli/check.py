@@ -9,7 +9,7 @@ import typer
 
 from ocean_hook import render
 from ocean_hook.check import check
-from ocean_hook.cli.common import stderr, stdout, user_errors
+from ocean_hook.cli.common import fail, stderr, stdout, user_errors
 
 
 class Format(StrEnum):
@@ -42,6 +42,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print problems only: no warnings, no summary."),
 ) -> None:
     """[bold]Check[/] the config and its mapping without starting anything; list every problem."""
+    if quiet and output is not Format.text:  # as test-mapping says it
+        raise fail(f"--quiet is for text output; --format {output.value} prints its whole document")
     report = check(config, require_env=not no_env)
     if output is Format.json:
         stdout().print(render.dumps(report.to_json()), markup=False, highlight=False)
