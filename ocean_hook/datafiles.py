@@ -101,9 +101,12 @@ class _Watch:
     def __init__(self, handle: Any, path: Path) -> None:
         self.handle, self.path = handle, path
         self.tail = b""
+        #: lines before the last chunk read, and up to its end: where a fault yajl found must be
+        self.lines = (1, 1)
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
+        self.lines = (self.lines[1], self.lines[1] + data.count(b"\n"))
         window = self.tail + data
         if b"\\u" in window:
             for found in _LONE_SURROGATE.finditer(window):
@@ -122,16 +125,17 @@ class _Watch:
 
 def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     done = 0
+    watch = _Watch(handle, path)
     try:
-        for item in ijson.items(_Watch(handle, path), "item", use_float=True):
+        for item in ijson.items(watch, "item", use_float=True):
             yield item
             done += 1
         return
     except UnicodeDecodeError:  # yajl's bytes for a string that is not UTF-8
-        raise _located(path, "not UTF-8 text") from None
+        raise _located(path, "not UTF-8 text", watch.lines) from None
     except ijson.JSONError as exc:
         if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
-            raise _located(path, _yajl_text(exc)) from None
+            raise _located(path, _yajl_text(exc), watch.lines) from None
         if not _rereadable(path):
             raise InputError(f"a number past 64 bits in item {done}: the streaming parser cannot read it from a "
                              "pipe; give a file, or JSON Lines", where=str(path)) from None
@@ -149,9 +153,19 @@ def _yajl_text(exc: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else "not valid JSON"
 
 
-def _located(path: Path, fallback: str) -> InputError:
+#: a file up to this size is read again whole to say the line and column of a fault (Python's
+#: parser takes about nine times the file's size); a larger one gets the lines of the chunk
+#: where the streaming parser stopped (a truncated 1 GB file took 9 GB to say where it ended)
+LOCATE_WHOLE_BYTES = 16 * 1024 * 1024
+
+
+def _located(path: Path, fallback: str, lines: tuple[int, int]) -> InputError:
     """The streaming parser does not say where: read the file again (error path only) to find out."""
     try:
+        if _rereadable(path) and path.stat().st_size > LOCATE_WHOLE_BYTES:
+            first, last = lines
+            return InputError(f"{'' if fallback == 'not UTF-8 text' else 'invalid JSON: '}{fallback}",
+                              where=f"{path}:{first}" if first == last else f"{path}, lines {first}-{last}")
         if _rereadable(path):
             jsontext.loads(path.read_bytes())
     except json.JSONDecodeError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -493,6 +494,24 @@ def test_input_errors_exit_2_with_one_line_naming_file_and_line(
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: " + expected.format(**{k: str(v) for k, v in files.items()}))
+
+
+def test_a_broken_file_too_large_to_read_again_whole_gets_the_lines_where_the_parser_stopped(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated 91 MB array took 800 MB to say where it broke: Python's parser read it whole
+    again (found by probing). Past LOCATE_WHOLE_BYTES, the lines of the last chunk read are said."""
+    from ocean_hook import datafiles
+
+    monkeypatch.setattr(datafiles, "LOCATE_WHOLE_BYTES", 10_000)
+    lines = [json.dumps({"number": n, "title": "x" * 100}) for n in range(3000)]
+    files["data"].write_text("[\n" + ",\n".join(lines) + ',\n{"number": ]\n')  # the fault: line 3002
+    result = invoke("-m", files["mapping"], "-d", files["data"], "-q")
+    assert result.exit_code == 2
+    where = re.match(rf"error: {re.escape(str(files['data']))}, lines (\d+)-(\d+): invalid JSON: ", result.stderr)
+    assert where is not None, result.stderr
+    first, last = int(where[1]), int(where[2])
+    assert first <= 3002 <= last and last - first < 1000
 
 
 def test_bytes_that_are_not_utf8_from_a_pipe_are_named_plainly(files: dict[str, Path]) -> None:
