@@ -149,12 +149,35 @@ class _Reader:
         self.secrets = secrets and not inspection
         #: top-level keys the command line replaces (`serve --queue`): their variables are not read
         self.overridden = frozenset(overridden)
+        #: an unset variable is one problem, at its first place: name -> (that problem, later lines)
+        self._unset: dict[str, tuple[int, list[int]]] = {}
+        self._unset_uses = 0
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
         self.problems: list[str] = []
 
     def problem(self, path: KeyPath, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
+
+    def said(self) -> tuple[int, int]:
+        """How much has been said so far: problems, and uses of unset variables (said once)."""
+        return len(self.problems), self._unset_uses
+
+    def _unset_variable(self, path: KeyPath, name: str) -> None:
+        """Said once, where it is first used, with the other lines that use it: one variable
+        unset in a config of seven processors was seven problems."""
+        self._unset_uses += 1
+        if name not in self._unset:
+            self.problem(path, f"environment variable {name} is not set")
+            self._unset[name] = (len(self.problems) - 1, [])
+            return
+        index, more = self._unset[name]
+        line = self.doc.line(path)
+        if line is not None and line not in more:
+            more.append(line)
+            also = "line" if len(more) == 1 else "lines"
+            message = self.problems[index].split(" (also used at ")[0]
+            self.problems[index] = f"{message} (also used at {also} {', '.join(map(str, more))})"
 
     def needed(self, path: KeyPath) -> bool:
         """Whether the value at `path` must be there: its variables set, its secret file read."""
@@ -171,7 +194,7 @@ class _Reader:
                 name = match.group(1)
                 if name not in self.env:
                     if self.needed(path):
-                        self.problem(path, f"environment variable {name} is not set")
+                        self._unset_variable(path, name)
                     return ""
                 return self.env[name]
             return _VAR.sub(sub, value)
@@ -474,14 +497,14 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
     if scheme not in SCHEMES:
         r.problem((*path, "scheme"), f"unknown auth scheme {scheme!r} (known: {', '.join(SCHEMES)})")
         return build_none("none", [], {})
-    reported = len(r.problems)
+    reported = r.said()
     secrets = _secrets(r, path, raw, base)
     options = r.expand(path, {k: v for k, v in raw.items() if k not in {"scheme", "secret", "secrets", "secret_file"}})
     unknown = set(options) - options_for(scheme)
     for key in sorted(unknown):
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
-        if not r.needed((*path, "secret")) or len(r.problems) > reported:  # or the variable is reported
+        if not r.needed((*path, "secret")) or r.said() != reported:  # or its variable is reported
             return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")

@@ -28,12 +28,16 @@ class YamlDocument:
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
 
-    def where(self, path: KeyPath) -> str:
-        """`file:line (key a.b[0].c)` for the nearest known ancestor of `path`."""
+    def line(self, path: KeyPath) -> int | None:
+        """The line of `path`, or of its nearest known ancestor."""
         probe = tuple(path)
         while probe and probe not in self.lines:
             probe = probe[:-1]
-        line = self.lines.get(probe)
+        return self.lines.get(probe)
+
+    def where(self, path: KeyPath) -> str:
+        """`file:line (key a.b[0].c)` for the nearest known ancestor of `path`."""
+        line = self.line(path)
         loc = f"{self.file}:{line}" if line else self.file
         return f"{loc} (key {dotted(path)})" if path else loc
 

@@ -361,3 +361,15 @@ def test_a_redis_password_written_in_the_config_is_a_warning(tmp_path: Path, url
     assert "hunter2" not in result.output
     logged = load_config(path, env={"GH_SECRET": "s", "REDIS_URL": "redis://h/0"}).warnings  # serve logs these
     assert (line.removeprefix("warning: ") in logged) is warned
+
+
+def test_an_unset_variable_used_in_many_places_is_one_problem_naming_the_other_lines(tmp_path: Path) -> None:
+    """Seven processors sharing one secret variable, unset, were seven problems (found by probing)."""
+    processors = "".join(f"  - name: p{n}\n    preset: github\n    path: /hooks/{n}\n    events: [pull_request]\n"
+                         f"    kinds: [pull-request]\n    auth: {{secret: '${{GH_SECRET}}'}}\n" for n in range(3))
+    path = write(tmp_path, config="mapping: m.yml\nprocessors:\n" + processors)
+    result = run_check(path)
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line.startswith("error")] == [
+        f"error: {path}:8 (key processors[0].auth.secret): environment variable GH_SECRET is not set "
+        "(also used at lines 14, 20)"]
