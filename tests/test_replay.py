@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -282,6 +283,41 @@ async def test_each_file_is_replayed_and_printed_before_the_next_is_read(tmp_pat
         assert replaying.returncode == 0, err
         if fmt == "json":
             assert [o["status"] for o in json.loads(said + out)] == ["processed", "processed"]
+
+
+def pr_capture(number: int, title: str) -> dict[str, object]:
+    payload = sample_payload("github", "pull_request.opened")
+    url = f"https://github.com/acme/payments-api/pull/{number}"
+    payload["pull_request"] = {**payload["pull_request"], "number": number, "title": title, "html_url": url}
+    payload["number"] = number
+    return capture("github", "pull_request.opened", payload=payload, headers={"X-GitHub-Delivery": f"d-{number}"})
+
+
+def test_a_reader_that_goes_away_stops_the_printing_not_the_replay(tmp_path: Path) -> None:
+    """Printing as it goes, `replay DIR | head -2` stopped applying at the second file (found
+    by probing); every file is applied, and the exit is a SIGPIPE's, 141."""
+    config = source_config(tmp_path, "github")
+    write_captures(tmp_path / "caps", [pr_capture(n, f"PR {n}") for n in range(1, 41)])
+    for fmt in ("text", "json"):
+        reading = subprocess.Popen([sys.executable, "-m", "ocean_hook", "replay", str(tmp_path / "caps"),
+                                    "--config", str(config), "--format", fmt],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **secrets_env()})
+        assert reading.stdout is not None
+        reading.stdout.readline()
+        reading.stdout.close()
+        assert reading.wait(timeout=120) == 141
+        assert len([key for key in catalog(config) if key[0] == "githubPullRequest"]) == 40
+        catalog_path(config).unlink()
+
+
+def test_json_output_keeps_a_line_separator_inside_a_string_as_it_is(tmp_path: Path) -> None:
+    """Each element was indented by splitting its text on what Python calls a line break, U+2028
+    included: a title came out with two spaces after each (found by probing)."""
+    config = source_config(tmp_path, "github")
+    title = "x\u2028y\u0085z\u2029w"
+    [file] = write_captures(tmp_path / "caps", [pr_capture(7, title)])
+    [outcome] = replay_json(file, "--config", config, "--dry-run")
+    assert [c["after"]["title"] for c in outcome["changes"]] == [title]
 
 
 def test_a_replay_that_verifies_nothing_needs_no_webhook_secret(tmp_path: Path) -> None:

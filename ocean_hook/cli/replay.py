@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,7 +14,7 @@ import typer
 from rich.progress import Progress
 
 from ocean_hook import render
-from ocean_hook.cli.common import fail, run, stderr, stdout, user_errors
+from ocean_hook.cli.common import OutputFailed, fail, run, stderr, stdout, user_errors
 from ocean_hook.config import Config, load_config
 from ocean_hook.errors import InputError
 from ocean_hook.events import WebhookEvent
@@ -85,7 +84,11 @@ def command(
     # jq holds the GIL: a program that never ends leaves nothing in this process able to stop it
     watchdog = Watchdog.for_command("replay", stall_timeout) if to is None else None
     printer = _Printer(output, dry_run=dry_run)
-    run(_replay_all(found, loaded, _Reading(path, header), printer, verify=verify, to=to, watchdog=watchdog))
+    try:
+        run(_replay_all(found, loaded, _Reading(path, header), printer, verify=verify, to=to, watchdog=watchdog))
+    except KeyboardInterrupt:  # what was printed stays a whole JSON document
+        printer.close()
+        raise
     printer.close()
     raise typer.Exit(1 if printer.counts["failed"] else 0)
 
@@ -151,18 +154,28 @@ async def _replay_all(
 
 class _Printer:
     """Each outcome printed as it comes (in JSON, one element of the array at a time); only
-    the counts are kept."""
+    the counts are kept. Output that fails (`| head`) stops the printing, not the replay: the
+    files are applied all the same, and the failure is said at the end."""
 
     def __init__(self, output: Format, *, dry_run: bool) -> None:
         self.out, self.output, self.dry_run = stdout(), output, dry_run
         self.counts: Counter[str] = Counter()
+        self.failed: OutputFailed | None = None
 
     def add(self, o: ReplayOutcome) -> None:
         self.counts[o.status] += 1
+        if self.failed is None:
+            try:
+                self._print(o)
+            except OutputFailed as exc:
+                self.failed = exc
+
+    def _print(self, o: ReplayOutcome) -> None:
         if self.output is Format.json:  # as json.dumps(list, indent=2) writes the whole array
             opening = "[\n" if sum(self.counts.values()) == 1 else ",\n"
-            self.out.print(opening + textwrap.indent(render.dumps(o.to_json()), "  "), end="", markup=False,
-                           highlight=False)
+            # split on "\n" alone: a payload's U+2028 is a character inside a JSON string
+            element = "\n".join("  " + line for line in render.dumps(o.to_json()).split("\n"))
+            self.out.print(opening + element, end="", markup=False, highlight=False)
             return
         render.print_outcome_header(self.out, o.file, o.status, o.detail())
         if o.result is not None:
@@ -174,6 +187,8 @@ class _Printer:
             render.print_misconfigured(self.out, o.misconfigured())
 
     def close(self) -> None:
+        if self.failed is not None:
+            raise self.failed
         if self.output is Format.json:
             self.out.print("\n]" if self.counts else "[]", markup=False, highlight=False)
             return
