@@ -138,7 +138,8 @@ class _Reader:
     """Walks the YAML document, expanding `${VAR}` and collecting problems with their place."""
 
     def __init__(self, doc: YamlDocument, env: Mapping[str, str], *, inspection: bool = False,
-                 needs: Collection[str] = (), secrets: bool = True, overridden: Collection[str] = ()) -> None:
+                 needs: Collection[str] = (), secrets: bool = True,
+                 overridden: Collection[KeyPath] = ()) -> None:
         self.doc = doc
         self.env = env
         #: inspection commands (catalog, deliveries) need no secrets: missing variables are fine,
@@ -147,8 +148,8 @@ class _Reader:
         self.needs = frozenset(needs)
         #: False: the webhook secrets are not needed (a replay that does not verify signatures)
         self.secrets = secrets and not inspection
-        #: top-level keys the command line replaces (`serve --queue`): their variables are not read
-        self.overridden = frozenset(overridden)
+        #: what the command line replaces (`serve --queue URL`: ("queue", "url")): its variables are not read
+        self.overridden = [tuple(o) for o in overridden]
         #: an unset variable is one problem, at its first place: name -> (that problem, later lines)
         self._unset: dict[str, tuple[int, list[int]]] = {}
         self._unset_uses = 0
@@ -182,7 +183,7 @@ class _Reader:
     def needed(self, path: KeyPath) -> bool:
         """Whether the value at `path` must be there: its variables set, its secret file read."""
         top = path[0] if path else ""
-        if top in self.overridden:
+        if any(tuple(path[:len(o)]) == o for o in self.overridden):
             return False
         if self.inspection:
             return top in self.needs
@@ -266,15 +267,15 @@ def say_duration(seconds: float) -> str:
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspection: bool = False,
-                needs: Collection[str] = (), secrets: bool = True, overridden: Collection[str] = ()) -> Config:
+                needs: Collection[str] = (), secrets: bool = True, overridden: Collection[KeyPath] = ()) -> Config:
     """Load, validate and build processors; raise `ConfigProblems` listing every problem.
 
     `inspection=True` is for commands that only look at the state directory: they must work
     without the webhook secrets in the environment. The top-level keys in `needs` must still
     have their variables set: a `state_dir: ${DIR}/x` read as `/x` would look into, or write
     to, the wrong place. `secrets=False`: the webhook secrets may be missing (nothing is
-    verified). `overridden`: top-level keys the command line replaces, whose variables may be
-    unset.
+    verified). `overridden`: the key paths the command line replaces (`("queue", "url")`),
+    whose variables may be unset.
     """
     env = os.environ if env is None else env
     file = Path(path)
@@ -504,7 +505,10 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
     for key in sorted(unknown):
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
-        if not r.needed((*path, "secret")) or r.said() != reported:  # or its variable is reported
+        # not needed (looking, or a replay that verifies nothing) and written as a variable, or
+        # that variable already reported; a processor with no secret written at all never starts
+        written = any(key in raw for key in ("secret", "secrets", "secret_file"))
+        if r.inspection or r.said() != reported or (written and not r.needed((*path, "secret"))):
             return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")
@@ -535,7 +539,7 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
         expanded = r.expand(where, value.strip())
         if expanded:
             secrets.append(expanded)
-        elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env and r.needed(where):
+        elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env and (r.inspection or r.needed(where)):
             r.problem(where, f"environment variable {value.strip()[2:-1]} is empty")
     if "secret_file" in raw and r.needed((*path, "secret_file")):
         file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))

@@ -15,6 +15,7 @@ from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.queue.base import Queue
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.targets.base import Target
+from ocean_hook.yamlfile import KeyPath
 
 
 def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
@@ -126,6 +127,14 @@ def redis_options(spec: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"must be {hint}, got {value!r}", where=f"queue.{key}")
         options[key] = kind(value)
     return options
+
+
+def queue_option_replaces(option: str | None) -> list[KeyPath]:
+    """What `--queue` replaces of the config's `queue:` (its variables need not be set): all of
+    it for sqlite; for a Redis URL the url alone, the config's stream, group... still apply."""
+    if not option:
+        return []
+    return [("queue",)] if option == "sqlite" else [("queue", "type"), ("queue", "url")]
 
 
 def queue_spec_from_option(option: str | None, configured: Mapping[str, Any]) -> Mapping[str, Any]:

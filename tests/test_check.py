@@ -373,3 +373,11 @@ def test_an_unset_variable_used_in_many_places_is_one_problem_naming_the_other_l
     assert [line for line in result.stdout.splitlines() if line.startswith("error")] == [
         f"error: {path}:8 (key processors[0].auth.secret): environment variable GH_SECRET is not set "
         "(also used at lines 14, 20)"]
+
+
+def test_a_secret_variable_set_but_empty_is_a_problem_with_no_env_too(tmp_path: Path) -> None:
+    """A variable set to nothing is a mistake wherever it is read; `--no-env` once stopped saying so."""
+    path = write(tmp_path)
+    result = run_check(path, "--no-env", env={"GH_SECRET": ""})
+    assert result.exit_code == 1
+    assert f"{path}:7 (key processors[0].auth.secret): environment variable GH_SECRET is empty" in result.stdout

@@ -332,6 +332,18 @@ async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(
     same = await asyncio.to_thread(invoke, *args[2:], env=hook_env())
     assert same.exit_code == 0, same.output
     assert same.stdout == result.stdout
+    # the config's mapping is then read: its variables are needed (`${MAP}/m.yml` was read as /m.yml)
+    project = config.parent
+    moved = project / "maps"
+    moved.mkdir()
+    (project / "mapping.yml").rename(moved / "mapping.yml")
+    config.write_text(config.read_text().replace("mapping: mapping.yml",
+                                                 "mapping: ${OCEAN_HOOK_TEST_MAPS}/mapping.yml"))
+    unset = await asyncio.to_thread(invoke, *args[2:], env={**hook_env(), "OCEAN_HOOK_TEST_MAPS": None})
+    assert unset.exit_code == 2
+    assert "(key mapping): environment variable OCEAN_HOOK_TEST_MAPS is not set" in unset.stderr
+    given = await asyncio.to_thread(invoke, *args[2:], env={**hook_env(), "OCEAN_HOOK_TEST_MAPS": str(moved)})
+    assert given.stdout == result.stdout
     alone = await asyncio.to_thread(invoke, "-d", files["data"])
     assert (alone.exit_code, alone.stderr) == (2, "error: give --mapping FILE (or --config FILE, whose mapping is "
                                                   "then used)\n")

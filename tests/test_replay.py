@@ -332,6 +332,12 @@ def test_a_replay_that_verifies_nothing_needs_no_webhook_secret(tmp_path: Path) 
     result = CliRunner().invoke(app, ["replay", str(file), "--config", str(config), "--verify"], env=unset)
     assert result.exit_code == 2
     assert "(key processors[0].auth.secret): environment variable GITHUB_WEBHOOK_SECRET is not set" in result.stderr
+    # a processor with no secret written at all is a config that never serves: refused still
+    no_secret = config.read_text().replace("auth: {secret: '${GITHUB_WEBHOOK_SECRET}'}", "auth: {scheme: github}", 1)
+    assert no_secret != config.read_text()
+    config.write_text(no_secret)
+    result = CliRunner().invoke(app, ["replay", str(file), "--config", str(config), "--dry-run"], env=unset)
+    assert result.exit_code == 2 and "auth scheme 'github' needs a secret" in result.stderr, result.output
 
 
 def test_a_dry_run_plans_each_capture_after_the_ones_before_as_the_real_run_applies_them(tmp_path: Path) -> None:

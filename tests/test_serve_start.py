@@ -141,6 +141,14 @@ def test_what_the_command_line_replaces_is_not_read_from_the_config(tmp_path: Pa
     assert result.returncode == 2
     assert result.stderr.rstrip().endswith(f"(key queue.url): environment variable {unset} is not set")
 
+    # --queue URL replaces the url alone: the config's stream is still read, its variable needed
+    kept = write_config(tmp_path / "kept",
+                        queue={"type": "redis", "url": f"${{{unset}}}", "stream": f"oh-${{{unset}}}"})
+    result = serve(kept, "--queue", "redis://127.0.0.1:1/0", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.rstrip().endswith(f"(key queue.stream): environment variable {unset} is not set"), \
+        result.stderr
+
     result = serve(write_config(tmp_path), "--target", "port", "--port", "0")
     assert (result.returncode, result.stderr.splitlines()[-1]) == (
         2, "error: --target port: environment variables PORT_CLIENT_ID (the Port client id) and PORT_CLIENT_SECRET "

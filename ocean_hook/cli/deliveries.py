@@ -14,7 +14,7 @@ from ocean_hook import render
 from ocean_hook.cli.common import fail, run, stdout, user_errors
 from ocean_hook.config import LONGEST_DURATION, load_config, parse_duration, say_duration
 from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueMissing, Requeued
-from ocean_hook.runtime import journal_path, open_queue, queue_spec_from_option
+from ocean_hook.runtime import journal_path, open_queue, queue_option_replaces, queue_spec_from_option
 from ocean_hook.sqlitefiles import not_made_yet
 
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class ListFormat(StrEnum):
 
 
 def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
-    loaded = load_config(config, inspection=True, needs=("state_dir",) if queue else ("state_dir", "queue"))
+    loaded = load_config(config, inspection=True, needs=("state_dir", "queue"), overridden=queue_option_replaces(queue))
     spec = queue_spec_from_option(queue, loaded.queue)
     journal = journal_path(spec, loaded.state_dir)
     if journal is not None and not_made_yet(journal):  # looking must not make a journal

@@ -10,6 +10,7 @@ import typer
 
 from ocean_hook.cli.common import fail, listening_line, run, setup_logging, user_errors
 from ocean_hook.config import load_config
+from ocean_hook.runtime import queue_option_replaces
 from ocean_hook.service import ServeOptions, serve, tune_gc_for_serving
 from ocean_hook.watchdog import STALLS_FILE, Watchdog
 
@@ -62,8 +63,7 @@ def command(
         raise fail("give --verbose or --quiet, not both")
     setup_logging(verbose=verbose, quiet=quiet, fmt=log_format.value)
     # what --queue or --target replaces is not read: its variables may be unset
-    replaced = [key for key, given in (("queue", queue), ("target", target not in (None, TargetChoice.dry_run)))
-                if given]
+    replaced = queue_option_replaces(queue) + ([("target",)] if target not in (None, TargetChoice.dry_run) else [])
     loaded = load_config(config, overridden=replaced)
 
     def ready(url: str) -> None:

@@ -114,7 +114,9 @@ def command(
     ),
 ) -> None:
     """Dry-run jq [bold]mappings[/] against sample data and print the Port changes they would make."""
-    loaded = load_config(config, inspection=True, needs=("state_dir", "target")) if config is not None else None
+    # without --mapping, the config's is the one read: its variables are needed then too
+    needs = ("state_dir", "target") if mapping is not None else ("state_dir", "target", "mapping")
+    loaded = load_config(config, inspection=True, needs=needs) if config is not None else None
     # the config's `jq: {allow_env: true}` too: serve's jq reads the environment, so must this run's
     if mapping is None:
         if loaded is None:
