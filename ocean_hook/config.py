@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ocean_hook.auth import SCHEMES, build_verifier, options_for
 from ocean_hook.errors import ConfigError
@@ -50,8 +51,11 @@ def written_password(queue: Any) -> str | None:
     url = queue.get("url") if isinstance(queue, dict) else None
     if not isinstance(url, str) or "${" in url:
         return None
-    before_host = url.partition("://")[2].partition("/")[0]
-    if ":" in before_host.rpartition("@")[0] or "password=" in url.lower():
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # the URL's own problem, said of queue.url
+        return None
+    if parts.password is not None or "password=" in parts.query.lower():
         return "the Redis password is written in the config, where secrets never go: put the URL in an " \
                "environment variable (url: ${REDIS_URL})"
     return None
@@ -147,11 +151,12 @@ class _Reader:
         #: but for these top-level keys: the places they look into (`state_dir`, `target`, `queue`)
         self.needs = frozenset(needs)
         #: False: the webhook secrets are not needed (a replay that does not verify signatures)
-        self.secrets = secrets and not inspection
+        self.secrets = secrets
         #: what the command line replaces (`serve --queue URL`: ("queue", "url")): its variables are not read
         self.overridden = [tuple(o) for o in overridden]
-        #: an unset variable is one problem, at its first place: name -> (that problem, later lines)
-        self._unset: dict[str, tuple[int, list[int]]] = {}
+        #: an unset variable is one problem, at its first place: name -> (that problem's index,
+        #: its text, the lines of its later uses)
+        self._unset: dict[str, tuple[int, str, list[int]]] = {}
         self._unset_uses = 0
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
@@ -170,15 +175,14 @@ class _Reader:
         self._unset_uses += 1
         if name not in self._unset:
             self.problem(path, f"environment variable {name} is not set")
-            self._unset[name] = (len(self.problems) - 1, [])
+            self._unset[name] = (len(self.problems) - 1, self.problems[-1], [])
             return
-        index, more = self._unset[name]
+        index, first, more = self._unset[name]
         line = self.doc.line(path)
         if line is not None and line not in more:
             more.append(line)
             also = "line" if len(more) == 1 else "lines"
-            message = self.problems[index].split(" (also used at ")[0]
-            self.problems[index] = f"{message} (also used at {also} {', '.join(map(str, more))})"
+            self.problems[index] = f"{first} (also used at {also} {', '.join(map(str, more))})"
 
     def needed(self, path: KeyPath) -> bool:
         """Whether the value at `path` must be there: its variables set, its secret file read."""
