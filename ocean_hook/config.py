@@ -677,8 +677,9 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
         r.problem((*path, "url"), "fetch needs 'url': a jq expression giving the URL to fetch")
     raw_hosts = raw.get("allowed_hosts")
     hosts = r.string_list((*path, "allowed_hosts"), r.expand((*path, "allowed_hosts"), raw_hosts))
+    written = raw_hosts if isinstance(raw_hosts, list) else [raw_hosts]  # one host may be written alone
     for i, host in enumerate(hosts):
-        if isinstance(raw_hosts, list) and unset_variables(raw_hosts[i], r.env):
+        if unset_variables(written[i], r.env):
             continue  # the variable is the problem (or, in `check --no-env`, not looked for)
         try:
             allowed = parse_allowed_host(host)

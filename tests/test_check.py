@@ -297,6 +297,12 @@ def test_no_env_does_not_judge_a_state_dir_or_fetch_host_made_of_unset_variables
     assert run_check(path, env=env).exit_code == 0
     result = run_check(path, env={**env, "API_HOST": ""})  # set, but to nothing: that is a problem
     assert result.exit_code == 1 and "allowed_hosts entry '' is not a host or host:port" in result.stdout
+    # one host written alone, not in a list, is read the same way (it was still judged as '')
+    alone = write(tmp_path, config=config.replace("['${API_HOST}']", "'${API_HOST}'"))
+    assert run_check(alone, "--no-env").exit_code == 0
+    assert [line for line in run_check(alone, env={"GH_SECRET": "s", "STATE": "s"}).stdout.splitlines()
+            if line.startswith("error")] == [
+        f"error: {alone}:10 (key processors[0].fetch.allowed_hosts): environment variable API_HOST is not set"]
 
 
 def test_no_env_does_not_invent_a_mapping_path_from_an_unset_variable(tmp_path: Path) -> None:
