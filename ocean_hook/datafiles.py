@@ -132,7 +132,7 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
             done += 1
         return
     except UnicodeDecodeError:  # yajl's bytes for a string that is not UTF-8
-        raise _located(path, "not UTF-8 text", watch.lines) from None
+        raise _located(path, NOT_UTF8, watch.lines) from None
     except ijson.JSONError as exc:
         if not any(text in str(exc) for text in _NUMBER_OVERFLOW):
             raise _located(path, _yajl_text(exc), watch.lines) from None
@@ -143,14 +143,18 @@ def _iter_array(handle: Any, path: Path) -> Iterator[Any]:
     yield from load_json(path)[done:]
 
 
+NOT_UTF8 = "not UTF-8 text"
+
+
 def _yajl_text(exc: Exception) -> str:
-    """yajl's message is bytes, with a copy of the data around the fault: its first line as text
-    (quoting the data could put a secret, or a terminal escape, in a CI log)."""
+    """What yajl says, as our message: its message is bytes, with a copy of the data around the
+    fault; only its first line is kept (quoting the data could put a secret, or a terminal
+    escape, in a CI log)."""
     said = exc.args[0] if exc.args else str(exc)
     text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
     if "invalid bytes in UTF8 string" in text:
-        return "not UTF-8 text"
-    return text.strip().splitlines()[0] if text.strip() else "not valid JSON"
+        return NOT_UTF8
+    return f"invalid JSON: {text.strip().splitlines()[0] if text.strip() else 'not valid JSON'}"
 
 
 #: a file up to this size is read again whole to say the line and column of a fault (Python's
@@ -159,26 +163,22 @@ def _yajl_text(exc: Exception) -> str:
 LOCATE_WHOLE_BYTES = 16 * 1024 * 1024
 
 
-def _located(path: Path, fallback: str, lines: tuple[int, int]) -> InputError:
-    """The streaming parser does not say where: read the file again (error path only) to find out."""
+def _located(path: Path, said: str, lines: tuple[int, int]) -> InputError:
+    """The streaming parser (which `said` what is wrong, between `lines`) does not say where
+    exactly: Python's parser says it, reading the file again whole, when it can be read again
+    and is not too large (error path only)."""
+    if not _rereadable(path):
+        return InputError(said, where=str(path))
     try:
-        if _rereadable(path) and path.stat().st_size > LOCATE_WHOLE_BYTES:
+        if path.stat().st_size > LOCATE_WHOLE_BYTES:
             first, last = lines
-            return InputError(f"{'' if fallback == 'not UTF-8 text' else 'invalid JSON: '}{fallback}",
-                              where=f"{path}:{first}" if first == last else f"{path}, lines {first}-{last}")
-        if _rereadable(path):
-            jsontext.loads(path.read_bytes())
-    except json.JSONDecodeError as exc:
-        return InputError(f"invalid JSON: {jsontext.reason(exc)}", where=f"{path}:{exc.lineno}:{exc.colno}")
-    except UnicodeDecodeError:
-        return InputError("not UTF-8 text", where=str(path))
-    except JsonProblem as exc:
-        return InputError(f"invalid JSON: {exc}", where=str(path))
+            return InputError(said, where=f"{path}:{first}" if first == last else f"{path}, lines {first}-{last}")
+        load_json(path)
+    except InputError as exc:
+        return exc
     except OSError:
         pass
-    if fallback == "not UTF-8 text":
-        return InputError(fallback, where=str(path))
-    return InputError(f"invalid JSON: {fallback}", where=str(path))
+    return InputError(said, where=str(path))
 
 
 def _iter_lines_or_object(handle: Any, path: Path) -> Iterator[Any]:
@@ -233,7 +233,7 @@ def load_json(path: Path, raw: bytes | None = None) -> Any:
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {jsontext.reason(exc)}", where=f"{path}:{exc.lineno}:{exc.colno}") from None
     except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", where=str(path)) from None
+        raise InputError(NOT_UTF8, where=str(path)) from None
     except JsonProblem as exc:
         raise InputError(f"invalid JSON: {exc}", where=str(path)) from None
 
