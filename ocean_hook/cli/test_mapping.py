@@ -266,7 +266,7 @@ def _check_expectation(report: MappingReport, expect: Path, update: bool) -> int
         return 0
     err = stderr()
     # plain, never coloured: CI scripts look for this line (FORCE_COLOR would hide it from grep)
-    err.print(f"result differs from {expect}:", markup=False, highlight=False, style=None)
+    err.print(f"result differs from {expect}:", markup=False, highlight=False)
     differences = _differences(expected, actual)
     for where, before, after in differences[:MAX_DIFFERENCES]:
         for line in difflib.unified_diff(_lines(before), _lines(after),

@@ -267,8 +267,8 @@ if outcome == 'dead' then
   if key ~= '' and not revived then redis.call('HINCRBY', k('deadkeys'), key, 1) end
 else
   add('D', k('done'), seq, with(fields, changes))
-  local applied = tonumber(redis.call('HGET', k('applied'), key) or '0')
-  if key ~= '' and redis.call('HEXISTS', k('deadkeys'), key) == 1 and tonumber(seq) > applied then
+  if key ~= '' and redis.call('HEXISTS', k('deadkeys'), key) == 1
+      and tonumber(seq) > tonumber(redis.call('HGET', k('applied'), key) or '0') then
     redis.call('HSET', k('applied'), key, seq)
   end
   if revived then undead(key) end

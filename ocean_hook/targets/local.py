@@ -256,15 +256,14 @@ class LocalCatalog(Target):
 
     async def upsert(self, entities: Sequence[Entity], flags: MappingFlags) -> list[WriteOutcome]:
         outcomes: list[WriteOutcome] = []
-        for start in range(0, len(entities), WRITE_STEP):
-            await self._between_steps(start)
+        for n, step in enumerate(_chunks(entities, WRITE_STEP)):
+            await self._between_steps(n)
             with self._transaction() as db:
-                outcomes += [self._upsert_one(db, e, flags.enable_merge_entity)
-                             for e in entities[start:start + WRITE_STEP]]
+                outcomes += [self._upsert_one(db, e, flags.enable_merge_entity) for e in step]
         return outcomes
 
-    async def _between_steps(self, start: int) -> None:
-        if start:
+    async def _between_steps(self, n: int) -> None:
+        if n:
             await asyncio.sleep(0)
         await self._after_checkpoint()
 
@@ -284,10 +283,10 @@ class LocalCatalog(Target):
         return WriteOutcome(key, ok=True)
 
     async def delete(self, keys: Sequence[EntityKey], flags: MappingFlags) -> list[WriteOutcome]:
-        for start in range(0, len(keys), WRITE_STEP):
-            await self._between_steps(start)
+        for n, step in enumerate(_chunks(keys, WRITE_STEP)):
+            await self._between_steps(n)
             with self._transaction() as db:
-                for key in sorted(self._existing(db, keys[start:start + WRITE_STEP])):
+                for key in sorted(self._existing(db, step)):
                     self._remove(db, key)
         return [WriteOutcome(as_key(key), ok=True) for key in keys]
 
