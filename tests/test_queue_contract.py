@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -769,11 +770,34 @@ async def test_sqlite_row_changed_by_hand_is_dead_lettered_not_a_stop_of_the_wor
             other.execute("UPDATE deliveries SET headers = 'not json' WHERE id = ?", (int(ids[0]),))
         assert ids_of(await journal.claim(10)) == [ids[2]]
         assert ids_of(await journal.claim(10)) == [ids[1]]  # the next of its key leads once it is dead
-        with pytest.raises(QueueUnavailable, match=rf"journal row {ids[0]} is damaged \(JSONDecodeError: "):
-            await journal.get(ids[0])
         with sqlite3.connect(path) as other:
             assert other.execute("SELECT state, last_error FROM deliveries WHERE id = ?", (int(ids[0]),)).fetchone()[
                 0] == "dead"
+        # `deliveries list` and `show` still show every row: the damaged one with what can be read
+        listed = await journal.list()
+        assert [(d.id, d.state) for d in listed] == [(ids[2], DeliveryState.IN_PROGRESS),
+                                                     (ids[1], DeliveryState.IN_PROGRESS),
+                                                     (ids[0], DeliveryState.DEAD)]
+        damaged = await journal.get(ids[0])
+        assert damaged is not None and damaged.delivery_id == listed[2].delivery_id != ""
+        assert re.fullmatch(rf"journal row {ids[0]} is damaged \(JSONDecodeError: .*\); it was changed outside "
+                            "ocean-hook", damaged.last_error or "")
+
+
+async def test_sqlite_row_whose_state_was_changed_by_hand_is_listed_as_dead(tmp_path: Path, clock: Clock) -> None:
+    """Not claimable (no worker takes a state it does not know), so dead is what it is; the
+    other rows are listed with it."""
+    path = tmp_path / "j.db"
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        ids = await put_all(journal, delivery(1, clock), delivery(2, clock))
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE deliveries SET state = 'paused', received_at = 'yesterday' WHERE id = ?",
+                          (int(ids[1]),))
+        listed = await journal.list()
+        assert [(d.id, d.state, d.received_at) for d in listed] == [(ids[1], DeliveryState.DEAD, 0.0),
+                                                                    (ids[0], DeliveryState.PENDING, clock.now)]
+        assert "'paused' is not a valid DeliveryState" in (listed[0].last_error or "")
+        assert ids_of(await journal.claim(10)) == [ids[0]]
 
 
 async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Path, clock: Clock) -> None:

@@ -52,6 +52,7 @@ from typing import Any, TypeVar, cast
 from ocean_hook.checkpoints import Checkpoints
 from ocean_hook.queue.base import Delivery, DeliveryState, PutResult, Queue, QueueUnavailable, Requeued
 from ocean_hook.queue.codec import (
+    ALL_STATES,
     clip_error,
     decode_headers,
     decode_processors,
@@ -528,7 +529,7 @@ class SqliteJournal(Queue):
                 f"SELECT {COLUMNS} FROM deliveries WHERE state = ? ORDER BY id DESC LIMIT ?",
                 (str(state), limit),
             )
-        return [to_delivery(row) for row in rows]
+        return [to_listed(row) for row in rows]
 
     async def get(self, id_or_delivery_id: str) -> Delivery | None:
         """A queue id first (digits), then the newest delivery with that delivery id."""
@@ -546,7 +547,7 @@ class SqliteJournal(Queue):
             f"SELECT {COLUMNS} FROM deliveries WHERE delivery_id = ? ORDER BY id DESC LIMIT 1",
             (key,),
         )
-        return [to_delivery(row) for row in rows]
+        return [to_listed(row) for row in rows]
 
     async def requeue(self, id_or_delivery_id: str, *, spare_superseded: bool = False) -> Requeued:
         """The first match (see `_matches`) that is dead or failed."""
@@ -796,8 +797,48 @@ def to_delivery(row: Row) -> Delivery:
     try:
         return _delivery_of(row)
     except (ValueError, TypeError) as exc:  # a state no enum has, headers that are not JSON, ...
-        raise DamagedRow(f"journal row {row[0]} is damaged ({type(exc).__name__}: {exc}); it was changed outside "
-                         "ocean-hook") from None
+        raise DamagedRow(_damage(row, exc)) from None
+
+
+def to_listed(row: Row) -> Delivery:
+    """For `deliveries list` and `show`: a damaged row is shown with what can be read of it and
+    the damage as its last error. The workers dead-letter such a row, and one row must not hide
+    all the others from the operator who comes to look."""
+    try:
+        return _delivery_of(row)
+    except (ValueError, TypeError) as exc:
+        return _readable_part(row, _damage(row, exc))
+
+
+def _damage(row: Row, exc: Exception) -> str:
+    return f"journal row {row[0]} is damaged ({type(exc).__name__}: {exc}); it was changed outside ocean-hook"
+
+
+def _readable_part(row: Row, damage: str) -> Delivery:
+    (id_, delivery_id, method, path, _headers, _body, _processors, order_key, state, attempts,
+     _last_error, next_attempt_at, received_at, updated_at) = row  # fmt: skip
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    def number(value: Any) -> float | None:
+        return value if isinstance(value, int | float) else None
+
+    return Delivery(
+        id=str(id_),
+        delivery_id=text(delivery_id),
+        method=text(method),
+        path=text(path),
+        headers=[],
+        body=b"",
+        order_key=text(order_key),
+        state=DeliveryState(state) if state in ALL_STATES else DeliveryState.DEAD,  # never claimed again
+        attempts=attempts if isinstance(attempts, int) else 0,
+        last_error=damage,
+        next_attempt_at=number(next_attempt_at),
+        received_at=number(received_at) or 0.0,
+        updated_at=number(updated_at),
+    )
 
 
 def _delivery_of(row: Row) -> Delivery:
