@@ -55,16 +55,18 @@ def not_a_redis_url(text: str) -> str:
 
 
 async def open_queue(
-    spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float, create: bool = True
+    spec: Mapping[str, Any], state_dir: Path, *, dedup_window_seconds: float, create: bool = True,
+    looking: bool = False,
 ) -> Queue:
     """`queue: {type: sqlite}` (default, a file in the state dir) or `{type: redis, url: ...}`;
-    `create=False` opens only a Redis stream that exists (the journal's file is looked for first)."""
+    `create=False` opens only a Redis stream that exists (the journal's file is looked for first);
+    `looking`: only reads will follow, which a journal this user may not write allows."""
     options = check_queue(spec)
     path = journal_path(spec, state_dir)
     if path is not None:
         from ocean_hook.queue.sqlite import SqliteJournal
 
-        return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds)
+        return await SqliteJournal.open(path, dedup_window_seconds=dedup_window_seconds, looking=looking)
     from ocean_hook.queue.redis import RedisQueue
 
     return await RedisQueue.open(str(spec["url"]), create=create, dedup_window_seconds=dedup_window_seconds, **options)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 
 def not_made_yet(path: Path) -> bool:
@@ -59,6 +60,39 @@ def take_over(conn: sqlite3.Connection, own_table: str, what: str) -> bool:
     conn.execute("PRAGMA synchronous=NORMAL")  # the owner fsyncs the WAL itself
     conn.execute("PRAGMA wal_autocheckpoint=0")  # and checkpoints it off the loop
     return bool(mode == "wal")
+
+
+def may_write(path: Path) -> bool:
+    """Whether this user can write the file and make its WAL beside it. `serve` runs as a
+    service user, and an operator who may only read its state still comes to look."""
+    real = Path(os.path.realpath(path))
+    return os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)
+
+
+def unwritable_note(exc: BaseException, path: Path) -> str:
+    """What to add to SQLite's "attempt to write a readonly database" when the reason is this
+    user's rights, not the file's state."""
+    readonly = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY
+    return "; this user may not write it (or make its WAL beside it): run as the user serve runs as" if (
+        readonly and not may_write(path)) else ""
+
+
+def look_into(path: Path, own_table: str, what: str, **options: Any) -> sqlite3.Connection:
+    """A connection that writes nothing, for a user who may not write (see `may_write`).
+
+    SQLite reads a WAL file read-only only through its WAL index, which exists while a writer
+    has the file open (or after a crash); with no writer there is none to share, nor anyone
+    changing the file, so it is read as immutable. Not used when the user can write: a read-only
+    connection leaves its WAL index behind, owned by whoever looked."""
+    real = os.path.realpath(path)
+    how = "mode=ro" if os.path.exists(f"{real}-wal") else "immutable=1"
+    conn = sqlite3.connect(f"{Path(real).as_uri()}?{how}", uri=True, **options)
+    try:
+        _refuse_foreign(conn, own_table, what)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def wal_descriptor(path: Path) -> int:

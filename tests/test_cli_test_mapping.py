@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 from mapping_texts import TWO_RESOURCES, resource
 from port_server import FakePort
+from read_only import only_readable, snapshot
 from serve_helpers import hook_env, port_env, port_target, write_config
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
+from ocean_hook.queue.base import Delivery
+from ocean_hook.queue.sqlite import SqliteJournal
 from ocean_hook.targets.local import LocalCatalog
 
 MAPPING = """\
@@ -347,6 +350,37 @@ async def test_config_reads_an_existing_local_catalog_and_refuses_a_missing_one(
     alone = await asyncio.to_thread(invoke, "-d", files["data"])
     assert (alone.exit_code, alone.stderr) == (2, "error: give --mapping FILE (or --config FILE, whose mapping is "
                                                   "then used)\n")
+
+
+async def test_an_operator_who_may_only_read_the_state_looks_into_it_changing_nothing(
+        files: dict[str, Path], tmp_path: Path) -> None:
+    """serve runs as a service user; `catalog list`, `deliveries list` and a test-mapping dry run
+    by anyone else failed with "attempt to write a readonly database". Looking writes nothing."""
+    config = write_config(tmp_path / "project", mapping=MAPPING)
+    state = config.parent / "state"
+    imported = await asyncio.to_thread(CliRunner().invoke, app, ["catalog", "import", str(files["state"]),
+                                                                 "--config", str(config)])
+    assert imported.exit_code == 0, imported.output
+    async with await SqliteJournal.open(state / "journal.db") as journal:
+        await journal.put(Delivery("gh-7", "POST", "/webhooks/github", [], b"{}", 0.0))
+    expected = await asyncio.to_thread(invoke, "-d", files["data"], "-k", "pull-request", "-c", config, "-f", "json",
+                                       env=hook_env())
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "300"})
+
+    with only_readable(state):
+        before = snapshot(state)
+        listed = await asyncio.to_thread(cli, "catalog", "list")
+        assert listed.exit_code == 0, listed.output
+        assert "3 entities" in listed.stdout
+        deliveries = await asyncio.to_thread(cli, "deliveries", "show", "gh-7")
+        assert deliveries.exit_code == 0, deliveries.output
+        assert '"delivery_id": "gh-7"' in deliveries.stdout
+        dry_run = await asyncio.to_thread(invoke, "-d", files["data"], "-k", "pull-request", "-c", config, "-f",
+                                          "json", env=hook_env())
+        assert (dry_run.exit_code, dry_run.stdout) == (0, expected.stdout)
+        assert snapshot(state) == before
 
 
 async def test_config_and_state_diff_alike_against_an_imported_port_export(files: dict[str, Path],

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from read_only import only_readable, snapshot
 from redis_server import redis_server
 
 from ocean_hook.queue.base import Delivery, DeliveryState, Queue, QueueUnavailable, Requeued
@@ -798,6 +799,32 @@ async def test_sqlite_row_whose_state_was_changed_by_hand_is_listed_as_dead(tmp_
                                                                     (ids[0], DeliveryState.PENDING, clock.now)]
         assert "'paused' is not a valid DeliveryState" in (listed[0].last_error or "")
         assert ids_of(await journal.claim(10)) == [ids[0]]
+
+
+async def test_sqlite_journal_is_read_by_a_user_who_may_not_write_it(tmp_path: Path, clock: Clock) -> None:
+    """An operator listing the journal of a `serve` run by a service user: "attempt to write a
+    readonly database" was all `deliveries list` said. A look writes nothing, and sees what a
+    running serve committed (in its WAL, not checkpointed yet)."""
+    state = tmp_path / "state"
+    path = state / "journal.db"
+    async with await SqliteJournal.open(path, clock=clock) as journal:
+        ids = await put_all(journal, delivery(1, clock), delivery(2, clock))
+    with only_readable(state):
+        before = snapshot(state)
+        async with await SqliteJournal.open(path, clock=clock, looking=True) as look:
+            assert ids_of(await look.list()) == ids[::-1]
+            assert (await look.get("gh-1")) is not None
+            with pytest.raises(QueueUnavailable, match=r"attempt to write a readonly database"):
+                await look.purge(0)
+        assert snapshot(state) == before  # no WAL index left behind, owned by whoever looked
+        with pytest.raises(QueueUnavailable, match=r"attempt to write a readonly database; this user may not "
+                                                   r"write it \(or make its WAL beside it\): run as the user serve"):
+            await SqliteJournal.open(path, clock=clock)
+    async with await SqliteJournal.open(path, clock=clock) as serving:
+        third = await put_all(serving, delivery(3, clock))
+        with only_readable(state):  # the WAL and its index too
+            async with await SqliteJournal.open(path, clock=clock, looking=True) as look:
+                assert ids_of(await look.list()) == third + ids[::-1]
 
 
 async def test_sqlite_syncs_what_it_was_asked_to_before_its_own_wal(tmp_path: Path, clock: Clock) -> None:

@@ -38,7 +38,7 @@ def _catalog(config: Path | None, db: Path | None, *, create: bool = False) -> L
     path = db if db is not None else _configured_catalog(config or DEFAULT_CONFIG)
     if not create and not_made_yet(path):
         raise fail(f"no local catalog at {path} yet: serve creates it when it starts (replay and import too)", 1)
-    return LocalCatalog(path)
+    return LocalCatalog(path, looking=not create)
 
 
 def _configured_catalog(config: Path) -> Path:

@@ -33,7 +33,7 @@ class ListFormat(StrEnum):
     json = "json"
 
 
-def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]]) -> T:
+def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable[T]], *, looking: bool = False) -> T:
     loaded = load_config(config, inspection=True, needs=("state_dir", "queue"), overridden=queue_option_replaces(queue))
     spec = queue_spec_from_option(queue, loaded.queue)
     journal = journal_path(spec, loaded.state_dir)
@@ -43,7 +43,7 @@ def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable
     async def go() -> T:
         try:
             q = await open_queue(spec, loaded.state_dir, dedup_window_seconds=loaded.server.dedup_window_seconds,
-                                 create=False)
+                                 create=False, looking=looking)
         except QueueMissing as exc:
             raise fail(str(exc), 1) from None
         try:
@@ -87,7 +87,7 @@ def list_(
         any_dead = any(d.state is DeliveryState.DEAD for d in listed)
         return listed, await q.superseded() if any_dead else {}, await q.depth()
 
-    deliveries, superseded, depth = _on_queue(config, queue, work)
+    deliveries, superseded, depth = _on_queue(config, queue, work, looking=True)
     if output is ListFormat.json:
         listed = [{**d.summary(), "superseded_by": superseded.get(d.id)} for d in deliveries]
         stdout().print(render.dumps({"deliveries": listed, "depth": depth}), markup=False, highlight=False)
@@ -114,7 +114,7 @@ Exit code 1 when the delivery is not in the journal.
 def show(delivery: str = typer.Argument(..., help="Queue id or delivery id."), config: Path = CONFIG,
          queue: str | None = QUEUE) -> None:
     """One delivery's record as JSON (secret-bearing headers redacted, body size only)."""
-    found = _on_queue(config, queue, lambda q: q.get(delivery))
+    found = _on_queue(config, queue, lambda q: q.get(delivery), looking=True)
     if found is None:
         raise fail(f"no delivery {delivery!r} in the journal", 1)
     stdout().print(render.dumps(found.summary()), markup=False, highlight=False)

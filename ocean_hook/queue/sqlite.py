@@ -60,7 +60,7 @@ from ocean_hook.queue.codec import (
     encode_headers,
     encode_processors,
 )
-from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
+from ocean_hook.sqlitefiles import is_busy, look_into, may_write, take_over, unwritable_note, wal_descriptor
 
 T = TypeVar("T")
 
@@ -202,8 +202,11 @@ class SqliteJournal(Queue):
         *,
         dedup_window_seconds: float = 7 * 86400,
         clock: Callable[[], float] = time.time,
+        looking: bool = False,
     ) -> None:
         self.path = Path(path)
+        #: only reads will be asked (`deliveries list`, `show`): a user who may not write can
+        self.looking = looking
         self.dedup_window_seconds = dedup_window_seconds
         self.clock = clock
         self.commits = 0
@@ -226,8 +229,9 @@ class SqliteJournal(Queue):
         *,
         dedup_window_seconds: float = 7 * 86400,
         clock: Callable[[], float] = time.time,
+        looking: bool = False,
     ) -> SqliteJournal:
-        journal = cls(path, dedup_window_seconds=dedup_window_seconds, clock=clock)
+        journal = cls(path, dedup_window_seconds=dedup_window_seconds, clock=clock, looking=looking)
         await journal._run(journal._connect)
         journal._syncer = ThreadPoolExecutor(1, thread_name_prefix="ocean-hook-fsync")
         return journal
@@ -249,7 +253,7 @@ class SqliteJournal(Queue):
                 return fn(*args)
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or time.monotonic() >= deadline:
-                    raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
+                    raise QueueUnavailable(f"journal {self.path}: {exc}{unwritable_note(exc, self.path)}") from exc
             except (sqlite3.Error, OSError) as exc:
                 raise QueueUnavailable(f"journal {self.path}: {exc}") from exc
             await asyncio.sleep(pause)
@@ -261,6 +265,9 @@ class SqliteJournal(Queue):
         return self._conn
 
     def _connect(self) -> None:
+        if self.looking and not may_write(self.path):
+            self._conn = self._look()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # statements differ by how many puts they store at once: keep them all prepared;
         # timeout 0: a busy database answers at once, and `_run` waits off SQLite
@@ -274,6 +281,19 @@ class SqliteJournal(Queue):
             raise
         self._conn = conn
 
+    def _look(self) -> sqlite3.Connection:
+        conn = look_into(self.path, "deliveries", "a journal", isolation_level=None, timeout=0)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"it was written by an older ocean-hook (journal schema {version}): "
+                                            "serve upgrades it when it starts; reading it needs that first")
+            _refuse_newer(version)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     @staticmethod
     def _create_or_upgrade(conn: sqlite3.Connection) -> None:
         """One transaction, so two processes opening an old file cannot both upgrade it. A file
@@ -282,9 +302,7 @@ class SqliteJournal(Queue):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version > SCHEMA_VERSION:  # its rows may mean what this version does not know: left as they are
-            raise sqlite3.DatabaseError(f"it was written by a newer ocean-hook (journal schema {version}; this one "
-                                        f"knows {SCHEMA_VERSION}): upgrade ocean-hook")
+        _refuse_newer(version)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(TABLE)
@@ -622,6 +640,12 @@ class SqliteJournal(Queue):
         if self._serve_lock is not None:
             os.close(self._serve_lock)  # and with it the lock
             self._serve_lock = None
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:  # its rows may mean what this version does not know: left as they are
+        raise sqlite3.DatabaseError(f"it was written by a newer ocean-hook (journal schema {version}; this one "
+                                    f"knows {SCHEMA_VERSION}): upgrade ocean-hook")
 
 
 class _Put:

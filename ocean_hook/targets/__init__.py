@@ -90,8 +90,8 @@ def reads_local_catalog(spec: Mapping[str, Any]) -> bool:
     return kind == "local" or (kind == "dry-run" and spec.get("read_from", "local") == "local")
 
 
-def _local(spec: Mapping[str, Any], state_dir: Path) -> LocalCatalog:
-    return LocalCatalog(catalog_path(spec, state_dir))
+def _local(spec: Mapping[str, Any], state_dir: Path, *, looking: bool = False) -> LocalCatalog:
+    return LocalCatalog(catalog_path(spec, state_dir), looking=looking)
 
 
 def _secrets(spec: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, str]:
@@ -152,5 +152,7 @@ def build_target(spec: Mapping[str, Any], state_dir: Path, *, env: Mapping[str, 
         if reader == "local" and not_made_yet(catalog_path(inner, state_dir)):
             # nothing to read yet, and opening the catalog would make it: a dry run makes no file
             return DryRunTarget(None, resolves_search_queries=False)
+        if reader == "local":
+            return DryRunTarget(_local(inner, state_dir, looking=True))
         return DryRunTarget(build_target(inner, state_dir, env=env))
     raise ValueError(f"target.type must be local, port or dry-run, got {kind!r}")

@@ -53,7 +53,7 @@ from ocean_hook.entity import (
 from ocean_hook.errors import InputError
 from ocean_hook.jsontext import same
 from ocean_hook.mapping.models import MappingFlags
-from ocean_hook.sqlitefiles import is_busy, take_over, wal_descriptor
+from ocean_hook.sqlitefiles import is_busy, look_into, may_write, take_over, unwritable_note, wal_descriptor
 from ocean_hook.targets.base import SEARCH_QUERY_ERROR, Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import as_key, outcome_key
 
@@ -109,16 +109,22 @@ class LocalCatalog(Target):
     name = "local"
     resolves_search_queries = False
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, looking: bool = False) -> None:
+        """`looking`: only reads will follow (`catalog list`, a dry run), which a catalog this
+        user may not write allows."""
         self.path = Path(path)
         #: rows written (inserted, replaced or deleted) by this object: no-op upserts add nothing
         self.writes = 0
         self._lock = threading.Lock()  # one connection; safe even if a caller uses threads
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db, self._wal = self._open()
+            if looking and not may_write(self.path):
+                self._db, self._wal = look_into(self.path, "entities", "a local catalog", check_same_thread=False), None
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db, self._wal = self._open()
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise InputError(f"cannot open the local catalog: {exc}", where=str(self.path)) from exc
+            raise InputError(f"cannot open the local catalog: {exc}{unwritable_note(exc, self.path)}",
+                             where=str(self.path)) from exc
         self._checkpoints = Checkpoints(self.path, every=CHECKPOINT_AFTER, what="local catalog", log=log)
         self._helper: ThreadPoolExecutor | None = None  # started by the first checkpoint
         self._checkpointing: Future[None] | None = None
