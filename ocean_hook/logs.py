@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 from ocean_hook.printable import printable
@@ -75,25 +75,27 @@ class JsonFormatter(logging.Formatter):
 class DeliveryLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger bound to one delivery: its id goes on every line (as text prefix and JSON field)."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        given = kwargs.get("extra")
-        # the record copies `extra` into itself, so our own mapping can be handed over as it is
-        kwargs["extra"] = {**extra, **given} if given else extra
-        return f"[{extra.get('delivery_id', '-')}] {msg}", kwargs
-
     def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
         """A plain line (no traceback, no options) skips the search for the calling source line,
         which no ocean-hook log format shows and which costs as much as formatting the line:
         `serve` writes two such lines per delivery."""
-        if kwargs:
-            super().log(level, msg, *args, **kwargs)
-            return
         logger = self.logger
-        if logger.isEnabledFor(level):
-            msg, _ = self.process(msg, {})
-            logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None,
-                                            extra=self.extra))
+        if not logger.isEnabledFor(level):
+            return
+        extra = self.extra or {}
+        msg = self._prefixed(msg, str(extra.get("delivery_id", "-")), args)
+        if kwargs:
+            given = kwargs.get("extra")
+            kwargs["extra"] = {**extra, **given} if given else extra
+            logger.log(level, msg, *args, **kwargs)
+            return
+        logger.handle(logger.makeRecord(logger.name, level, "(unknown file)", 0, msg, args, None, extra=extra))
+
+    @staticmethod
+    def _prefixed(msg: Any, delivery_id: str, args: tuple[Any, ...]) -> str:
+        """The id is the sender's text: a '%' in it must reach the line as written, not be read as
+        a place for an argument (which lost the line to a logging error)."""
+        return f"[{delivery_id.replace('%', '%%') if args else delivery_id}] {msg}"
 
 
 def for_delivery(logger: logging.Logger, delivery_id: str | None) -> DeliveryLogger:

@@ -86,3 +86,28 @@ def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
     assert doc["delivery_id"] == "abc-1"
     assert doc["level"] == "info"
     assert doc["time"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(captured[0].created))
+
+
+@pytest.mark.parametrize("delivery_id", ["pct-%s", "100%", "pct-%(x)s", "pct-%%"])
+def test_a_percent_sign_in_a_delivery_id_is_logged_as_written(delivery_id: str) -> None:
+    """The sender's id went into the format string: every line of the delivery became a
+    "--- Logging error ---" traceback on stderr, under --quiet too (found by probing)."""
+    logger = logging.getLogger("ocean_hook.test_logs_percent")
+    captured: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = captured.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        said = for_delivery(logger, delivery_id)
+        said.info("accepted for %s", "gh-pr")
+        said.warning("plain")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            said.exception("failed %d times", 2)
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in captured] == [f"[{delivery_id}] accepted for gh-pr", f"[{delivery_id}] plain",
+                                                  f"[{delivery_id}] failed 2 times"]
+    assert [json.loads(JsonFormatter().format(r))["delivery_id"] for r in captured] == [delivery_id] * 3
