@@ -50,6 +50,14 @@ class Stall:
     alone: bool = False
 
 
+def as_recorded(delivery_id: str) -> str:
+    """A delivery id as the stall record keeps it: one line (a Python processor's id, or one a
+    payload gave, may hold a line break), in UTF-8. The next start finds the culprit by this
+    form; compared with the id as sent, a culprit with a line break in its id was run alone,
+    stalled and killed at every start."""
+    return delivery_id.replace("\n", " ").encode("utf-8", "backslashreplace").decode()
+
+
 def read_stalls(path: Path | None) -> dict[str, Stall]:
     """Queue id -> Stall; nothing for a file that is missing or unreadable (it is advice)."""
     if path is None:
@@ -141,7 +149,7 @@ class Watchdog:
     @contextlib.contextmanager
     def working_on(self, queue_id: str, delivery_id: str) -> Iterator[None]:
         """Two short writes per delivery: the names the child gives if the loop stalls."""
-        delivery_id = delivery_id.replace("\n", " ")  # one line each (a Python processor's id could hold one)
+        delivery_id = as_recorded(delivery_id)
         self._working[queue_id] = delivery_id
         self._say_working(queue_id, delivery_id)
         try:
@@ -151,7 +159,7 @@ class Watchdog:
             self._send(f"-{queue_id}\n".encode())
 
     def _say_working(self, queue_id: str, delivery_id: str) -> None:
-        self._send(f"+{queue_id} {delivery_id}\n".encode("utf-8", "backslashreplace"))
+        self._send(f"+{queue_id} {delivery_id}\n".encode())
 
     @contextlib.contextmanager
     def beating_thread(self) -> Iterator[None]:

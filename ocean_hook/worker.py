@@ -26,6 +26,7 @@ from ocean_hook.processors.base import RetryPolicy, WebhookProcessor
 from ocean_hook.queue.base import Delivery, Queue, QueueUnavailable
 from ocean_hook.render import change_lines, misconfigured_line, summary_line
 from ocean_hook.targets.base import Target
+from ocean_hook.watchdog import as_recorded
 
 log = logging.getLogger("ocean_hook.worker")
 
@@ -170,7 +171,8 @@ class WorkerPool:
     async def handle(self, delivery: Delivery) -> None:
         dlog = for_delivery(log, delivery.delivery_id)
         refused = self.refuse.pop(delivery.id, None)
-        if refused is not None and refused[0] == delivery.delivery_id:  # not a new journal's delivery of that id
+        # the record names this delivery, not an older journal's delivery of that queue id
+        if refused is not None and refused[0] == as_recorded(delivery.delivery_id):
             await self._settle_failure(delivery, PipelineError(refused[1], retryable=False), dlog)
             return
         try:

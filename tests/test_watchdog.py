@@ -269,6 +269,46 @@ async def test_a_pool_told_to_finish_its_claims_leaves_none_in_progress_and_refu
     assert refuse == {}  # refused once: `deliveries retry` runs it
 
 
+async def test_a_culprit_whose_id_holds_a_line_break_is_refused_at_the_next_start(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """The record keeps the id on one line; the worker compared it with the id as sent, so a
+    culprit whose id (from a payload, say) held a line break was run alone, stalled and killed at
+    every start, never dead-lettered (found by probing). The record here is a real watchdog's."""
+    for name, value in hook_env().items():
+        monkeypatch.setenv(name, value)
+    culprit = "stall\n-1 caf\u00e9"
+    stalled = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, time\nfrom pathlib import Path\nfrom ocean_hook.watchdog import Watchdog\n"
+         "w = Watchdog(1.0, 'text', Path(sys.argv[1]))\nw.start()\nw._send(b'.\\n')\nw.alone(True)\n"
+         "with w.working_on('1', sys.argv[2]):\n    time.sleep(30)\n",
+         str(tmp_path / "stalls.json"), culprit],
+        capture_output=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=20,
+    )
+    assert stalled.returncode == -9, stalled.stderr
+    [(queue_id, stall)] = read_stalls(tmp_path / "stalls.json").items()
+    assert (queue_id, stall.alone) == ("1", True)
+    config = load_config(write_config(tmp_path))
+    runtime = Runtime.build(config)
+    journal = await SqliteJournal.open(tmp_path / "journal.db")
+    pool = WorkerPool(journal, {p.name: p for p in config.processors}, runtime.mapping, runtime.target,
+                      runtime.fetcher, concurrency=1, refuse={queue_id: (stall.delivery_id, "it stopped the loop")})
+    try:
+        body, headers = github_delivery(pr_payload(1))
+        await journal.put(Delivery(delivery_id=culprit, method="POST", path="/webhooks/github",
+                                   headers=list(headers.items()), body=body, received_at=time.time(),
+                                   processors=["gh-pr"], order_key="1"))
+        running = asyncio.create_task(pool.run())
+        await wait_for(lambda: pool.refuse == {} and pool.outstanding == 0, what="the culprit settled")
+        pool.stop()
+        await running
+        [settled] = await journal.list()
+    finally:
+        await journal.close()
+        await runtime.close()
+    assert (settled.state, settled.last_error) == (DeliveryState.DEAD, "it stopped the loop")
+
+
 def test_test_mapping_stopped_by_a_jq_program_that_never_ends_says_so(tmp_path: Path) -> None:
     """It hung until the CI job's own timeout, hours later, with no word (Ctrl-C cannot reach
     it either: jq holds the GIL)."""
