@@ -283,6 +283,9 @@ class Operations:
             await self.target.check_ready()
         except (TargetError, OSError) as exc:
             problems.append(f"target: {exc}")
+        except Exception as exc:  # a probe's own bug: not ready, said in one line, never a 500
+            log.exception("the target's readiness probe failed")
+            problems.append(f"target: {type(exc).__name__}: {exc}")
         if problems:
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready"})
@@ -291,8 +294,9 @@ class Operations:
         try:
             for state, count in (await self.queue.depth()).items():
                 self.metrics.queue_depth.labels(state).set(count)
-        except Exception:  # metrics must answer even when the queue does not
-            log.warning("queue depth unavailable for metrics")
+        except Exception as exc:  # metrics must answer even when the queue does not
+            self.metrics.queue_depth.clear()  # no depth rather than the last one, served as if current
+            log.warning("queue depth unavailable for metrics: %s", exc)
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
 

@@ -208,7 +208,7 @@ class WorkerPool:
         except PipelineError:
             raise
         except Exception as exc:  # a bug or an unexpected library error: keep the delivery, retry
-            log.exception("unexpected error processing %s", delivery.delivery_id)
+            for_delivery(log, delivery.delivery_id).exception("unexpected error while processing it")
             raise PipelineError(f"internal error: {type(exc).__name__}: {exc}", retryable=True) from exc
 
     async def _settle_failure(self, delivery: Delivery, exc: PipelineError, dlog: logging.LoggerAdapter) -> None:

@@ -33,6 +33,7 @@ from serve_helpers import (
     delivery_id_of,
     github_delivery,
     hook_env,
+    metric_value,
     port_env,
     port_target,
     pr_payload,
@@ -454,6 +455,14 @@ def own_redis() -> Iterator[tuple[str, contextlib.ExitStack]]:
         yield stack.enter_context(redis_server()), stack
 
 
+async def wait_until_done(http: aiohttp.ClientSession, url: str, count: int) -> None:
+    async def done() -> bool:
+        async with http.get(url + "/metrics") as resp:
+            return metric_value(await resp.text(), "ocean_hook_queue_depth", {"state": "done"}) == count
+
+    await wait_for(done, what=f"{count} done in the queue depth")
+
+
 async def test_redis_down_means_503_and_nothing_accepted(redis_server_url: str, tmp_path: Path) -> None:
     """`redis_server_url` only makes the test fail in CI (skip locally) without redis-server."""
     with own_redis() as (url, redis_stack):
@@ -463,6 +472,7 @@ async def test_redis_down_means_503_and_nothing_accepted(redis_server_url: str, 
             async with http.post(server.hook_url, data=body, headers=headers) as resp:
                 assert resp.status == 202
             await wait_for_entity(server.catalog_path, BLUEPRINT, "1")
+            await wait_until_done(http, server.url, 1)
             redis_stack.close()  # Redis goes away under a running instance
 
             body, headers = github_delivery(pr_payload(2))
@@ -471,6 +481,9 @@ async def test_redis_down_means_503_and_nothing_accepted(redis_server_url: str, 
                 assert "send again later" in (await resp.json())["reason"]
             async with http.get(server.url + "/readyz") as resp:
                 assert resp.status == 503
+            async with http.get(server.url + "/metrics") as resp:  # no depth, not the last one as if current
+                assert resp.status == 200
+                assert "ocean_hook_queue_depth{" not in await resp.text()
     # and an instance cannot start without its queue: one line, exit code 2
     code, _, errors = await run_cli("serve", "--config", str(config), "--port", str(free_port()))
     assert code == 2 and errors.startswith("error: redis redis://127.0.0.1:"), errors

@@ -13,6 +13,7 @@ import os
 import random
 import resource
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from typer.testing import CliRunner
 
 from ocean_hook.cli import app
 from ocean_hook.queue.base import DeliveryState
+from ocean_hook.targets.local import LocalCatalog
 
 SMALL_LIMIT = 4096
 
@@ -351,6 +353,42 @@ async def test_ports_retry_after_sets_the_next_attempt_in_the_journal(tmp_path: 
 async def _failed(state_dir: Path) -> list[Any] | None:
     found = [d for d in await journal_deliveries(state_dir) if d.state is DeliveryState.FAILED]
     return found or None
+
+
+async def test_a_full_catalog_disk_is_retried_and_not_ready_until_a_write_succeeds(tmp_path: Path, http,
+                                                                                   monkeypatch) -> None:
+    """The catalog's disk full was an "internal error" with a traceback at every attempt, and
+    /readyz said ready all along (found by probing). SQLite's own limit on the file's pages makes
+    the write fail as a full disk does."""
+    opened: list[sqlite3.Connection] = []
+    real_connect = LocalCatalog._connect
+
+    def connect(self: LocalCatalog) -> tuple[sqlite3.Connection, int | None]:
+        db, wal = real_connect(self)
+        db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+        opened.append(db)
+        return db, wal
+
+    monkeypatch.setattr(LocalCatalog, "_connect", connect)
+    retry = {"max_retries": 20, "initial_retry_delay_seconds": 0.2, "exponential_base_seconds": 1}
+    config = write_config(tmp_path, processors=[github_processor(retry=retry)])
+    async with serve_in_process(config) as server:
+        body, headers = github_delivery(pr_payload(21, title="t" * 20_000))
+        assert (await post(http, server.hook_url, body, headers))[0] == 202
+        [failed] = await wait_for(lambda: _failed(server.state_dir), what="the failed attempt recorded")
+        async with http.get(server.url + "/readyz") as response:
+            assert response.status == 503
+            problems = (await response.json())["problems"]
+        for db in opened:
+            db.execute("PRAGMA max_page_count=1073741823")  # space again
+        await wait_for_entity(server.catalog_path, BLUEPRINT, "21")
+        [done] = await wait_until_settled(server.state_dir, 1)
+        async with http.get(server.url + "/readyz") as response:
+            assert response.status == 200
+    message = f"{server.catalog_path}: cannot write the local catalog: database or disk is full"
+    assert failed.last_error == message
+    assert problems == [f"target: {message}"]
+    assert done.state is DeliveryState.DONE
 
 
 async def test_dead_lettered_with_its_error_then_retried_from_the_cli(tmp_path: Path, http, monkeypatch) -> None:

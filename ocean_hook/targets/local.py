@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,8 @@ class LocalCatalog(Target):
         # transaction raises before it commits, while `sync_writes` may read it from another thread
         self._committed = 0
         self._synced = 0
+        #: why the last write failed, until one succeeds (see check_ready)
+        self.write_problem: str | None = None
 
     def _open(self) -> tuple[sqlite3.Connection, int | None]:
         """The connection, and a descriptor of its WAL. Switching a new file to WAL does not wait
@@ -160,7 +162,8 @@ class LocalCatalog(Target):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write step = one transaction = one commit; a busy database is worth a retry."""
+        """One write step = one transaction = one commit; a busy database is worth a retry, and
+        so is a full disk: the delivery waits in the journal, and `/readyz` says why meanwhile."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -169,11 +172,16 @@ class LocalCatalog(Target):
             writes = self.writes
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
                 self.writes = writes
+                if isinstance(exc, sqlite3.Error):
+                    self.write_problem = f"{self.path}: cannot write the local catalog: {exc}"
+                    raise TargetError(self.write_problem) from exc
                 raise
-            self._db.execute("COMMIT")
+            self.write_problem = None
             wrote = self.writes - writes
             if wrote:
                 self._committed += 1
@@ -247,6 +255,12 @@ class LocalCatalog(Target):
         return found
 
     # -- Target -------------------------------------------------------------------------------
+
+    async def check_ready(self) -> None:
+        """Not ready while the last write failed (a full disk, say): nothing is lost, but nothing
+        is applied either, and whoever routes traffic or pages should know."""
+        if self.write_problem is not None:
+            raise TargetError(self.write_problem)
 
     async def get_entities(self, keys: Sequence[EntityKey]) -> dict[EntityKey, Entity]:
         found: dict[EntityKey, Entity] = {}
