@@ -25,7 +25,9 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self.received = Counter(
-            "ocean_hook_deliveries_received", "Deliveries received, by path and answer status code",
+            "ocean_hook_deliveries_received",
+            "Requests to processor paths, by path and answer status code (202: accepted or ignored; requests to "
+            "other paths are counted in rejected, reason unknown_path, not here: their paths are the sender's)",
             ["path", "status"], registry=r)
         self.rejected = Counter(
             "ocean_hook_deliveries_rejected", "Deliveries rejected at the door, by reason",
@@ -47,7 +49,7 @@ class Metrics:
         self.queue_depth = Gauge(
             "ocean_hook_queue_depth", "Deliveries in the queue, by state", ["state"], registry=r)
         self.ingest_latency = Histogram(
-            "ocean_hook_ingest_seconds", "From request received to answer (journaled)",
+            "ocean_hook_ingest_seconds", "From request received to answer, on processor paths (any answer)",
             buckets=LATENCY_BUCKETS, registry=r)
         self.end_to_end_latency = Histogram(
             "ocean_hook_end_to_end_seconds", "From request received to applied at the target",
