@@ -273,6 +273,11 @@ def test_timestamp_inside_window_and_custom_tolerance(case: Case) -> None:
     strict = case.verifier(tolerance_seconds=30)
     verdict = verify(strict, BODY, case.sign(case.secret, BODY, TS - 31))
     assert verdict.reason == "timestamp outside the 30 s window (31 s old)"
+    # a fraction of a second past the window is not said as inside it (it said "30 s")
+    late = verify(strict, BODY, case.sign(case.secret, BODY, TS + 31), now=TS + 0.5)
+    assert late.reason == "timestamp outside the 30 s window (31 s in the future)"
+    early = verify(strict, BODY, case.sign(case.secret, BODY, TS - 30), now=TS + 0.5)
+    assert early.reason == "timestamp outside the 30 s window (31 s old)"
 
 
 @pytest.mark.parametrize("case", TIMED)
@@ -515,10 +520,21 @@ def test_gitlab_signed_delivery_ignores_token_and_cannot_be_downgraded() -> None
     assert not verify(verifier, BODY, [*forged, ("X-Gitlab-Token", SWH_SECRET)]).ok
 
 
-def test_gitlab_signature_without_signing_token_configured() -> None:
-    verifier = build_verifier("gitlab", ["not-base64-token!"], {})
-    verdict = verify(verifier, BODY, sign_standard(SWH_SECRET, BODY, TS))
-    assert verdict.reason == "header webhook-signature sent but no secret is a signing token"
+@pytest.mark.parametrize("token", ["not-base64-token!", "3f9a" * 16])  # the second: what `init` writes
+def test_gitlab_signature_without_signing_token_configured_falls_back_to_the_token(token: str) -> None:
+    """GitLab keeps the signing token apart from the secret token: a hook given a signing token
+    that ocean-hook does not know was refused, its secret token unchecked, and GitLab disables a
+    hook that keeps answering 4xx. A token of hex digits was taken for a signing key (it is
+    base64 too), and the reason was a signature mismatch (found by probing)."""
+    verifier = build_verifier("gitlab", [token], {})
+    signed = sign_standard(SWH_SECRET, BODY, TS)
+    assert verify(verifier, BODY, [*signed, ("X-Gitlab-Token", token)]).ok
+    assert verify(verifier, BODY, signed).reason == (
+        "missing header X-Gitlab-Token; the webhook-signature sent is not checked: no secret is a signing token "
+        "(whsec_...)")
+    assert verify(verifier, BODY, [*signed, ("X-Gitlab-Token", "wrong")]).reason == (
+        "token mismatch in header X-Gitlab-Token; the webhook-signature sent is not checked: no secret is a "
+        "signing token (whsec_...)")
 
 
 def test_generic_hmac_defaults_and_sha1() -> None:

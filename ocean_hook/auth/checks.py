@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import hmac
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import ParamSpec
@@ -147,7 +148,7 @@ def check_window(timestamp: int, now: float | None, tolerance: int) -> None:
     """Refuse replays: the timestamp must be within `tolerance` seconds of `now`, either way."""
     if now is None:
         return
-    age = int(now - timestamp)
-    if abs(now - timestamp) > tolerance:
-        when = f"{age} s old" if age >= 0 else f"{-age} s in the future"
+    age = now - timestamp
+    if abs(age) > tolerance:  # said rounded up: 300.4 s is outside a 300 s window, "300 s" is not
+        when = f"{math.ceil(age)} s old" if age >= 0 else f"{math.ceil(-age)} s in the future"
         raise Rejected(f"timestamp outside the {tolerance} s window ({when})")

@@ -1,8 +1,10 @@
 """GitLab: `X-Gitlab-Token` equal to the secret token.
 
-GitLab's newer signing tokens send Standard Webhooks headers instead; when `webhook-signature`
-is present the delivery is checked as Standard Webhooks with those secrets that are signing
-keys, and the token is not consulted.
+GitLab's newer signing tokens (`whsec_...`) add Standard Webhooks headers: when `webhook-signature`
+is present and a secret is a signing token, the delivery is checked as Standard Webhooks and the
+token is not consulted. GitLab keeps the signing token apart from the secret token, so a hook
+given one while ocean-hook knows only the other still sends the secret token: with no signing
+token configured, the token is checked (a sender could leave the signature out anyway).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ocean_hook.events import Headers
 HEADER = "X-Gitlab-Token"
 SIGNATURE = standard_webhooks.SIGNATURE
 OPTIONS = frozenset({opt.TOLERANCE})
+SIGNING_PREFIX = "whsec_"
 
 
 @dataclass
@@ -29,11 +32,13 @@ class GitLabVerifier:
     signed: StandardWebhooksVerifier
 
     def verify(self, body: bytes, headers: Headers, *, now: float | None) -> Verdict:
-        if SIGNATURE not in headers:
-            return self._verify_token(headers)
-        if not self.signed.keys:
-            return Verdict.reject(f"header {SIGNATURE} sent but no secret is a signing token")
-        return self.signed.verify(body, headers, now=now)
+        if SIGNATURE in headers and self.signed.keys:
+            return self.signed.verify(body, headers, now=now)
+        verdict = self._verify_token(headers)
+        if not verdict.ok and SIGNATURE in headers:
+            return Verdict.reject(f"{verdict.reason}; the {SIGNATURE} sent is not checked: no secret is a signing "
+                                  "token (whsec_...)")
+        return verdict
 
     @returns_verdict
     def _verify_token(self, headers: Headers) -> None:
@@ -43,6 +48,8 @@ class GitLabVerifier:
 
 
 def build(scheme: str, secrets: list[str], options: dict[str, Any]) -> GitLabVerifier:
-    keys = tuple(k for k in map(standard_webhooks.signing_key, secrets) if k is not None)
+    # a token of hex digits is base64 too: only GitLab's own signing-token form is a key
+    signing = [secret for secret in secrets if secret.strip().startswith(SIGNING_PREFIX)]
+    keys = tuple(k for k in map(standard_webhooks.signing_key, signing) if k is not None)
     signed = StandardWebhooksVerifier(scheme, keys, opt.tolerance_seconds(options))
     return GitLabVerifier(scheme, opt.keys_of(secrets), signed)
