@@ -383,6 +383,10 @@ def _integration(r: _Reader, raw: dict[str, Any]) -> str:
     if not isinstance(value, str) or not value:
         r.problem(("integration",), f"must be a name, got {value!r}")
         return "ocean-hook"
+    if value != value.strip() or not value.isprintable():  # HTTP drops a header's surrounding whitespace
+        r.problem(("integration",), "must be a name without leading or trailing spaces or control characters "
+                  f"(Port would record another name than the one ocean-hook looks for before deleting), got {value!r}")
+        return "ocean-hook"
     return value
 
 
@@ -510,9 +514,10 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
         r.problem((*path, key), f"unknown option '{key}' for auth scheme '{scheme}'")
     if scheme != "none" and not secrets:
         # not needed (looking, or a replay that verifies nothing) and written as a variable, or
-        # that variable already reported; a processor with no secret written at all never starts
+        # that variable already reported; a processor with no secret written at all never
+        # starts, whatever the environment (`check --no-env` says so too, as for an empty one)
         written = any(key in raw for key in ("secret", "secrets", "secret_file"))
-        if r.inspection or r.said() != reported or (written and not r.needed((*path, "secret"))):
+        if r.said() != reported or (written and not r.needed((*path, "secret"))):
             return build_none("none", [], {})
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")
