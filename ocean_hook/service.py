@@ -141,7 +141,7 @@ async def _hand_back(queue: Queue) -> None:
                     "once they have been idle claim_idle_seconds", exc)
         return
     if handed:
-        log.info("handed %d claimed delivery(ies) no worker finished back to the queue, for the next instance", handed)
+        log.info("%d claimed delivery(ies) no worker finished are pending again", handed)
 
 
 async def _run_stalled_alone(queue: Queue, pool: WorkerPool, watchdog: Watchdog, stalls: dict[str, Stall]) -> None:
@@ -207,10 +207,10 @@ async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.
     door.accepting = False
     pool.stop()
     await workers
-    cancelled = await pool.drain(timeout)
-    if cancelled:
-        log.warning("%d delivery(ies) did not finish in time; they stay in the journal, to run again at the next "
-                    "start", cancelled)
+    cut_short = await pool.drain(timeout)
+    if cut_short:
+        log.warning("%d delivery(ies) did not finish within server.shutdown_timeout (%g s): cut short, they run "
+                    "again from the start", cut_short, timeout)
 
 
 def tune_gc_for_serving() -> None:

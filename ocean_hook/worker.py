@@ -84,6 +84,7 @@ class WorkerPool:
         self._finish_claimed = False
         self._slots = asyncio.Semaphore(concurrency)
         self._outstanding: set[asyncio.Task[None]] = set()  # claimed: running or waiting for a slot
+        self._started: set[asyncio.Task[None]] = set()  # of those, the running ones
         self._claim_failing = False
         self._write_counters: dict[str, Counter] = {}
 
@@ -127,7 +128,8 @@ class WorkerPool:
     async def _handle_in_slot(self, delivery: Delivery) -> None:
         async with self._slots:
             if self._stopping.is_set() and not self._finish_claimed:
-                return  # claimed ahead, never started: left in progress, pending again at the next start
+                return  # claimed ahead, never started: the queue takes it back (`Queue.hand_back`)
+            self._started.add(asyncio.current_task())  # type: ignore[arg-type]
             await self._give_way()
             if self.watch is None:
                 await self.handle(delivery)
@@ -148,6 +150,7 @@ class WorkerPool:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._outstanding.discard(task)
+        self._started.discard(task)
         self._wake.set()  # a finished delivery may unblock the next one of its order key
 
     def stop(self, *, finish_claimed: bool = False) -> None:
@@ -159,14 +162,16 @@ class WorkerPool:
 
     async def drain(self, timeout: float | None) -> int:
         """Wait for claimed deliveries up to `timeout` (None: all of them); cancel the rest (they
-        stay claimed and are recovered as pending at the next start). Returns how many were cancelled."""
+        stay claimed, for `Queue.hand_back` or the next start's recovery). Returns how many of the
+        cancelled ones had started: the others were only waiting for a slot."""
         if not self._outstanding:
             return 0
         _, pending = await asyncio.wait(set(self._outstanding), timeout=timeout)
+        cut_short = len(pending & self._started)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        return len(pending)
+        return cut_short
 
     async def handle(self, delivery: Delivery) -> None:
         dlog = for_delivery(log, delivery.delivery_id)

@@ -111,3 +111,31 @@ async def test_workers_wait_while_the_door_is_under_pressure(tmp_path: Path, mon
 
 async def _applied(runtime: Runtime, identifier: str) -> bool:
     return bool(await runtime.target.get_entities([(BLUEPRINT, identifier)]))
+
+
+async def test_a_stop_counts_as_cut_short_only_what_had_started(tmp_path: Path, monkeypatch) -> None:
+    """"2 delivery(ies) did not finish in time" where one was running and one only waited for a
+    slot (found by probing); the queue then takes all of them back, pending as they were."""
+    for name, value in hook_env().items():
+        monkeypatch.setenv(name, value)
+    config = load_config(write_config(tmp_path))
+    runtime = Runtime.build(config)
+    journal = await SqliteJournal.open(tmp_path / "journal.db")
+    calm = asyncio.Event()  # never set: the one started waits (give_way_seconds) until cut short
+    pool = WorkerPool(journal, {p.name: p for p in config.processors}, runtime.mapping, runtime.target,
+                      runtime.fetcher, concurrency=1, poll_seconds=0.02, door_calm=calm,
+                      give_way_seconds=60)
+    workers = asyncio.create_task(pool.run())
+    try:
+        for number in (1, 2, 3):
+            await journal.put(_delivery(number))
+        pool.notify()
+        await wait_for(lambda: pool.outstanding == 2, what="two claimed, one started")
+        pool.stop()
+        await workers
+        assert await pool.drain(0.1) == 1
+        assert await journal.hand_back() == 2
+        assert {(d.state.value, d.attempts) for d in await journal.list()} == {("pending", 0)}
+    finally:
+        await journal.close()
+        await runtime.close()

@@ -1083,6 +1083,21 @@ async def test_redis_depth_is_read_when_redis_is_full(redis_url: str, clock: Clo
             await raw.aclose()
 
 
+async def test_a_clean_stop_hands_back_what_was_claimed_and_not_finished(backend: Backend) -> None:
+    """SQLite left them in progress until the next start, which reported them as a crash's
+    (found by probing); on Redis see the next test."""
+    stopping = await backend.open("a")
+    ids = await put_all(stopping, *(delivery(n, backend.clock, key=f"k{n % 2}") for n in range(3)))
+    assert len(await stopping.claim(10)) == 2  # one per key
+    assert await stopping.hand_back() == 2
+    assert (await stopping.depth())[PENDING] == 3
+    assert await stopping.hand_back() == 0
+    await stopping.close()
+    restarted = await backend.open("b")
+    assert await restarted.recover() == 0
+    assert sorted(ids_of(await restarted.claim(10)), key=int) == ids[:2]  # in order per key
+
+
 async def test_redis_hands_back_what_it_claimed_at_a_clean_stop(redis_url: str, clock: Clock) -> None:
     """Claimed ahead and never started, they waited claim_idle_seconds after a clean restart (a
     new consumer name), their keys blocked, with no word (found by probing)."""

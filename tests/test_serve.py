@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import socket
 import sqlite3
@@ -629,7 +630,7 @@ async def test_a_header_that_is_not_utf8_is_captured_so_that_it_replays(tmp_path
 
 
 async def test_sigterm_drains_in_flight_work_answers_503_exits_0_and_leaves_the_rest(
-    tmp_path: Path, http, monkeypatch
+    tmp_path: Path, http, monkeypatch, caplog
 ) -> None:
     """One worker, four deliveries: the one in flight at SIGTERM finishes, the others stay in the
     journal (none lost), and the next start applies them."""
@@ -653,13 +654,16 @@ async def test_sigterm_drains_in_flight_work_answers_503_exits_0_and_leaves_the_
             proc.kill()
         assert port.entity(BLUEPRINT, "51")["properties"]["value"] == 1
         left = await journal_deliveries(tmp_path / "state")
-        states = [d.state for d in left]
-        assert len(states) == 4 and states[0] is DeliveryState.DONE and DeliveryState.DONE not in states[1:]
+        assert sorted((d.state, d.attempts) for d in left) == [(DeliveryState.DONE, 1)] + [
+            (DeliveryState.PENDING, 0)] * 3  # those claimed ahead too: in progress, they read as a crash's
+        assert re.search(r"[1-9] claimed delivery\(ies\) no worker finished are pending again", proc.logs())
 
         port.latency = 0.0
         for name, value in port_env().items():
             monkeypatch.setenv(name, value)
+        caplog.set_level(logging.INFO, logger="ocean_hook")
         async with serve_in_process(config) as server:
             done = await wait_until_settled(server.state_dir, 4)
     assert {d.state for d in done} == {DeliveryState.DONE}
     assert all(port.entity(BLUEPRINT, str(n)) for n in (52, 53, 54))
+    assert "left in progress by an earlier run" not in caplog.text

@@ -149,11 +149,11 @@ class Queue(ABC):
     async def recover(self) -> int:
         """Return in-progress deliveries of crashed workers to pending; how many."""
 
+    @abstractmethod
     async def hand_back(self) -> int:
         """At a clean stop, once no worker runs: the deliveries this object claimed and did not
-        finish go back to pending now, for whoever claims next; how many. The SQLite journal
-        leaves that to its next start (one serve per journal)."""
-        return 0
+        finish (cut short, or claimed ahead and never started) go back to pending now, for
+        whoever claims next; how many."""
 
     @abstractmethod
     async def list(self, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:

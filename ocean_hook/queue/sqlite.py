@@ -499,17 +499,30 @@ class SqliteJournal(Queue):
         every in-progress row.
         """
         self._serve_alone()
+        return await self._back_to_pending("NOT IN")
+
+    async def _back_to_pending(self, among: str) -> int:
+        """In-progress rows whose ids are (`IN`) or are not (`NOT IN`) this object's claims."""
         mine = sorted(self._claimed, key=int)
 
         def work(conn: sqlite3.Connection, now: float) -> int:
             cursor = conn.execute(
                 "UPDATE deliveries SET state = 'pending', updated_at = ? WHERE state = 'in_progress'"
-                f" AND id NOT IN ({','.join('?' * len(mine))})",
+                f" AND id {among} ({','.join('?' * len(mine))})",
                 (now, *mine),
             )
             return cursor.rowcount
 
         return await self._write(work)
+
+    async def hand_back(self) -> int:
+        """Not left to the next start: until then `deliveries list` would show them in progress,
+        and the next start would report them as a crash's."""
+        if not self._claimed:
+            return 0
+        handed = await self._back_to_pending("IN")
+        self._claimed.clear()
+        return handed
 
     def _serve_alone(self) -> None:
         """Hold `<journal>-serve.lock` (flock) while this object is open. A second `serve` on the
