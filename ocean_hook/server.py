@@ -113,6 +113,7 @@ class WebhookDoor:
         self.calm = calm if calm is not None else asyncio.Event()
         self.calm.set()
         self._answering = 0
+        self._reading: set[asyncio.Future[bytes | None]] = set()  # bodies still arriving
 
     async def receive(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -174,14 +175,51 @@ class WebhookDoor:
                 body = body if len(body) <= self.max_body else None
             else:
                 async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
-                    body = await read_at_most(request.content, self.max_body)
+                    body = await self._read_slowly(request)
         except TimeoutError:
             return self._reject(request, 408, "timeout", "body not received in time")
+        except _Closing:
+            return await self._answer_and_close(request, answer(503, "unavailable",
+                                                                reason="shutting down; send again later"))
         except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the bytes do not decode as
             return self._reject(request, 400, "bad_body", f"body cannot be read: {payload_problem(exc)}")
         if body is None:
             return self._reject(request, 413, "too_large", f"body over the {self.max_body} byte limit")
         return body
+
+    async def _read_slowly(self, request: web.Request) -> bytes | None:
+        """A body still arriving; `close_reads` cuts it short."""
+        reading = asyncio.ensure_future(read_at_most(request.content, self.max_body))
+        self._reading.add(reading)
+        try:
+            return await reading
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if reading.cancelled() and task is not None and not task.cancelling():
+                raise _Closing from None
+            raise
+        finally:
+            self._reading.discard(reading)
+
+    async def close_reads(self, timeout: float) -> None:
+        """At a stop: bodies still arriving get up to `timeout` to finish (and are journaled),
+        then are answered 503 (send again later). Past this point the listener closes its
+        connections and drops what arrives on them, so such a sender waited out the body
+        timeout for a 408, and the stop with it."""
+        if self._reading:
+            await asyncio.wait(set(self._reading), timeout=timeout)
+        for reading in self._reading:
+            reading.cancel()
+        await asyncio.sleep(0)  # their handlers answer before the connections close
+
+    @staticmethod
+    async def _answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+        """Sent, then the connection closed: the rest of the body is not waited for (aiohttp
+        would read it for 10 s, its lingering close, and the stop would wait with it)."""
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
 
     def _not_allowed(self, request: web.Request, *allowed: str) -> web.Response:
         self.metrics.rejected.labels("method_not_allowed").inc()
@@ -246,6 +284,10 @@ class WebhookDoor:
         elif request.path in self.routes:  # sent as /webhooks%2Fgithub: routes match the raw path
             reason = f"no processor listens on {request.raw_path.partition('?')[0]}: an escaped '/' (%2F) is not a '/'"
         return self._reject(request, 404, "unknown_path", reason)
+
+
+class _Closing(Exception):
+    """A body read cut short by `WebhookDoor.close_reads`."""
 
 
 class Operations:

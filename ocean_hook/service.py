@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,7 +208,9 @@ async def _run_until_stopped(door: WebhookDoor, pool: WorkerPool, stop: asyncio.
     door.accepting = False
     pool.stop()
     await workers
+    stopped = time.monotonic()
     cut_short = await pool.drain(timeout)
+    await door.close_reads(max(0.0, timeout - (time.monotonic() - stopped)))
     if cut_short:
         log.warning("%d delivery(ies) did not finish within server.shutdown_timeout (%g s): cut short, they run "
                     "again from the start", cut_short, timeout)

@@ -15,7 +15,9 @@ import re
 import resource
 import socket
 import sqlite3
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -199,6 +201,51 @@ async def _trickle_headers(url: str, *, give_up_after: float) -> tuple[bytes | N
         closed.cancel()
         return None, None
     return (b"" if closed.exception() else closed.result()), loop.time() - started
+
+
+async def test_a_body_still_arriving_at_a_stop_is_finished_or_answered_503_within_the_timeout(
+        tmp_path: Path) -> None:
+    """The stop closed the connections, and aiohttp dropped what arrived on them: the sender
+    waited out the 10 s body timeout for a 408, and the stop ran past shutdown_timeout (found by
+    probing). A body completed within the timeout is journaled; one that is not gets a 503."""
+    config = write_config(tmp_path, server={"shutdown_timeout": "1s"})
+    async with serve_in_process(config) as server:
+        finishing = await _half_sent(server.url, pr_payload(61))
+        unfinished = await _half_sent(server.url, pr_payload(62))
+        started = time.monotonic()
+        stopping = asyncio.create_task(server.stop())
+        await asyncio.sleep(0.3)
+        finishing.writer.write(finishing.rest)  # within the timeout
+        answers = await asyncio.gather(finishing.reader.read(), unfinished.reader.read())
+        await stopping
+        stopped_after = time.monotonic() - started
+        for sender in (finishing, unfinished):
+            sender.writer.close()
+    assert answers[0].startswith(b"HTTP/1.1 202 "), answers[0]
+    assert answers[1].startswith(b"HTTP/1.1 503 ") and b"shutting down; send again later" in answers[1], answers[1]
+    assert stopped_after < 3, stopped_after
+    assert [d.delivery_id for d in await journal_deliveries(tmp_path / "state")] == [finishing.delivery_id]
+
+
+@dataclass
+class _HalfSent:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    rest: bytes
+    delivery_id: str
+
+
+async def _half_sent(url: str, payload: dict[str, Any]) -> _HalfSent:
+    """A signed delivery whose headers and first half of the body are sent, the rest held back."""
+    host, port = url.removeprefix("http://").split(":")
+    body, headers = github_delivery(payload)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"POST {HOOK_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n{head}"
+                 "Connection: close\r\n\r\n".encode() + body[: len(body) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the listener is reading it
+    return _HalfSent(reader, writer, body[len(body) // 2:], delivery_id_of(headers))
 
 
 # ----------------------------------------------------------------------------- acceptance
