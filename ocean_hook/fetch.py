@@ -390,7 +390,7 @@ class Fetcher:
     def _final(self, error: FetchError, headers: Mapping[str, str]) -> FetchError:
         message = str(error)
         if error.retryable:
-            message += f" (gave up after {self.attempts} attempts)"
+            message += f" (gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
         return FetchError(
             _scrub(message, headers.values()),
             retryable=error.retryable,

@@ -161,6 +161,10 @@ async def test_exhausted_retries_are_retryable_with_last_status(api: Upstream) -
     assert (caught.value.retryable, caught.value.status) == (True, 502)
     assert "gave up after 3 attempts" in str(caught.value)
     assert api.hits() == 3
+    async with Fetcher(allow_loopback=True, attempts=1) as fetcher:
+        with pytest.raises(FetchError) as caught:
+            await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])
+    assert str(caught.value).endswith("(gave up after 1 attempt)")
 
 
 async def test_retry_after_is_capped_at_max_wait(api: Upstream) -> None:
