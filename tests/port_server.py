@@ -8,7 +8,9 @@
 
 It records every request (`port.requests`), stores entities in memory with the User-Agent
 that wrote them as `$datasource` (returned in entity answers, like Port's own record), and can
-be scripted to fail (`fail_next`) or to validate required properties (`blueprint_schema`).
+be scripted to fail (`fail_next`), even with an answer that is not HTTP (`raw`), or to validate
+required properties (`blueprint_schema`). It also serves as a plain-HTTP forward proxy to
+itself: a request for `http://any-host/v1/...` is answered as if it were for its own address.
 It implements Port's merge semantics itself, independently of ocean_hook.diff, so tests
 compare ocean-hook against an outside opinion.
 """
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
+from yarl import URL
 
 Entity = dict[str, Any]
 Key = tuple[str, str]
@@ -53,6 +56,7 @@ class _Failure:
     method: str | None
     drop: bool
     chunked: bool = False
+    raw: bytes | None = None
 
 
 @dataclass
@@ -116,6 +120,8 @@ class FakePort:
     requests: list[RecordedRequest] = field(default_factory=list)
     store: dict[Key, _Stored] = field(default_factory=dict)
     tokens_issued: int = 0
+    #: `GET /v1/organization` answered (an authenticated request that changes nothing)
+    organization_reads: int = 0
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -154,12 +160,14 @@ class FakePort:
         method: str | None = None,
         drop: bool = False,
         chunked: bool = False,
+        raw: bytes | None = None,
     ) -> None:
         """The next `times` requests under `path_prefix` answer `status` (or lose the connection;
-        `chunked`: with no Content-Length)."""
+        `chunked`: with no Content-Length; `raw`: these bytes on the wire, HTTP or not, then the
+        connection closes). A `body` of bytes is sent as it is (JSON text or not)."""
         if body is None:
             body = {"ok": False, "error": "scripted_failure", "message": f"scripted {status}"}
-        self._failures.append(_Failure(path_prefix, status, times, headers or {}, body, method, drop, chunked))
+        self._failures.append(_Failure(path_prefix, status, times, headers or {}, body, method, drop, chunked, raw))
 
     def revoke_tokens(self) -> None:
         """Every token issued so far now answers 401."""
@@ -204,6 +212,8 @@ class FakePort:
         except ValueError:
             body = None
         raw_path = request.raw_path.split("?", 1)[0]
+        if raw_path.startswith(("http://", "https://")):  # a forward proxy's request: to itself
+            raw_path = URL(raw_path, encoded=True).raw_path
         segments = [unquote(s) for s in raw_path.strip("/").split("/")]
         path = "/" + "/".join(segments)
         self.requests.append(
@@ -211,10 +221,15 @@ class FakePort:
         )
         scripted = self._scripted(request.method, path)
         if scripted is not None:
-            if scripted.drop:
+            if scripted.drop or scripted.raw is not None:
                 assert request.transport is not None
+                if scripted.raw is not None:
+                    request.transport.write(scripted.raw)
                 request.transport.close()
                 return web.Response()
+            if isinstance(scripted.body, bytes):
+                return web.Response(body=scripted.body, status=scripted.status, headers=scripted.headers,
+                                    content_type="application/json")
             if scripted.chunked:
                 streamed = web.StreamResponse(status=scripted.status, headers=scripted.headers)
                 streamed.enable_chunked_encoding()
@@ -247,6 +262,10 @@ class FakePort:
         method, query = request.method, dict(request.query)
         ua = request.headers.get("User-Agent", "")
         match seg:
+            case ["v1", "organization"] if method == "GET":
+                self.organization_reads += 1
+                return web.json_response({"ok": True, "organization": {"id": "org_fake", "name": "fake",
+                                                                       "featureFlags": []}})
             case ["v1", "entities", "search"] if method == "POST":
                 found = [self._answer(k) for k in self.store if self._matches(k, body)]
                 return web.json_response({"ok": True, "entities": found})

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 from port_server import FakePort
 
 from ocean_hook import __version__
+from ocean_hook.check import check
+from ocean_hook.config import ConfigProblems, load_config
 from ocean_hook.mapping.models import MappingFlags
-from ocean_hook.targets import PortTarget, TargetError
+from ocean_hook.targets import PortTarget, TargetError, build_target
 from ocean_hook.targets import port as port_module
 from ocean_hook.targets.port import retry_after_seconds
 
@@ -321,7 +325,8 @@ async def test_bad_credentials_fail_readiness_without_leaking_the_secret(port: F
 
 async def test_readiness_follows_port_not_the_cached_token(port: FakePort):
     """Ready, then Port answers 503 to everything: once the last exchange is older than the
-    ready window a probe (one token request, one attempt) finds it; ready again once it recovers."""
+    ready window a probe (one request with the cached token, one attempt) finds it; ready again
+    once it recovers."""
     target = make_target(port, ready_window=0.05)
     try:
         await target.check_ready()
@@ -334,7 +339,7 @@ async def test_readiness_follows_port_not_the_cached_token(port: FakePort):
         await target.check_ready()  # the scripted 503 was used up: Port answers again
     finally:
         await target.close()
-    assert [r.path for r in port.requests] == ["/v1/auth/access_token"] * 3
+    assert [r.path for r in port.requests] == ["/v1/auth/access_token"] + ["/v1/organization"] * 2
 
 
 async def test_a_failure_any_call_meets_counts_for_readiness_at_once(port: FakePort):
@@ -535,6 +540,10 @@ async def test_redirects_are_not_followed_so_the_secret_stays_with_base_url(port
     ({"expiresIn": 3600}, "no 'accessToken' string"),
     ({"accessToken": "t", "expiresIn": "3600"}, "'expiresIn' is not a number of seconds"),
     ({"accessToken": "t\r\nX-Evil: 1", "expiresIn": 3600}, "the 'accessToken' holds control characters"),
+    # a newline in the header's first word was aiohttp's bare ValueError (found by probing)
+    ({"accessToken": "t", "expiresIn": 3600, "tokenType": "Bearer\nX-Evil: 1"}, "the 'tokenType' is not one word"),
+    ({"accessToken": "t", "expiresIn": 3600, "tokenType": "Bearer x"}, "the 'tokenType' is not one word"),
+    ({"accessToken": "t", "expiresIn": 3600, "tokenType": ["Bearer"]}, "the 'tokenType' is not one word"),
 ])
 async def test_a_malformed_token_answer_says_what_is_wrong(port: FakePort, body, problem: str) -> None:
     target = make_target(port, retry_attempts=1)
@@ -595,3 +604,202 @@ async def test_an_answer_too_big_to_be_ports_is_refused_not_read(port: FakePort,
     with pytest.raises(TargetError, match=r"Port's answer \(200\) is over 1,000 bytes"):
         await target.delete([("service", "api")], FLAGS)
     assert port.entity("service", "api") is not None
+
+
+# -- found by probing: names, answers that are not HTTP, echoes, probes, base_url, proxies ----
+
+
+@pytest.mark.parametrize("name", ["hook ", " hook", "hook\t", "hook\n", "ho\x00ok"])
+def test_an_integration_name_port_would_record_otherwise_is_refused(tmp_path: Path, name: str) -> None:
+    """HTTP drops a header's surrounding whitespace: with `hook ` Port recorded `.../hook`, and
+    every delete was refused as someone else's, forever; a newline was aiohttp's bare
+    ValueError at every request (found by probing)."""
+    with pytest.raises(ValueError, match="without leading or trailing spaces or control characters"):
+        PortTarget("http://127.0.0.1:1", client_id="i", client_secret="s", integration_name=name)
+    spec = {"type": "port", "integration_name": name}
+    env = {"PORT_CLIENT_ID": "i", "PORT_CLIENT_SECRET": "s"}
+    with pytest.raises(ValueError, match=r"^target\.integration_name must be a name without leading or trailing"):
+        build_target(spec, tmp_path, env=env)
+    (tmp_path / "m.yml").write_text("resources: []\n")
+    path = tmp_path / "ocean-hook.yaml"
+    path.write_text("mapping: m.yml\nintegration: ${HOOK_NAME}\n"
+                    "processors: [{name: x, path: /x, kinds: [k], auth: {scheme: none}}]\ntarget: {type: port}\n")
+    said = f"{path}:2 (key integration): must be a name without leading or trailing spaces or control characters"
+    with pytest.raises(ConfigProblems) as refused:
+        load_config(path, env=env | {"HOOK_NAME": name})
+    assert [p.startswith(said) for p in refused.value.problems] == [True]
+    assert [p for p in check(path, env=env | {"HOOK_NAME": name}).problems if p.startswith(said)]
+
+
+NOT_HTTP = {
+    "garbage": b"this is not http\r\n\r\n",
+    "huge-header": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: " + b"a" * 20000
+                   + b"\r\nContent-Length: 2\r\n\r\n{}",
+    "bad-chunked": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("answer", NOT_HTTP)
+async def test_an_answer_that_is_not_http_is_a_retryable_failure_not_a_traceback(port: FakePort, answer: str):
+    """aiohttp's ClientResponseError escaped: a traceback in replay, "internal error" per
+    delivery in serve, /readyz answering 500 (found by probing)."""
+    target = make_target(port, retry_attempts=2, ready_window=0)
+    said = f"Port at {port.url} answered something that is not HTTP: "
+    try:
+        port.fail_next("/v1/auth/access_token", raw=NOT_HTTP[answer], times=2)
+        with pytest.raises(TargetError) as failed:
+            await target.upsert([svc("a")], MERGE)
+        assert str(failed.value).startswith(f"cannot obtain a Port access token: {said}") and failed.value.retryable
+        assert "\n" not in str(failed.value)
+        port.fail_next("/v1/auth/access_token", raw=NOT_HTTP[answer])
+        with pytest.raises(TargetError, match=f"^cannot obtain a Port access token: {said}"):
+            await target.check_ready()
+        assert (await target.upsert([svc("a")], MERGE))[0].ok  # then the token, and Port answers
+        port.fail_next(BULK, raw=NOT_HTTP[answer], times=2)
+        [outcome] = await target.upsert([svc("b")], MERGE)
+        assert outcome.error.startswith(said) and outcome.retryable
+        port.fail_next("/v1/organization", raw=NOT_HTTP[answer])
+        with pytest.raises(TargetError, match=f"^{said}"):
+            await target.check_ready()
+    finally:
+        await target.close()
+
+
+async def test_json_nested_too_deep_is_a_malformed_answer_not_a_recursion_error(port: FakePort, target: PortTarget):
+    """json.loads raised RecursionError, which `except ValueError` let through (found by probing)."""
+    port.fail_next(BULK, 200, body=b"[" * 200_000 + b"]" * 200_000)
+    [outcome] = await target.upsert([svc("a")], MERGE)
+    assert (outcome.ok, outcome.error, outcome.retryable) == (False, "Port's bulk answer did not mention it", True)
+    port.fail_next("/v1/entities/search", 200, body=b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(TargetError, match="Port search gave no 'entities' list"):
+        await target.delete([("service", "a")], MERGE)
+
+
+@pytest.mark.parametrize("secret", ['se"cret\\x', "s\u00e9cret/\u00fc", "a</b>\t"])
+async def test_a_secret_echoed_json_escaped_is_redacted_too(port: FakePort, secret: str) -> None:
+    """Only the secret's raw bytes were redacted: echoed inside a JSON string (`\\"`, `\\u00e9`,
+    `\\/`) it was in clear in the error, the log and /readyz (found by probing)."""
+    port.client_secret = secret
+    target = make_target(port, retry_attempts=1)
+    echoed = json.dumps({"clientId": port.client_id, "clientSecret": secret})
+    try:
+        port.fail_next("/v1/auth/access_token", 400, body={"message": f"bad request: {echoed}"})  # \u00e9
+        with pytest.raises(TargetError) as escaped:
+            await target.upsert([svc("a")], MERGE)
+        port.fail_next("/v1/auth/access_token", 400,
+                       body={"message": f"bad request: {json.dumps(secret, ensure_ascii=False)}"})  # \" and \\ only
+        with pytest.raises(TargetError) as unescaped:
+            await target.check_ready()
+        slashed = json.dumps({"message": f"bad request: {secret}"}).replace("/", "\\/").encode()  # PHP's way
+        port.fail_next("/v1/auth/access_token", 400, body=slashed)
+        with pytest.raises(TargetError) as slash:
+            await target.upsert([svc("a")], MERGE)
+    finally:
+        await target.close()
+    for error in (escaped.value, unescaped.value, slash.value):
+        said = str(error)
+        assert said.startswith("cannot obtain a Port access token: Port answered 400: bad request: ")
+        assert "[redacted]" in said
+        for form in (secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]):
+            assert form not in said
+
+
+async def test_a_probe_uses_the_cached_token_rather_than_minting_one(port: FakePort) -> None:
+    """Each probe asked for a new access token: an idle serve minted one per kubelet probe, and
+    a 429 of the token endpoint made it not ready while writes with the cached token went
+    through (found by probing)."""
+    target = make_target(port, ready_window=0)
+    try:
+        await target.upsert([svc("a")], MERGE)
+        for _ in range(5):
+            await target.check_ready()
+        assert (port.tokens_issued, port.organization_reads) == (1, 5)
+        organization = port.calls("GET", "/v1/organization")[-1]
+        assert organization.headers["Authorization"] == target._token_value
+        assert organization.headers["User-Agent"] == UA
+        port.fail_next("/v1/auth/access_token", 429, headers={"Retry-After": "30"})
+        port.fail_next("/v1/organization", 429, headers={"Retry-After": "30"})
+        await target.check_ready()  # throttled is not down: the writes wait as Port asks and go through
+        assert (await target.upsert([svc("b")], MERGE))[0].ok
+        assert [r.path for r in port.requests].count("/v1/auth/access_token") == 1  # its 429 still unused
+        port.revoke_tokens()  # a refused token is renewed, once, as any call renews it: here, throttled
+        with pytest.raises(TargetError, match="cannot obtain a Port access token: Port answered 429"):
+            await target.check_ready()
+        await target.check_ready()
+        assert port.tokens_issued == 2
+        port.fail_next("/v1/organization", 503)
+        with pytest.raises(TargetError, match="Port answered 503"):
+            await target.check_ready()
+    finally:
+        await target.close()
+
+
+@pytest.mark.parametrize(("base_url", "problem"), [
+    ("https://api.getport.io?x=1", "must not hold a query or fragment"),
+    ("https://api.getport.io?", "must not hold a query or fragment"),
+    ("https://api.getport.io/#frag", "must not hold a query or fragment"),
+    ("https://api.getport.io/v1", "is Port's address without /v1"),
+    ("https://proxy.example/port/V1/", "is Port's address without /v1"),
+    ("https://proxy.example/pre fix", "must not hold spaces or control characters"),
+    ("https://api.getport.io\n", "must not hold spaces or control characters"),
+])
+def test_a_base_url_port_paths_cannot_be_appended_to_is_refused(tmp_path: Path, base_url: str, problem: str) -> None:
+    """With `?x=1` or `#frag` every request went to `/`; with `/v1`, to `/v1/v1/...` and
+    "Port answered 404" (found by probing)."""
+    spec = {"type": "port", "base_url": base_url}
+    with pytest.raises(ValueError, match=rf"^target\.base_url {problem}"):
+        build_target(spec, tmp_path, env={"PORT_CLIENT_ID": "i", "PORT_CLIENT_SECRET": "s"})
+
+
+async def test_a_base_url_path_is_sent_percent_encoded(port: FakePort) -> None:
+    """A non-ASCII letter of a path prefix went raw into the request line (found by probing)."""
+    for prefix in ("/pr\u00e9fix", "/pre fix"):  # a space: refused by the config, encoded here all the same
+        target = PortTarget(port.url + prefix, client_id="i", client_secret="s", retry_attempts=1)
+        try:
+            with pytest.raises(TargetError):  # the fake knows no prefix: what matters is the request line
+                await target.upsert([svc("a")], MERGE)
+        finally:
+            await target.close()
+    assert [r.raw_path for r in port.requests] == ["/pr%C3%A9fix/v1/auth/access_token",
+                                                   "/pre%20fix/v1/auth/access_token"]
+
+
+async def test_http_proxy_variables_are_honoured(port: FakePort, monkeypatch, tmp_path: Path) -> None:
+    """HTTP(S)_PROXY were ignored (aiohttp's trust_env is off by default): where egress goes
+    through a proxy, Port was unreachable (found by probing). Ocean honours them. Not with
+    trust_env, though: a ~/.netrc `default` login went to Port as Basic auth, and every
+    request with a token was a ValueError."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, port.url)  # the fake serves as a forward proxy to itself
+    (tmp_path / "netrc").write_text("default login someone password elsewhere\n")
+    (tmp_path / "netrc").chmod(0o600)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    target = PortTarget("http://port-api.invalid", client_id=port.client_id, client_secret=port.client_secret,
+                        integration_name="hook", retry_attempts=1)
+    try:
+        assert (await target.upsert([svc("a")], MERGE))[0].ok
+    finally:
+        await target.close()
+    assert [(r.path, r.headers["Host"]) for r in port.requests] == [
+        ("/v1/auth/access_token", "port-api.invalid"), (BULK, "port-api.invalid")]
+    assert "Authorization" not in port.requests[0].headers  # netrc's login is for the proxy alone:
+    assert port.requests[0].headers["Proxy-Authorization"] == "Basic c29tZW9uZTplbHNld2hlcmU="  # someone:elsewhere
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once closed
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = make_target(port, retry_attempts=1)
+    try:  # NO_PROXY is honoured too
+        assert (await direct.upsert([svc("b")], MERGE))[0].ok
+    finally:
+        await direct.close()
+    secure = PortTarget("https://port-api.invalid", client_id="i", client_secret="s", retry_attempts=1)
+    try:  # the fake refuses CONNECT: a proxy's refusal says so, and is retried later
+        with pytest.raises(TargetError, match=r"the proxy refused to connect to Port at https://port-api\.invalid: 4"):
+            await secure.upsert([svc("a")], MERGE)
+    finally:
+        await secure.close()

@@ -23,7 +23,7 @@ from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.dry_run import DryRunTarget
 from ocean_hook.targets.local import LocalCatalog
-from ocean_hook.targets.port import DEFAULT_BASE_URL, US_BASE_URL, PortTarget
+from ocean_hook.targets.port import DEFAULT_BASE_URL, US_BASE_URL, PortTarget, integration_name_problem
 
 __all__ = [
     "DryRunTarget",
@@ -116,17 +116,35 @@ def _port(spec: Mapping[str, Any], env: Mapping[str, str]) -> PortTarget:
     if "@" in urlsplit(base_url).netloc:  # its password would be in every error; aiohttp refused it besides
         raise ValueError("target.base_url must not hold a user or password (user@host): Port takes the client id "
                          "and secret from client_id_env and client_secret_env")
+    _check_base_url(base_url)
+    integration_name = _string(spec, "integration_name", "ocean-hook")
+    if (problem := integration_name_problem(integration_name)) is not None:
+        raise ValueError(f"target.integration_name {problem}, got {integration_name!r}")
     client_id, client_secret = _secrets(spec, env)
     return PortTarget(
         base_url,
         client_id=client_id,
         client_secret=client_secret,
-        integration_name=_string(spec, "integration_name", "ocean-hook"),
+        integration_name=integration_name,
         max_in_flight=_number(spec, "max_in_flight", 8),
         retry_attempts=_number(spec, "retry_attempts", 5),
         retry_max_wait=_number(spec, "retry_max_wait", 60.0, float),
         request_timeout=_number(spec, "request_timeout", 30.0, float),
     )
+
+
+def _check_base_url(base_url: str) -> None:
+    """What ocean-hook appends Port's paths to: a query or fragment would swallow them (every
+    request went to `/`), and `/v1` doubled them (`/v1/v1/auth/access_token`, "Port answered 404")."""
+    if not base_url.isprintable() or base_url != "".join(base_url.split()):
+        raise ValueError(f"target.base_url must not hold spaces or control characters (write a space of a path "
+                         f"as %20), got {base_url!r}")
+    if "?" in base_url or "#" in base_url:
+        raise ValueError(f"target.base_url must not hold a query or fragment ('?...', '#...'): ocean-hook appends "
+                         f"Port's API paths to it, got {base_url!r}")
+    if urlsplit(base_url).path.rstrip("/").lower().endswith("/v1"):
+        raise ValueError(f"target.base_url is Port's address without /v1 (ocean-hook adds /v1/... itself), like "
+                         f"{DEFAULT_BASE_URL}, got {base_url!r}")
 
 
 def build_target(spec: Mapping[str, Any], state_dir: Path, *, env: Mapping[str, str]) -> Target:

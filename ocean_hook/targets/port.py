@@ -17,11 +17,11 @@ retryable. Upserts are not guarded: mapping an entity is an explicit request to 
 
 Failures. 408, 429, 502, 503, 504 and connection errors are retried with exponential backoff
 and jitter, or exactly as long as ``Retry-After`` / ``x-ratelimit-reset`` ask (capped at
-``retry_max_wait``). Other statuses are not retried here: Port's message lands in the entity's
-outcome, which is ``retryable`` only for server errors (a 4xx is the caller's fault). When
-retries run out, outcomes are ``retryable=True`` so the worker retries the delivery later.
-A 401 renews the token once. Failures of the call as a whole (no token, search down) raise
-`TargetError`.
+``retry_max_wait``); so is an answer that is not HTTP at all (a broken proxy's). Other statuses
+are not retried here: Port's message lands in the entity's outcome, which is ``retryable`` only
+for server errors (a 4xx is the caller's fault). When retries run out, outcomes are
+``retryable=True`` so the worker retries the delivery later. A 401 renews the token once.
+Failures of the call as a whole (no token, search down) raise `TargetError`.
 
 Every method answers one outcome per input, in input order.
 """
@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from tenacity import (
     AsyncRetrying,
@@ -67,6 +68,9 @@ RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
+    # raised for an answer that is not HTTP (a garbage status line, a header over 8190 bytes, bad
+    # chunked encoding) and for a proxy refusing the tunnel: `raise_for_status` is never used
+    aiohttp.ClientResponseError,
     asyncio.TimeoutError,
 )
 BULK_MAX_ENTITIES = 20
@@ -104,6 +108,20 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 
 def user_agent(integration_name: str) -> str:
     return f"ocean-hook/{__version__}/{integration_name}"
+
+
+def integration_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an integration name, or None. It goes into the User-Agent, whose
+    surrounding whitespace HTTP drops: Port would record `ocean-hook/<v>/hook` for `hook `, and
+    every delete would be refused as someone else's; a control character is no header at all."""
+    if not name:
+        return "must be a non-empty name"
+    if "/" in name:
+        return "must be a name without '/' (it is one segment of the datasource ocean-hook/<version>/<name>)"
+    if name != name.strip() or not name.isprintable():
+        return ("must be a name without leading or trailing spaces or control characters (Port would record "
+                "another name than the one ocean-hook looks for before deleting)")
+    return None
 
 
 def owns(datasource: str, integration_name: str) -> bool:
@@ -231,9 +249,12 @@ class PortTarget(Target):
         request_timeout: float = 30.0,
         ready_window: float = READY_WINDOW_SECONDS,
     ) -> None:
-        if not integration_name or "/" in integration_name:
-            raise ValueError(f"integration_name must be non-empty without '/': {integration_name!r}")
+        if (problem := integration_name_problem(integration_name)) is not None:
+            raise ValueError(f"integration_name {problem}, got {integration_name!r}")
         self.base_url = base_url.rstrip("/")
+        # a space or a non-ASCII letter of a path prefix percent-encoded (sent raw, the request
+        # line was not HTTP), a non-ASCII host in IDNA
+        self._base = str(URL(self.base_url)).rstrip("/")
         self.integration_name = integration_name
         self.user_agent = user_agent(integration_name)
         self.retry_attempts = max(1, retry_attempts)
@@ -254,11 +275,13 @@ class PortTarget(Target):
         self.ready_window = ready_window
         self._contact: _Contact | None = None
         self._probe_lock = asyncio.Lock()
+        #: the proxy the environment names for base_url (none: (None, None)), read at the first request
+        self._proxy: tuple[URL | None, dict[str, str] | None] | None = None
 
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _url(self, path: str) -> URL:
-        return URL(self.base_url + path, encoded=True)
+        return URL(self._base + path, encoded=True)
 
     async def _send(
         self,
@@ -270,7 +293,12 @@ class PortTarget(Target):
     ) -> _Reply:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
+        if self._proxy is None:
+            self._proxy = _env_proxy(url)
+        proxy, proxy_headers = self._proxy
         headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if proxy_headers and url.scheme == "http":  # no tunnel: aiohttp sends proxy_headers with a CONNECT only
+            headers.update(proxy_headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
@@ -280,7 +308,7 @@ class PortTarget(Target):
             # never redirected: a redirect could carry the client secret or a token to another host
             self._session.request(
                 method, url, params=params, data=body, headers=headers, timeout=self._timeout,
-                allow_redirects=False,
+                allow_redirects=False, proxy=proxy, proxy_headers=proxy_headers,
             ) as response,
         ):
             # Port's answers are small (a page of entities): whatever answers in its place must
@@ -288,21 +316,28 @@ class PortTarget(Target):
             raw = await read_at_most(response.content, MAX_ANSWER_BYTES, response.content_length)
             if raw is None:
                 raise TargetError(f"Port's answer ({response.status}) is over {MAX_ANSWER_BYTES:,} bytes")
-            raw = self._redacted(raw, token)
+            secrets = self._secret_forms(token)
+            raw = _redacted_bytes(raw, secrets)
             try:
-                decoded: Any = json.loads(raw) if raw else None
-            except ValueError:
+                decoded: Any = _redacted_json(json.loads(raw), secrets) if raw else None
+            except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to be Port's
                 decoded = raw.decode("utf-8", "replace")
             return _Reply(response.status, decoded, CIMultiDict(response.headers))
 
-    def _redacted(self, raw: bytes, token: str | None) -> bytes:
+    def _secret_forms(self, token: str | None) -> list[str]:
         """An answer may echo the request (a proxy's error page): what it shows of the client
         secret, or of the access token sent, is gone before anything reads it, so no log line,
-        error, dead letter or /readyz can repeat it."""
+        error, dead letter or /readyz can repeat it. Echoed inside JSON text the secret is
+        escaped (`\\"`, `\\\\`, `\\u00e9`): those forms are redacted too, and the strings of the
+        decoded answer (an escape this list misses, `\\/` say, is undone by decoding)."""
+        forms: set[str] = set()
         for secret in (self._client_secret, token.partition(" ")[2] if token else None):
             if secret:
-                raw = raw.replace(secret.encode(), b"[redacted]")
-        return raw
+                forms |= {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+        return sorted(forms, key=len, reverse=True)
+
+    def _redacted_text(self, text: str) -> str:
+        return _redacted_str(text, self._secret_forms(self._token_value))
 
     def _wait(self, state: RetryCallState) -> float:
         """Exactly what the server asked for when it said so, else backoff with jitter."""
@@ -318,7 +353,19 @@ class PortTarget(Target):
         wait = state.next_action.sleep if state.next_action else 0.0
         error = state.outcome.exception() if state.outcome else None
         self.retry_waits.append(wait)
-        log.warning("Port request failed (%s); retrying in %.2fs", str(error) or type(error).__name__, wait)
+        said = self._failure(error) if isinstance(error, aiohttp.ClientResponseError) else str(error)
+        log.warning("Port request failed (%s); retrying in %.2fs", said or type(error).__name__, wait)
+
+    def _failure(self, exc: BaseException) -> str:
+        """What a connection error says for logs, outcomes and /readyz."""
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return f"the proxy refused to connect to Port at {self.base_url}: {exc.status} {exc.message}"
+        if isinstance(exc, aiohttp.ClientResponseError):  # aiohttp's parser quotes the answer on several lines
+            said = self._redacted_text(" ".join(str(exc.message).split())[:300])
+            return f"Port at {self.base_url} answered something that is not HTTP: {said}"
+        if isinstance(exc, TimeoutError) and not str(exc):  # it may have done it all the same
+            return f"Port at {self.base_url} did not answer within {self._timeout.total:g} s"
+        return f"Port at {self.base_url} is unreachable: {str(exc) or type(exc).__name__}"
 
     def _saw(self, problem: str | None, *, retryable: bool = True) -> None:
         self._contact = _Contact(time.monotonic(), problem, retryable)
@@ -347,10 +394,7 @@ class PortTarget(Target):
         except _RetryableReply as exc:
             return exc.reply
         except CONNECTION_ERRORS as exc:
-            if isinstance(exc, TimeoutError) and not str(exc):  # it may have done it all the same
-                problem = f"Port at {self.base_url} did not answer within {self._timeout.total:g} s"
-            else:
-                problem = f"Port at {self.base_url} is unreachable: {str(exc) or type(exc).__name__}"
+            problem = self._failure(exc)
             self._saw(problem)
             raise _Unreachable(problem) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -361,13 +405,15 @@ class PortTarget(Target):
         path: str,
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
+        *,
+        attempts: int | None = None,
     ) -> _Reply:
         url = self._url(path)
-        token = await self._token()
-        reply = await self._retrying(partial(self._send, method, url, params, body, token))
+        token = await self._token(attempts=attempts)
+        reply = await self._retrying(partial(self._send, method, url, params, body, token), attempts=attempts)
         if reply.status == 401:
-            token = await self._token(stale=token)
-            reply = await self._retrying(partial(self._send, method, url, params, body, token))
+            token = await self._token(stale=token, attempts=attempts)
+            reply = await self._retrying(partial(self._send, method, url, params, body, token), attempts=attempts)
             if reply.status == 401:
                 problem = f"Port rejected a fresh access token: {reply.message}"
                 self._saw(problem)  # for /readyz: Port answers, but nothing it is asked succeeds
@@ -405,25 +451,37 @@ class PortTarget(Target):
             raise TargetError("malformed token answer: the 'accessToken' holds control characters")
         if isinstance(expires, bool) or not isinstance(expires, int | float):
             raise TargetError("malformed token answer: 'expiresIn' is not a number of seconds")
-        self._token_value = f"{body.get('tokenType') or 'Bearer'} {token}"
+        scheme = body.get("tokenType") or "Bearer"
+        if not isinstance(scheme, str) or not scheme.isprintable() or scheme != "".join(scheme.split()):
+            # the header's first word: a newline in it was aiohttp's traceback, a space another header
+            raise TargetError("malformed token answer: the 'tokenType' is not one word like Bearer")
+        self._token_value = f"{scheme} {token}"
         margin = min(TOKEN_RENEW_MARGIN, expires / 2)
         self._token_renew_at = time.monotonic() + expires - margin
         return self._token_value
 
     async def check_ready(self) -> None:
         """Port as the last exchange with it found it, whoever made it. With none in the last
-        `ready_window` seconds, one token request (a single attempt, so a probe answers fast)
-        asks afresh: a token cached for an hour says nothing about Port now."""
+        `ready_window` seconds, one request (a single attempt, so a probe answers fast) asks
+        afresh: a token cached for an hour says nothing about Port now. With a valid token that
+        request is `GET /v1/organization` with it, as the writes would send it (a token request
+        per probe was a token minted every 10 s, and a 429 of the token endpoint alone made a
+        target not ready whose writes went through); without one, a token request."""
         async with self._probe_lock:  # concurrent probes share one request
             contact = self._contact
             if contact is None or time.monotonic() - contact.at > self.ready_window:
+                cached = self._token_value is not None and time.monotonic() < self._token_renew_at
                 try:
                     async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                        await self._token(stale=self._token_value, attempts=1)
-                except TargetError:  # recorded by _token
+                        if cached:  # any answer but a 5xx or a refused fresh token is Port answering
+                            await self._call("GET", "/v1/organization", attempts=1)
+                        else:
+                            await self._token(stale=self._token_value, attempts=1)
+                except TargetError:  # recorded by _token, _call or _attempts
                     pass
                 except TimeoutError:
-                    self._saw(f"Port did not answer a token request within {PROBE_TIMEOUT_SECONDS:g} s")
+                    asked = "a request" if cached else "a token request"
+                    self._saw(f"Port did not answer {asked} within {PROBE_TIMEOUT_SECONDS:g} s")
                 contact = self._contact
         if contact is not None and contact.problem is not None:
             raise TargetError(contact.problem, retryable=contact.retryable)
@@ -621,6 +679,45 @@ class PortTarget(Target):
         if reply.ok or reply.status == 404:  # 404: already gone
             return WriteOutcome(key, ok=True)
         return _reply_failure(key, reply)
+
+
+def _env_proxy(url: URL) -> tuple[URL | None, dict[str, str] | None]:
+    """The proxy HTTPS_PROXY / HTTP_PROXY name for `url` unless NO_PROXY exempts it, as Ocean
+    honours them. Not aiohttp's `trust_env`: it also sends the login ~/.netrc has for Port's host
+    (a `default` entry: for any host) as Basic auth with the token request, and refuses every
+    request that carries a token beside it with a ValueError. The proxy's own login (in its URL,
+    or ~/.netrc's for the proxy host) goes to the proxy."""
+    try:
+        proxy, login = get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
+    return proxy, None if login is None else {"Proxy-Authorization": login.encode()}
+
+
+def _redacted_str(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _redacted_bytes(raw: bytes, secrets: Sequence[str]) -> bytes:
+    for secret in secrets:
+        raw = raw.replace(secret.encode(), b"[redacted]")
+    return raw
+
+
+def _redacted_json(value: Any, secrets: Sequence[str]) -> Any:
+    """A decoded answer with the secrets gone from its strings (keys too): JSON can spell a
+    character many ways (`\\u0073`, `\\/`), decoding spells it one."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return _redacted_str(value, secrets)
+    if isinstance(value, list):
+        return [_redacted_json(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {_redacted_str(k, secrets): _redacted_json(v, secrets) for k, v in value.items()}
+    return value
 
 
 def _group(keys: Sequence[EntityKey]) -> dict[str, list[str]]:
