@@ -24,6 +24,7 @@ from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import journal_path, one_file_for_both
 from ocean_hook.sqlitefiles import foreign_file_problem
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
+from ocean_hook.targets.port import integration_name_problem
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
 
@@ -134,8 +135,9 @@ class _RawConfig:
         return Path(self.doc.file).parent / (value if isinstance(value, str) and "${" not in value else ".ocean-hook")
 
     def integration(self) -> str:
+        """As written, when it can be one (else the config's own problem names it, once)."""
         value = self.data.get("integration")
-        return value if isinstance(value, str) else "ocean-hook"
+        return value if isinstance(value, str) and integration_name_problem(value) is None else "ocean-hook"
 
     def mapping_path(self) -> Path | None:
         value = self.data.get("mapping")

@@ -32,6 +32,7 @@ from ocean_hook.processors.declarative import (
     FetchSpec,
 )
 from ocean_hook.processors.presets import PRESETS
+from ocean_hook.targets.port import integration_name_problem
 from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -380,12 +381,11 @@ def _server(r: _Reader, raw: dict[str, Any]) -> ServerSettings:
 def _integration(r: _Reader, raw: dict[str, Any]) -> str:
     """The name Port's datasource carries: what this instance may delete is told by it."""
     value = r.expand(("integration",), raw.get("integration", "ocean-hook"))
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         r.problem(("integration",), f"must be a name, got {value!r}")
         return "ocean-hook"
-    if value != value.strip() or not value.isprintable():  # HTTP drops a header's surrounding whitespace
-        r.problem(("integration",), "must be a name without leading or trailing spaces or control characters "
-                  f"(Port would record another name than the one ocean-hook looks for before deleting), got {value!r}")
+    if (problem := integration_name_problem(value)) is not None:
+        r.problem(("integration",), f"{problem}, got {value!r}")
         return "ocean-hook"
     return value
 

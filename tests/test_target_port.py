@@ -631,6 +631,21 @@ def test_an_integration_name_port_would_record_otherwise_is_refused(tmp_path: Pa
     assert [p for p in check(path, env=env | {"HOOK_NAME": name}).problems if p.startswith(said)]
 
 
+@pytest.mark.parametrize(("written", "problem"), [
+    ('"hook "', "must be a name without leading or trailing spaces"),
+    ("a/b", "must be a name without '/'"),
+])
+def test_check_names_a_bad_integration_name_once_at_its_line(tmp_path: Path, written: str, problem: str) -> None:
+    """Written as it is (no variable), it was said at its line and again at the target's."""
+    (tmp_path / "m.yml").write_text("resources: []\n")
+    path = tmp_path / "ocean-hook.yaml"
+    path.write_text(f"mapping: m.yml\nintegration: {written}\n"
+                    "processors: [{name: x, path: /x, kinds: [k], auth: {scheme: none}}]\ntarget: {type: port}\n")
+    said = check(path, env={"PORT_CLIENT_ID": "i", "PORT_CLIENT_SECRET": "s"}).problems
+    [named] = [p for p in said if "integration" in p]
+    assert named.startswith(f"{path}:2 (key integration): {problem}"), said
+
+
 NOT_HTTP = {
     "garbage": b"this is not http\r\n\r\n",
     "huge-header": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nSet-Cookie: " + b"a" * 20000
