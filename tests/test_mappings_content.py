@@ -4,6 +4,7 @@ entities a reader of the sample payloads expects (literal dicts below, written f
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -14,20 +15,24 @@ import webhook_samples
 
 from ocean_hook.config import load_config
 from ocean_hook.events import WebhookEvent, make_headers
+from ocean_hook.fetch import Fetcher
 from ocean_hook.mapping.engine import Mapping, MapResult
-from ocean_hook.pipeline import admit
+from ocean_hook.mapping.jq import JqQuery
+from ocean_hook.pipeline import admit, process
+from ocean_hook.targets import DryRunTarget
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+TEMPLATES = Path(__file__).resolve().parent.parent / "ocean_hook" / "templates"
 SOURCES = ["github", "gitlab", "jira", "pagerduty", "stripe"]
 SIGNATURE_HEADERS = {
     "x-hub-signature", "x-hub-signature-256", "x-gitlab-token", "x-pagerduty-signature",
     "stripe-signature", "webhook-signature", "authorization",
 }
-#: headers each provider always sends with a delivery
+#: headers each provider always sends with a delivery (GitLab's Idempotency-Key: from 17.4, checked below)
 PROVIDER_HEADERS = {
     "github": {"X-GitHub-Event", "X-GitHub-Delivery", "X-GitHub-Hook-ID", "User-Agent", "Content-Type"},
-    "gitlab": {"X-Gitlab-Event", "X-Gitlab-Event-UUID", "Idempotency-Key", "User-Agent", "Content-Type"},
-    "jira": {"X-Atlassian-Webhook-Identifier", "User-Agent", "Content-Type"},
+    "gitlab": {"X-Gitlab-Event", "X-Gitlab-Event-UUID", "User-Agent", "Content-Type"},
+    "jira": {"X-Atlassian-Webhook-Identifier", "X-Atlassian-Webhook-Flow", "User-Agent", "Content-Type"},
     "pagerduty": {"X-Webhook-Id", "User-Agent", "Content-Type"},
     "stripe": {"User-Agent", "Content-Type"},
 }
@@ -92,6 +97,23 @@ def test_every_sample_has_its_headers_without_signatures(source: str) -> None:
         assert PROVIDER_HEADERS[source] <= set(headers), headers_file.name
         assert not SIGNATURE_HEADERS & {name.lower() for name in headers}, headers_file.name
         assert all(isinstance(v, str) and v for v in headers.values()), headers_file.name
+
+
+def test_gitlab_samples_carry_what_their_gitlab_version_sends() -> None:
+    """The samples said `User-Agent: GitLab/17.0.1` beside an `Idempotency-Key` (sent from 17.4)
+    and issues with a `type` (from 17.2): whatever version a sample names, it must look like it."""
+    versions = set()
+    for sample in payload_samples("gitlab"):
+        headers = json.loads(sample.with_name(sample.name.removesuffix(".json") + ".headers.json").read_text())
+        match = re.fullmatch(r"GitLab/(\d+)\.(\d+)\.\d+", headers["User-Agent"])
+        assert match, f"{sample.name}: {headers['User-Agent']}"
+        version = (int(match[1]), int(match[2]))
+        versions.add(version)
+        assert ("Idempotency-Key" in headers) == (version >= (17, 4)), sample.name
+        payload = json.loads(sample.read_text())
+        if payload.get("object_kind") == "issue":
+            assert ("type" in payload["object_attributes"]) == (version >= (17, 2)), sample.name
+    assert min(versions) < (17, 2) <= (17, 4) <= max(versions)  # both shapes are covered
 
 
 def _contains(value: Any, wanted: Any) -> bool:
@@ -414,7 +436,7 @@ EXACT: list[tuple[str, str, int, dict[str, Any], dict[str, str]]] = [
         "relations": {"project": "PLAT", "parentIssue": None},
     }, {
         "properties.resolutionDate": ".fields.resolutiondate",
-        "relations.parentIssue": ".fields.parent.key",
+        "relations.parentIssue": "if .fields.issuetype.subtask == true then .fields.parent.key else null end",
     }),
     ("jira", "project", 0, {
         "identifier": "LEDG",
@@ -486,6 +508,24 @@ EXACT: list[tuple[str, str, int, dict[str, Any], dict[str, str]]] = [
 ]
 
 
+
+
+def _exact(source: str, kind: str, position: int) -> tuple[dict[str, Any], dict[str, str]]:
+    [found] = [(e, m) for s, k, p, e, m in EXACT if (s, k, p) == (source, kind, position)]
+    return found
+
+
+# the same object in another shape of the same API: the same entity
+EXACT += [
+    # GitLab before 17.2: no `type` in the issue (the selector failed: the delivery dead-lettered)
+    ("gitlab", "issue", 1, *_exact("gitlab", "issue", 0)),
+    # the story in an epic: Jira Cloud's `fields.parent` is the epic, no parentIssue (was "PLAT-100")
+    ("jira", "issue", 2, *_exact("jira", "issue", 1)),
+    # API version 2025-03-31.basil: `current_period_end` on the items only (was null)
+    ("stripe", "subscription", 1, *_exact("stripe", "subscription", 0)),
+]
+
+
 @pytest.mark.parametrize(
     ("source", "kind", "position", "entity", "misconfigurations"),
     EXACT,
@@ -512,8 +552,8 @@ SELECTED = [
         "4b1e9d07c2f35a8e61d0b9c7a2e4f6d8c0b1a3e5", "e8d1f0a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8",
     ]),
     ("github", "pull-request", 0, ["acme/payments-api/pull/42", "acme/payments-api/pull/42"]),
-    ("gitlab", "issue", 1, ["acme/payments-api/issues/23"]),
-    ("jira", "issue", 1, ["PLAT-124", "PLAT-123"]),
+    ("gitlab", "issue", 1, ["acme/payments-api/issues/23", "acme/payments-api/issues/23"]),
+    ("jira", "issue", 1, ["PLAT-124", "PLAT-123", "PLAT-123"]),
     ("pagerduty", "incident", 1, ["Q2NKD3V8H6TJ0L", "Q2NKD3V8H6TJ0L"]),
     ("stripe", "customer", 1, ["cus_Q3kXz8VbN1rT5w"]),
 ]
@@ -598,3 +638,86 @@ def test_stripe_amounts_are_monthly_and_links_open_test_mode_objects_in_test_mod
     assert properties[0]["url"] == "https://dashboard.stripe.com/test/subscriptions/sub_1"
     [live] = customers.map_items([{"id": "cus_1", "livemode": True}]).entities
     assert live.entity["properties"]["url"] == "https://dashboard.stripe.com/customers/cus_1"
+
+
+# --------------------------------------------------------------------------- older and newer payload shapes
+@pytest.mark.parametrize(("sample", "delivery_id"), [
+    ("issue.open", "d41e8c2a-5f7b-4b09-a3c6-1e8d2f4a6b90"),  # Idempotency-Key (GitLab 17.4 on)
+    ("issue.open.gitlab-17.1", "6f1d3b58-2e4a-4c7f-9b0d-8a2c4e6f1b37"),  # X-Gitlab-Event-UUID
+])
+async def test_gitlab_issue_deliveries_before_and_since_17_2_are_written(sample: str, delivery_id: str) -> None:
+    """GitLab before 17.2 sends an issue without `type`: the selector `(.type | ascii_downcase)`
+    failed on it ("explode input must be a string") and the whole delivery was dead-lettered."""
+    config = load_config(MAPPINGS / "gitlab" / "ocean-hook.yaml", env=webhook_samples.secrets_env())
+    body, headers = webhook_samples.sample("gitlab", sample)
+    event = WebhookEvent("POST", "/webhooks/gitlab", make_headers(webhook_samples.sign("gitlab", body, headers)),
+                         body)
+    admission = admit(event, config.processors_for_path("/webhooks/gitlab"), now=None)
+    assert admission.accepted, admission.reason
+    assert admission.event.delivery_id == delivery_id
+    result = await process(admission.event, admission.processors, config.load_mapping(), DryRunTarget(None),
+                           Fetcher())
+    assert result.errors == []
+    written = [(m.entity["blueprint"], m.entity["identifier"]) for r in result.results for m in r.batch.upserts]
+    assert written == [("gitlabProject", "acme/payments-api"), ("gitlabIssue", "acme/payments-api/issues/23")]
+
+
+def test_jira_only_a_sub_task_links_to_its_parent() -> None:
+    """Jira Cloud's `fields.parent` of a story is its epic, which the selector leaves out: the
+    story linked to it, and Port created an empty jiraIssue for the epic (found by probing)."""
+    story = webhook_samples.sample_payload("jira", "issue_updated.in-epic")["issue"]
+    assert story["fields"]["issuetype"]["subtask"] is False
+    assert story["fields"]["parent"]["fields"]["issuetype"]["name"] == "Epic"
+    sub_task = webhook_samples.sample_payload("jira", "issue_created")["issue"]
+    assert sub_task["fields"]["issuetype"]["subtask"] is True
+    [issues] = mapping("jira").for_kind("issue")
+    result = issues.map_items([story, sub_task])
+    assert result.errors == []
+    assert [(m.entity["identifier"], m.entity["relations"]["parentIssue"]) for m in result.passed] == [
+        ("PLAT-123", None), ("PLAT-124", "PLAT-123"),
+    ]
+
+
+@pytest.mark.parametrize("root", [MAPPINGS, TEMPLATES])
+def test_stripe_current_period_end_before_and_since_api_version_basil(root: Path) -> None:
+    """API version 2025-03-31.basil moved `current_period_end` from the Subscription to its items:
+    the period end of every subscription came out null (found by probing)."""
+    [subscriptions] = Mapping.load(root / "stripe" / "port-app-config.yml").for_kind("subscription")
+    classic, basil = items("stripe", "subscription")
+    assert "current_period_end" not in basil and "current_period_end" in basil["items"]["data"][0]
+    without_items = {"id": "sub_2", "customer": "cus_1", "livemode": False}
+    empty_items = {**without_items, "items": {"object": "list", "data": []}}
+    result = subscriptions.map_items([classic, basil, without_items, empty_items])
+    assert result.errors == []
+    period_ends = [m.entity["properties"]["currentPeriodEnd"] for m in result.entities]
+    assert period_ends == ["2024-06-04T13:42:10Z", "2024-06-04T13:42:10Z", None, None]
+    # without either, null rather than a jq error
+    expr = subscriptions.resource.mappings["properties"]["currentPeriodEnd"]
+    assert JqQuery(expr).first(without_items) is None
+    assert JqQuery(expr).first(empty_items) is None
+
+
+def test_pagerduty_sample_links_name_the_api_collection_of_their_type() -> None:
+    """An escalation policy's `self` read `.../escalation_policys/...`: the API's path is
+    `/escalation_policies/`."""
+    links: list[tuple[str, str]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("type"), str) and isinstance(value.get("self"), str):
+                links.append((value["type"], value["self"]))
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    for sample in payload_samples("pagerduty"):
+        walk(json.loads(sample.read_text()))
+    assert {kind for kind, _ in links} >= {"escalation_policy_reference", "priority_reference", "service_reference"}
+    for kind, url in links:
+        singular = kind.removesuffix("_reference")
+        plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+        assert url.startswith("https://api.pagerduty.com/"), url
+        collection = url.split("/")[-2]  # an inbound_integration is under .../integrations/
+        assert collection == plural or plural.endswith("_" + collection), (kind, url)
