@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -69,18 +71,25 @@ def test_text_that_reorders_the_screen_or_breaks_a_line_is_spelled_out() -> None
     assert TextFormatter().format(made).endswith("title ok\\u202egnp.exe\\u2066x\\u2028y")
 
 
-def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
-    formatter = JsonFormatter()
-    logger = logging.getLogger("ocean_hook.test_logs")
+@contextlib.contextmanager
+def capturing(name: str) -> Iterator[tuple[logging.Logger, list[logging.LogRecord]]]:
+    """A logger at INFO and the records it handles, as they reach a handler."""
+    logger = logging.getLogger(name)
     captured: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = captured.append  # type: ignore[method-assign]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        for_delivery(logger, "abc-1").info("accepted for %s", "gh-pr")
+        yield logger, captured
     finally:
         logger.removeHandler(handler)
+
+
+def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
+    formatter = JsonFormatter()
+    with capturing("ocean_hook.test_logs") as (logger, captured):
+        for_delivery(logger, "abc-1").info("accepted for %s", "gh-pr")
     doc = json.loads(formatter.format(captured[0]))
     assert doc["message"] == "[abc-1] accepted for gh-pr"
     assert doc["delivery_id"] == "abc-1"
@@ -92,13 +101,7 @@ def test_json_lines_carry_utc_time_and_the_delivery_id() -> None:
 def test_a_percent_sign_in_a_delivery_id_is_logged_as_written(delivery_id: str) -> None:
     """The sender's id went into the format string: every line of the delivery became a
     "--- Logging error ---" traceback on stderr, under --quiet too (found by probing)."""
-    logger = logging.getLogger("ocean_hook.test_logs_percent")
-    captured: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = captured.append  # type: ignore[method-assign]
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with capturing("ocean_hook.test_logs_percent") as (logger, captured):
         said = for_delivery(logger, delivery_id)
         said.info("accepted for %s", "gh-pr")
         said.warning("plain")
@@ -106,8 +109,6 @@ def test_a_percent_sign_in_a_delivery_id_is_logged_as_written(delivery_id: str) 
             raise ValueError("boom")
         except ValueError:
             said.exception("failed %d times", 2)
-    finally:
-        logger.removeHandler(handler)
     assert [r.getMessage() for r in captured] == [f"[{delivery_id}] accepted for gh-pr", f"[{delivery_id}] plain",
                                                   f"[{delivery_id}] failed 2 times"]
     assert [json.loads(JsonFormatter().format(r))["delivery_id"] for r in captured] == [delivery_id] * 3
