@@ -20,7 +20,10 @@ from ocean_hook.processors.presets import PRESETS
 
 CONFIG_FILE = "ocean-hook.yaml"
 MAPPING_FILE = "port-app-config.yml"
-FILES = (CONFIG_FILE, MAPPING_FILE)
+#: the blueprints the mapping writes, to create in Port before pointing the target at it (the
+#: same as mappings/<source>/blueprints.json, which a pip install does not have)
+BLUEPRINTS_FILE = "blueprints.json"
+FILES = (CONFIG_FILE, MAPPING_FILE, BLUEPRINTS_FILE)
 DEFAULT_PORT = 8000
 
 
@@ -79,8 +82,9 @@ def template(source: str, name: str) -> str:
 
 
 def write_starter(source: str, directory: Path, *, force: bool = False) -> list[Path]:
-    """Write the config and mapping into `directory`; nothing is written if one would be lost,
-    or if one cannot be written (both are written aside first, then moved into place)."""
+    """Write the config, mapping and blueprints into `directory`; nothing is written if one
+    would be lost, or if one cannot be written (all are written aside first, then moved into
+    place)."""
     targets = [directory / name for name in FILES]
     existing = [str(p) for p in targets if p.exists() or p.is_symlink()]  # a dangling link is someone's too
     if existing and not force:
@@ -164,4 +168,6 @@ def next_steps(starter: Starter, directory: Path, secret: str | None) -> list[st
         f"       Events:  {starter.events}",
         "  5. Watch the catalog fill up (keep .ocean-hook/ out of version control):",
         f"       ocean-hook catalog list{opt}",
+        f"  6. Later, to write to Port itself: create the blueprints of {BLUEPRINTS_FILE} in Port, then",
+        "     target: {type: port} (README: \"Writing to a real Port organization\")",
     ]

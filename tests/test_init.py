@@ -43,6 +43,10 @@ def test_init_writes_a_config_that_checks_clean(tmp_path: Path, source: str) -> 
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ocean-hook.yaml").read_text() == template(source, "ocean-hook.yaml")
     assert (tmp_path / "port-app-config.yml").read_text() == template(source, "port-app-config.yml")
+    # the blueprints to create in Port: a pip install has no mappings/ folder to take them from
+    assert json.loads((tmp_path / "blueprints.json").read_text()) == json.loads(
+        (SAMPLES / source / "blueprints.json").read_text())
+    assert "blueprints.json in Port" in result.stdout
     [(name, value)] = EXPORT.findall(result.stdout)
     assert name == starter.secret_env
     if starter.secret_from_sender is None:

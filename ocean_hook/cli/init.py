@@ -20,7 +20,7 @@ Examples:
 
   ocean-hook init --source stripe --dir hooks/
 
-  ocean-hook init --force                        # overwrite ocean-hook.yaml and port-app-config.yml
+  ocean-hook init --force                        # overwrite the three files it writes
 
   secret="$(ocean-hook init --quiet)" && eval "$secret"   # write the files, export the fresh secret
 
@@ -36,7 +36,8 @@ def command(
     force: bool = typer.Option(False, "--force", help="Overwrite files that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the 'export SECRET=...' line."),
 ) -> None:
-    """[bold]Start[/] here: write ocean-hook.yaml and a mapping for one source, print the next steps."""
+    """[bold]Start[/] here: write ocean-hook.yaml, a mapping and its blueprints for one source, print the next
+    steps."""
     starter = STARTERS[str(source)]
     written = write_starter(starter.source, directory, force=force)
     secret = new_secret() if starter.secret_from_sender is None else None
