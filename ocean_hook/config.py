@@ -709,6 +709,13 @@ def _fetch(r: _Reader, path: KeyPath, raw: Any) -> FetchSpec | None:
             headers[str(name)] = str(value)
         else:  # `Authorization:` left empty would be sent as the text "None"
             r.problem((*path, "headers", str(name)), f"must be the header's value (a string), got {value!r}")
+    for name, value in raw_headers.items():
+        # `Bearer ${TOKEN}` with TOKEN set empty: the API answers 404 for a private resource
+        # without a token, and a 404 deletes the entity (a resource gone)
+        where = (*path, "headers", str(name))
+        for empty in [v for v in unset_variables(value, {}) if v in r.env and not r.env[v].strip()]:
+            if r.needed(where):
+                r.problem(where, f"environment variable {empty} is empty")
     items = r.jq((*path, "items"), raw.get("items", "."))
     if url is None or items is None:
         return None

@@ -368,6 +368,24 @@ def test_variables_are_read_in_a_processors_path_events_and_allowed_hosts(tmp_pa
     assert "environment variable EV is not set" in refused(path, {k: v for k, v in env.items() if k != "EV"})
 
 
+def test_a_fetch_token_variable_set_empty_is_a_problem(tmp_path: Path) -> None:
+    """`Authorization: Bearer ${TOKEN}` with TOKEN='' passed check; GitHub answers 404 for a
+    private repository asked without a token, and the 404 deleted its entity (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: gh
+            preset: github
+            kinds: [pull-request]
+            auth: {secret: '${GH_SECRET}'}
+            fetch: {url: .url, allowed_hosts: [api.example.com], headers: {Authorization: 'Bearer ${TOKEN}'}}
+        """)
+    assert refused(path, {"GH_SECRET": "s", "TOKEN": " "}).endswith(
+        "(key processors[0].fetch.headers.Authorization): environment variable TOKEN is empty")
+    assert load_config(path, env={"GH_SECRET": "s", "TOKEN": "t"}).processors[0].name == "gh"
+    assert load_config(path, env={"TOKEN": ""}, inspection=True, needs=("state_dir",)).processors  # only looking
+
+
 def test_a_secret_file_that_is_not_text_and_secrets_that_are_not_a_list(tmp_path: Path) -> None:
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bin")
     path = write(tmp_path, """\
