@@ -450,9 +450,6 @@ async def process(
                     await asyncio.sleep(0)
     finally:
         planned.close()
-    for kind_result in result.results:
-        if kind_result.batch.result.errors:
-            raise PipelineError("; ".join(kind_result.batch.result.errors), retryable=False)
     _refuse_what_the_target_cannot_write(result, target)
     for kind_result in result.results:
         try:
@@ -461,6 +458,10 @@ async def process(
             # Port's 4xx (schema) is final; an outage or a 429/5xx is worth another attempt
             raise PipelineError(str(exc), retryable=exc.retryable, retry_after=exc.retry_after) from exc
         result.written += applied.written
+    # items the mapping could not map fail the delivery (kept, dead-lettered, to retry once the
+    # mapping is fixed) after the others are written, as Ocean writes them and test-mapping shows
+    if errors := result.errors:
+        raise PipelineError("; ".join(errors), retryable=False)
     return result
 
 

@@ -795,3 +795,25 @@ def test_what_the_mapping_left_out_is_counted_not_silent(tmp_path: Path) -> None
     assert applied.exit_code == 0, applied.output
     assert "0 to create, 0 to update, 0 to delete, 0 unchanged (1 skipped, 1 misconfigured)" in applied.stdout
     assert "! repo: identifier is null or empty in 1 entity (jq: .id), e.g. item 0" in applied.stdout
+
+
+def test_an_item_the_mapping_cannot_map_fails_the_delivery_after_the_others_are_written(tmp_path: Path) -> None:
+    """One bad item (a number for a title) failed the whole delivery with nothing written, for
+    good, where Ocean writes the others and test-mapping shows them as creates (found by
+    probing). The others are written; the delivery still fails, kept to retry once fixed."""
+    (tmp_path / "mapping.yml").write_text(
+        "resources:\n  - kind: thing\n    port:\n      entity:\n"
+        "        mappings: {identifier: .id, title: .title, blueprint: '\"thing\"'}\n")
+    (tmp_path / "ocean-hook.yaml").write_text(
+        "mapping: mapping.yml\nprocessors:\n"
+        "  - {name: x, path: /webhooks/x, kinds: [thing], items: .things, auth: {scheme: none}}\n")
+    (tmp_path / "two.json").write_text(json.dumps({"things": [{"id": "good", "title": "fine"},
+                                                              {"id": "bad", "title": 42}]}))
+    config = tmp_path / "ocean-hook.yaml"
+    [planned] = replay_json(tmp_path / "two.json", "--config", config, "--path", "/webhooks/x", "--dry-run",
+                            exit_code=1)
+    [applied] = replay_json(tmp_path / "two.json", "--config", config, "--path", "/webhooks/x", exit_code=1)
+    for delivery in (planned, applied):
+        assert delivery["status"] == "failed"
+        assert len(delivery["errors"]) == 1 and "'title' must be a string, got 42" in delivery["errors"][0]
+    assert set(catalog(config)) == {("thing", "good")}
