@@ -10,6 +10,7 @@ written out.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -24,7 +25,13 @@ from ocean_hook.errors import ConfigError
 from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
-from ocean_hook.processors.base import ProcessorSettings, RetryPolicy, WebhookProcessor
+from ocean_hook.processors.base import (
+    AWAITED_METHODS,
+    CALLED_METHODS,
+    ProcessorSettings,
+    RetryPolicy,
+    WebhookProcessor,
+)
 from ocean_hook.processors.declarative import (
     DeclarativeProcessor,
     DeclarativeSpec,
@@ -602,11 +609,38 @@ def _python_processor(
     if not (isinstance(cls, type) and issubclass(cls, WebhookProcessor)):
         r.problem(path, f"{ref} is not a subclass of ocean_hook.processors.base.WebhookProcessor")
         return None
+    if problems := _sync_or_async_problems(cls, ref):
+        for problem in problems:
+            r.problem(path, problem)
+        return None
     try:
         return cls(settings)
     except (Exception, SystemExit) as exc:  # a user's constructor: report, don't crash
         r.problem(path, f"{ref}({settings.name!r}) failed: {exc}")
         return None
+
+
+def _sync_or_async_problems(cls: type, ref: str) -> list[str]:
+    """The class's own methods (its user bases' too, not WebhookProcessor's) defined with `def`
+    where the pipeline awaits them (a TypeError on every attempt, then a dead letter) or with
+    `async def` where it uses the answer at once (a coroutine, not the answer: a 500 at the door)."""
+    found = []
+    for name in (*AWAITED_METHODS, *CALLED_METHODS):
+        owner = next((k for k in cls.__mro__ if name in k.__dict__), WebhookProcessor)
+        method = getattr(cls, name, None)
+        if owner in WebhookProcessor.__mro__ or not inspect.isroutine(method):
+            continue
+        awaited = name in AWAITED_METHODS
+        function = inspect.unwrap(getattr(method, "__func__", method))  # what a decorator wraps
+        is_async = inspect.iscoroutinefunction(method) or (awaited and inspect.iscoroutinefunction(function))
+        if is_async == awaited:
+            continue
+        code = getattr(function, "__code__", None)
+        place = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+        found.append(f"{ref}.{name}{place} is defined with " + (
+            "def, but the pipeline awaits it: define it with async def" if awaited else
+            "async def, but the pipeline uses its answer without awaiting it: define it with def"))
+    return found
 
 
 def _import_beside(module_name: str, folder: Path) -> Any:

@@ -12,8 +12,21 @@ from typing import Any
 import aiohttp
 import pytest
 from serve_helpers import journal_depth, serve_in_process
-from webhook_samples import MAPPINGS, SECRETS, catalog, changes, replay_json, sample, secrets_env, sign, source_config
+from typer.testing import CliRunner
+from webhook_samples import (
+    MAPPINGS,
+    SECRETS,
+    catalog,
+    changes,
+    replay,
+    replay_json,
+    sample,
+    secrets_env,
+    sign,
+    source_config,
+)
 
+from ocean_hook.cli import app
 from ocean_hook.config import ConfigProblems, load_config
 from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.pipeline import admit, process
@@ -184,3 +197,109 @@ async def test_a_processor_whose_code_raises_is_500_with_the_place_named_and_not
     assert (out["status"], out["answer"]["status"]) == ("failed", 500)
     assert out["answer"]["reason"] == f"processing code failed: {where}"
 
+
+
+WRONG_KIND = "\n".join((
+    "from ocean_hook.processors.base import RawResults",
+    "from my_processor import DeployBotProcessor",
+    "",
+    "",
+    "class Hooks:  # a user's base class: its methods are the processor's too",
+    "    {hooks}",
+    "",
+    "",
+    "class Wrong(Hooks, DeployBotProcessor):",
+    "    {own}",
+    "",
+))
+
+
+def wrong_kind_module(
+    folder: Path, name: str, method: str, *, is_async: bool, in_base: bool = False
+) -> tuple[Path, int]:
+    """A module `name` whose class `Wrong` defines `method` with def or async def, in the class or
+    in its user base class: the file and the line of that def."""
+    definition = f"{'async ' if is_async else ''}def {method}(self, *args, **kwargs):\n        return RawResults()"
+    code = WRONG_KIND.format(hooks=definition if in_base else "pass", own="pass" if in_base else definition)
+    file = folder / f"{name}.py"
+    file.write_text(code)
+    return file, next(n for n, row in enumerate(code.splitlines(), 1) if f"def {method}(" in row)
+
+
+@pytest.mark.parametrize(("method", "is_async", "in_base"), [
+    ("handle_event", False, False),  # a TypeError on every attempt, retried, then a dead letter
+    ("before_processing", False, False),
+    ("after_processing", False, True),
+    ("on_error", False, True),
+    ("validate_payload", True, False),  # a coroutine where a Verdict is read: a 500 at the door
+    ("should_process_event", True, False),
+    ("could_process", True, True),
+    ("delivery_id", True, False),
+    ("order_key", True, False),
+    ("get_matching_kinds", True, False),
+    ("should_retry", True, False),
+])
+def test_def_where_awaited_or_async_def_where_not_is_a_config_problem(
+    tmp_path: Path, method: str, is_async: bool, in_base: bool
+) -> None:
+    """Found by probing: `check` passed both, and then every delivery failed at run time."""
+    config = source_config(tmp_path, "custom")
+    module = f"wrong_kind_{method}"  # a name of its own: modules are imported once per process
+    file, def_line = wrong_kind_module(config.parent, module, method, is_async=is_async, in_base=in_base)
+    text = config.read_text()
+    config.write_text(text.replace("my_processor:DeployBotProcessor", f"{module}:Wrong"))
+    line = next(n for n, row in enumerate(text.splitlines(), start=1) if row.strip().startswith("class:"))
+    with pytest.raises(ConfigProblems) as raised:
+        load_config(config, env=secrets_env())
+    should = ("async def, but the pipeline uses its answer without awaiting it: define it with def" if is_async
+              else "def, but the pipeline awaits it: define it with async def")
+    assert raised.value.problems == [f"{config}:{line} (key processors[0].class): {module}:Wrong.{method} "
+                                     f"({file}:{def_line}) is defined with {should}"]
+
+
+def test_check_and_replay_refuse_a_processor_with_def_and_async_def_swapped(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "custom")
+    wrong_kind_module(config.parent, "swapped_handle", "handle_event", is_async=False)
+    (config.parent / "swapped_validate.py").write_text(
+        "from ocean_hook.auth.base import Verdict\nfrom swapped_handle import Wrong\n\n\n"
+        "class Both(Wrong):\n    async def validate_payload(self, payload):\n        return Verdict.passed()\n")
+    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", "swapped_validate:Both"))
+    checked = CliRunner().invoke(app, ["check", "--config", str(config)], env=secrets_env())
+    assert checked.exit_code == 1, checked.output
+    output = " ".join(checked.output.split())  # rich wraps long lines
+    assert "swapped_validate:Both.handle_event" in output and "swapped_validate:Both.validate_payload" in output
+    body = tmp_path / "delivery.json"
+    body.write_bytes(sample("custom", "deployment.finished")[0])
+    replayed = replay("--config", config, "--path", "/webhooks/deploybot", body)
+    assert replayed.exit_code != 0
+    assert "define it with async def" in " ".join(replayed.output.split())
+
+
+def test_what_the_pipeline_can_call_as_it_needs_is_not_a_problem(tmp_path: Path) -> None:
+    """Decorated coroutines (functools.wraps), static and class methods, an `async def` inherited
+    from a user's base class, and WebhookProcessor's own methods all load."""
+    config = source_config(tmp_path, "custom")
+    (config.parent / "right_kinds.py").write_text(
+        "import functools\n"
+        "from my_processor import DeployBotProcessor\n\n\n"
+        "def traced(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def wrapper(*args, **kwargs):\n"
+        "        return f(*args, **kwargs)\n"
+        "    return wrapper\n\n\n"
+        "class Base(DeployBotProcessor):\n"
+        "    async def on_error(self, event, error):\n"
+        "        return None\n\n\n"
+        "class Right(Base):\n"
+        "    @traced\n"
+        "    async def handle_event(self, payload, resource, fetcher):\n"
+        "        return await super().handle_event(payload, resource, fetcher)\n\n"
+        "    @staticmethod\n"
+        "    def should_retry(error):\n"
+        "        return False\n\n"
+        "    @classmethod\n"
+        "    def get_matching_kinds(cls, event):\n"
+        "        return ['deployment']\n")
+    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", "right_kinds:Right"))
+    (processor,) = load_config(config, env=secrets_env()).processors
+    assert type(processor).__name__ == "Right"

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from ocean_hook.mapping.models import ResourceConfig
 
 
+#: what the pipeline awaits (`async def` in a subclass: a plain `def` returns a value that cannot be
+#: awaited, a TypeError on every attempt) and what it calls and reads the answer of at once
+#: (plain `def`: an `async def` returns a coroutine, not the answer). The config checks a Python
+#: processor's own methods against them when it loads the class.
+AWAITED_METHODS = ("before_processing", "handle_event", "after_processing", "on_error")
+CALLED_METHODS = ("could_process", "authenticate", "header_problem", "challenge", "should_process_event",
+                  "get_matching_kinds", "validate_payload", "delivery_id", "order_key", "should_retry")
+
+
 @dataclass
 class RawResults:
     """Raw third-party items for one (processor, kind): upserts and deletions, before mapping."""
