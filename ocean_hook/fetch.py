@@ -54,6 +54,10 @@ MiB = 1024 * 1024
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _GONE_STATUSES = frozenset({404, 410})
+#: worth another attempt, as for the Port target (`targets/port.py` RETRYABLE_STATUSES), and every 5xx
+_RETRYABLE_STATUSES = frozenset({408, 429})
+#: rate limits: GitHub answers 403 (primary and secondary limits), others 429
+_RATE_LIMIT_STATUSES = frozenset({403, 429})
 _EMPTY_STATUSES = frozenset({204, 205})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -67,8 +71,10 @@ class FetchRefused(Exception):
 class FetchError(Exception):
     """The fetch was attempted and failed.
 
-    ``retryable`` tells the worker whether the delivery is worth retrying later (429, 5xx, network);
-    ``retry_after`` is the server's ``Retry-After`` in seconds, when it gave one.
+    ``retryable`` tells the worker whether the delivery is worth retrying later (408, 429, a rate
+    limit's 403, 5xx, network); ``retry_after`` is the wait the server asked for in seconds, when it
+    gave one (``Retry-After``, or a spent rate limit's ``X-RateLimit-Reset``): the worker schedules
+    the delivery's next attempt no sooner.
     """
 
     def __init__(
@@ -350,7 +356,7 @@ class Fetcher:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=self._wait,
-            retry=retry_if_exception(lambda error: isinstance(error, FetchError) and error.retryable),
+            retry=retry_if_exception(self._retry_here),
             reraise=True,
         )
         try:
@@ -380,8 +386,17 @@ class Fetcher:
             raise FetchRefused(f"base_url {_shown(base_url)} is not a plain http(s) URL")
         return frozenset({AllowedHost(_canonical_host(host), parsed.explicit_port, parsed.scheme)})
 
+    def _retry_here(self, error: BaseException) -> bool:
+        """Retryable, and not asked to wait longer than max_wait: such a wait is not slept in the
+        worker, which holds the delivery's order key meanwhile; the FetchError's ``retry_after``
+        goes up to the worker, which schedules the delivery's next attempt no sooner."""
+        return isinstance(error, FetchError) and error.retryable and not self._waits_too_long(error)
+
+    def _waits_too_long(self, error: FetchError) -> bool:
+        return error.retry_after is not None and error.retry_after > self.max_wait
+
     def _wait(self, state: RetryCallState) -> float:
-        """The server's Retry-After when given (capped at max_wait), else jittered backoff."""
+        """The server's Retry-After when given (at most max_wait: see `_retry_here`), else jittered backoff."""
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, FetchError) and error.retry_after is not None:
             return min(error.retry_after, self.max_wait)
@@ -389,7 +404,10 @@ class Fetcher:
 
     def _final(self, error: FetchError, headers: Mapping[str, str]) -> FetchError:
         message = str(error)
-        if error.retryable:
+        if error.retryable and error.retry_after is not None and self._waits_too_long(error):
+            message += (f" (the server asked to wait {math.ceil(error.retry_after)} s, longer than the "
+                        f"{self.max_wait:g} s a fetch waits: the delivery's next attempt waits instead)")
+        elif error.retryable:
             message += f" (gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
         return FetchError(
             _scrub(message, headers.values()),
@@ -475,16 +493,58 @@ class Fetcher:
 
 
 async def _failure(response: aiohttp.ClientResponse, url: URL) -> FetchResult:
-    """404/410 mean deleted; 429 and 5xx are worth retrying; every other status is final."""
+    """404/410 mean deleted; 408, 429, 5xx and a rate limit's 403 are worth retrying; every other
+    status is final."""
     status = response.status
     if status in _GONE_STATUSES:
         return FetchResult(status, None, gone=True)
     snippet = " ".join((await response.content.read(_SNIPPET_BYTES)).decode("utf-8", "replace").split())
     message = f"HTTP {status} from {_shown(url)}" + (f": {snippet}" if snippet else "")
-    if status == 429 or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        raise FetchError(message, retryable=True, status=status, retry_after=retry_after)
+    if status in _RETRYABLE_STATUSES or status >= 500 or _rate_limited(status, response.headers):
+        raise FetchError(message, retryable=True, status=status, retry_after=_asked_to_wait(status, response.headers))
     raise FetchError(message, retryable=False, status=status)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait the server asked for: `Retry-After`, else
+    `x-ratelimit-reset` (seconds to wait, or an epoch timestamp when it is that large). None for
+    what says nothing usable (`-1`, `nan`): the backoff decides then, not an instant retry."""
+    now = time.time() if now is None else now
+    lower = {k.lower(): v for k, v in headers.items()}
+    asked = parse_retry_after(lower.get("retry-after"), now=now)
+    if asked is not None:
+        return asked
+    try:
+        number = float(lower.get("x-ratelimit-reset", "").strip())
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    return max(0.0, number - now) if number > 1e9 else number
+
+
+def _rate_limited(status: int, headers: Mapping[str, str]) -> bool:
+    """A 403 or 429 saying the quota is spent (``X-RateLimit-Remaining: 0``, GitHub's primary
+    limit) or when to come back (``Retry-After``, its secondary limits); any other 403 is final."""
+    return status in _RATE_LIMIT_STATUSES and (_quota_left(headers) == 0 or "Retry-After" in headers)
+
+
+def _quota_left(headers: Mapping[str, str]) -> float | None:
+    """``X-RateLimit-Remaining``, None when absent or not a number."""
+    try:
+        left = float(headers.get("X-RateLimit-Remaining", "").strip())
+    except ValueError:
+        return None
+    return left if math.isfinite(left) else None
+
+
+def _asked_to_wait(status: int, headers: Mapping[str, str]) -> float | None:
+    """``Retry-After``; for a rate limit without one, when its quota is spent or not reported,
+    ``X-RateLimit-Reset`` too (GitHub's epoch seconds: reset - now), read as the Port target reads
+    it. Not otherwise: GitHub sends the reset of its hourly quota on every answer, a 5xx's too."""
+    if status in _RATE_LIMIT_STATUSES and _quota_left(headers) in (None, 0):
+        return retry_after_seconds(headers)
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def _resolve(current: URL, location: str) -> str:

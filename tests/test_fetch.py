@@ -167,12 +167,90 @@ async def test_exhausted_retries_are_retryable_with_last_status(api: Upstream) -
     assert str(caught.value).endswith("(gave up after 1 attempt)")
 
 
-async def test_retry_after_is_capped_at_max_wait(api: Upstream) -> None:
+async def test_a_wait_longer_than_max_wait_is_not_slept_but_handed_to_the_worker(api: Upstream) -> None:
+    """A Retry-After of an hour was cut to max_wait and slept in the worker, which holds the
+    delivery's order key meanwhile, at every attempt (found by probing): now the fetch gives up at
+    once, retryably, with the wait asked for, and the worker schedules the next attempt."""
     url = api.on("/r", reply(429, text="", **{"Retry-After": "3600"}), reply(json=1))
     async with Fetcher(allow_loopback=True, min_wait=0.01, max_wait=0.2) as fetcher:
         started = time.monotonic()
+        with pytest.raises(FetchError) as caught:
+            await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])
+    assert time.monotonic() - started < 1
+    assert (caught.value.retryable, caught.value.status, caught.value.retry_after) == (True, 429, 3600)
+    assert api.hits() == 1
+    assert "asked to wait 3600 s, longer than the 0.2 s a fetch waits" in str(caught.value)
+    assert "gave up after" not in str(caught.value)
+
+
+async def test_a_wait_of_max_wait_exactly_is_slept(api: Upstream) -> None:
+    url = api.on("/r", reply(503, text="", **{"Retry-After": "0.3"}), reply(json=1))
+    async with Fetcher(allow_loopback=True, min_wait=0.01, max_wait=0.3) as fetcher:
         assert (await fetcher.get_json(url, headers={}, allowed_hosts=[api.host])).data == 1
-    assert time.monotonic() - started < 2
+    assert api.hits() == 2 and api.seen[1][2] - api.seen[0][2] >= 0.28
+
+
+def github_rate_limit(status: int = 403, *, left: int = 0, reset_in: float = 3600, **headers: str) -> Reply:
+    """GitHub's rate limit answer: its quota headers, the reset in epoch seconds."""
+    quota = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(left),
+             "X-RateLimit-Reset": str(int(time.time() + reset_in)), "X-RateLimit-Resource": "core"}
+    message = "API rate limit exceeded" if left == 0 else "You have exceeded a secondary rate limit"
+    return reply(status, json={"message": message}, **quota, **headers)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_a_spent_rate_limit_waits_until_its_reset(api: Upstream, fetcher: Fetcher, status: int) -> None:
+    """A 403 with X-RateLimit-Remaining: 0 (GitHub's primary rate limit) was final: the delivery
+    was dead-lettered at once; and X-RateLimit-Reset was read by nobody, a 429's neither."""
+    url = api.on("/r", github_rate_limit(status, reset_in=2), reply(json={"id": 1}))
+    assert (await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])).data == {"id": 1}
+    assert api.hits() == 2
+    assert api.seen[1][2] - api.seen[0][2] >= 0.9  # until the reset (1 to 2 s away), not the 0.01 s backoff
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_a_spent_rate_limit_resetting_later_than_max_wait_goes_to_the_worker(api: Upstream, fetcher: Fetcher,
+                                                                                   status: int) -> None:
+    url = api.on("/r", github_rate_limit(status, reset_in=600), reply(json=1))
+    with pytest.raises(FetchError) as caught:
+        await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])
+    assert (caught.value.retryable, caught.value.status) == (True, status)
+    assert caught.value.retry_after is not None and 590 < caught.value.retry_after <= 600
+    assert api.hits() == 1
+
+
+async def test_a_secondary_rate_limit_403_honours_retry_after(api: Upstream, fetcher: Fetcher) -> None:
+    """GitHub's secondary rate limits: a 403 with Retry-After, quota left."""
+    url = api.on("/r", github_rate_limit(403, left=4000, **{"Retry-After": "1"}), reply(json=[2]))
+    assert (await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])).data == [2]
+    assert api.hits() == 2
+    assert api.seen[1][2] - api.seen[0][2] >= 0.95  # Retry-After, not the reset an hour away
+
+
+@pytest.mark.parametrize("answer", [
+    reply(403, json={"message": "Resource not accessible by integration"}),
+    github_rate_limit(403, left=4999),  # GitHub's quota headers come with every answer
+])
+async def test_any_other_403_is_final(api: Upstream, fetcher: Fetcher, answer: Reply) -> None:
+    url = api.on("/r", answer, reply(json=1))
+    with pytest.raises(FetchError) as caught:
+        await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])
+    assert (caught.value.retryable, caught.value.status, caught.value.retry_after) == (False, 403, None)
+    assert api.hits() == 1
+
+
+async def test_the_reset_of_a_quota_left_is_no_wait_asked(api: Upstream, fetcher: Fetcher) -> None:
+    """A 502 or a 429 with quota left carries the hourly reset too: backoff, not an hour's wait."""
+    url = api.on("/r", github_rate_limit(502, left=4999), github_rate_limit(429, left=10), reply(json=3))
+    assert (await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])).data == 3
+    assert api.hits() == 3
+
+
+async def test_408_is_retried(api: Upstream, fetcher: Fetcher) -> None:
+    """A 408 was final (the Port target retries it)."""
+    url = api.on("/r", reply(408, text="request timeout"), reply(json={"id": 8}))
+    assert (await fetcher.get_json(url, headers=AUTH, allowed_hosts=[api.host])).data == {"id": 8}
+    assert api.hits() == 2
 
 
 @pytest.mark.parametrize("status", [404, 410])

@@ -15,10 +15,10 @@ from port_server import FakePort
 from ocean_hook import __version__
 from ocean_hook.check import check
 from ocean_hook.config import ConfigProblems, load_config
+from ocean_hook.fetch import retry_after_seconds
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets import PortTarget, TargetError, build_target
 from ocean_hook.targets import port as port_module
-from ocean_hook.targets.port import retry_after_seconds
 
 UA = f"ocean-hook/{__version__}/hook"
 BULK = "/v1/blueprints/service/entities/bulk"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -55,7 +54,7 @@ from yarl import URL
 from ocean_hook import __version__
 from ocean_hook.bodies import read_at_most
 from ocean_hook.entity import Entity, EntityKey, entity_key, mapped_fields
-from ocean_hook.fetch import parse_retry_after
+from ocean_hook.fetch import retry_after_seconds
 from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.outcomes import outcome_key
@@ -145,24 +144,6 @@ def port_message(body: Any, status: int) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:300]
     return f"HTTP {status}"
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The wait the server asked for: `Retry-After` (read as the fetch stage reads it), else
-    `x-ratelimit-reset` (seconds to wait, or an epoch timestamp when it is that large). None for
-    what says nothing usable (`-1`, `nan`): the backoff decides then, not an instant retry."""
-    now = time.time() if now is None else now
-    lower = {k.lower(): v for k, v in headers.items()}
-    asked = parse_retry_after(lower.get("retry-after"), now=now)
-    if asked is not None:
-        return asked
-    try:
-        number = float(lower.get("x-ratelimit-reset", "").strip())
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number < 0:
-        return None
-    return max(0.0, number - now) if number > 1e9 else number
 
 
 @dataclass(frozen=True)
