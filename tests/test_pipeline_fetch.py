@@ -210,19 +210,70 @@ async def test_a_retry_after_from_the_api_sets_the_next_attempt_in_the_journal(t
     assert len(jira.requests) == 1
 
 
+@pytest.mark.parametrize(("status", "asked"), [
+    (429, {"Retry-After": "120"}),
+    (403, {"Retry-After": "120", "X-RateLimit-Remaining": "4000"}),  # GitHub's secondary rate limit
+    (403, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "+120"}),  # its primary one: epoch seconds
+], ids=["429-retry-after", "403-retry-after", "403-ratelimit-reset"])
+async def test_a_long_wait_asked_is_not_slept_in_the_worker(tmp_path: Path, jira: FakeJira, status: int,
+                                                          asked: dict[str, str]) -> None:
+    """A Retry-After longer than the fetcher's 30 s was cut to 30 s and slept in the worker at each
+    attempt, the delivery's order key held all along; and a GitHub rate limit's 403 was dead-lettered
+    at once (found by probing). Now: one request, the attempt recorded failed at once, the next one
+    two minutes later."""
+    write_config(tmp_path, jira)  # fetch attempts: 3
+    config_path = tmp_path / "ocean-hook.yaml"
+    doc = yaml.safe_load(config_path.read_text())
+    doc["processors"][0]["retry"] = {"max_retries": 5, "initial_retry_delay_seconds": 0.05,
+                                     "max_retry_delay_seconds": 600}
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if asked.get("X-RateLimit-Reset") == "+120":
+        asked = {**asked, "X-RateLimit-Reset": str(int(time.time()) + 121)}
+    jira.script = [(status, asked)] * 3
+    event = event_from_capture(partial_issue_delivery(f"{jira.url}/rest/api/2/issue/20417"), where="test")
+    env = {**secrets_env(), "JIRA_API_TOKEN": TOKEN}
+    async with serve_in_process(config_path, env=env) as server, aiohttp.ClientSession() as http:
+        async with http.post(server.url + event.path, data=event.body, headers=dict(event.headers)) as response:
+            assert response.status == 202
+        sent = time.time()
+        [failed] = await wait_for(lambda: _failed(server.state_dir), timeout=5, what="the failed attempt recorded")
+    assert failed.updated_at - sent < 3  # not 2 x 30 s slept first
+    assert 115 < failed.next_attempt_at - failed.updated_at <= 121
+    assert len(jira.requests) == 1
+    assert f"HTTP {status}" in failed.last_error
+    assert "longer than the 30 s a fetch waits: the delivery's next attempt waits instead" in failed.last_error
+
+
 async def _failed(state_dir: Path) -> list[Any] | None:
     found = [d for d in await journal_deliveries(state_dir) if d.state.value == "failed"]
     return found or None
 
 
-async def test_a_404_among_several_urls_deletes_only_the_item_of_that_url(tmp_path: Path) -> None:
-    """One URL of two answering 404 deleted both items, the one just fetched with a 200 too
-    (found by probing)."""
+@dataclass
+class ItemsApi:
+    """GET /items/<id>: `{"item": {...}}`; `gone` answers 404, `odd` a shape `.item` finds nothing in."""
 
+    host: str
+    config: Config
+
+    def delivery(self, *urls: str | None, ids: tuple[str, ...] = ()) -> dict[str, Any]:
+        things = [{"id": i or f"t{n}", "url": u} for n, (i, u) in enumerate(zip(ids or (None,) * len(urls), urls,
+                                                                                 strict=True))]
+        return {"method": "POST", "path": "/many", "headers": [["Content-Type", "application/json"]],
+                "body": json.dumps({"things": things})}
+
+    def url(self, ident: str) -> str:
+        return f"http://{self.host}/items/{ident}"
+
+
+@pytest.fixture
+async def items_api(tmp_path: Path) -> AsyncIterator[ItemsApi]:
     async def item(request: web.Request) -> web.Response:
         ident = request.match_info["id"]
         if ident == "gone":
             return web.json_response({"error": "not found"}, status=404)
+        if ident == "odd":
+            return web.json_response([{"id": ident}])
         return web.json_response({"item": {"id": ident, "name": f"fetched {ident}"}})
 
     app = web.Application()
@@ -240,21 +291,54 @@ async def test_a_404_among_several_urls_deletes_only_the_item_of_that_url(tmp_pa
         "processors": [{"name": "many", "path": "/many", "kinds": ["thing"], "auth": {"scheme": "none"},
                         "items": ".things", "fetch": {"url": ".things[].url", "allowed_hosts": [host],
                                                       "items": ".item"}}]}))
+    yield ItemsApi(host, load_config(tmp_path / "ocean-hook.yaml", env={}))
+    await runner.cleanup()
+
+
+async def test_a_404_among_several_urls_deletes_only_the_item_of_that_url(items_api: ItemsApi) -> None:
+    """One URL of two answering 404 deleted both items, the one just fetched with a 200 too
+    (found by probing)."""
+    config, url = items_api.config, items_api.url
+    assert (await run(config, items_api.delivery(url("m1"), url("m2"), ids=("m1", "m2")))).status == "processed"
+    assert set(catalog(config)) == {("thing", "m1"), ("thing", "m2")}
+    outcome = await run(config, items_api.delivery(url("m1"), url("gone"), ids=("m1", "m2")))  # m2's is gone now
+    assert changes(outcome.to_json()) == [("delete", "thing", "m2")]
+    assert set(catalog(config)) == {("thing", "m1")}
+
+
+async def test_an_item_with_no_url_keeps_its_place_and_is_not_deleted(items_api: ItemsApi) -> None:
+    """An item without a URL was dropped from the list of URLs: the one URL left was taken for
+    the whole payload's, and its 404 deleted every item (found by probing)."""
+    config, url = items_api.config, items_api.url
+    assert (await run(config, items_api.delivery(url("keep"), ids=("keep",)))).status == "processed"
+    outcome = await run(config, items_api.delivery(None, url("gone"), ids=("keep", "y1")))
+    assert changes(outcome.to_json()) == []  # y1 was never there; keep has no URL: left as it is
+    assert set(catalog(config)) == {("thing", "keep")}
+
+
+async def test_an_answer_fetch_items_finds_nothing_in_fails_the_delivery(items_api: ItemsApi) -> None:
+    """An API answering another shape than `fetch.items` expects made every delivery "applied:
+    0 to create, 0 to update" (found by probing)."""
+    outcome = await run(items_api.config, items_api.delivery(items_api.url("odd")))
+    assert outcome.status == "failed"
+    assert outcome.error == (f"fetch.items '.item' gives nothing for the answer of {items_api.url('odd')} "
+                             "(not retryable)")
+
+
+async def test_items_are_picked_with_their_numbers_as_sent(tmp_path: Path) -> None:
+    """`items:` went through jq's doubles: id 1234567890123456789 was written as ...768, and
+    1.0 as 1, where test-mapping and Ocean keep them (found by probing)."""
+    (tmp_path / "m.yml").write_text("resources:\n  - kind: thing\n    port:\n      entity:\n        mappings:\n"
+                                    "          identifier: .id | tostring\n          title: .v | tostring\n"
+                                    "          blueprint: '\"thing\"'\n")
+    (tmp_path / "ocean-hook.yaml").write_text(yaml.safe_dump({
+        "mapping": "m.yml", "state_dir": "state",
+        "processors": [{"name": "p", "path": "/p", "kinds": ["thing"], "auth": {"scheme": "none"},
+                        "items": ".data.things"}]}))
     config = load_config(tmp_path / "ocean-hook.yaml", env={})
-
-    def delivery(*ids: str) -> dict[str, Any]:
-        body = {"things": [{"id": i, "url": f"http://{host}/items/{i}"} for i in ids]}
-        return {"method": "POST", "path": "/many", "headers": [["Content-Type", "application/json"]],
-                "body": json.dumps(body)}
-
-    try:
-        assert (await run(config, delivery("m1", "m2"))).status == "processed"
-        both = {("thing", "m1"), ("thing", "m2")}
-        assert set(catalog(config)) == both
-        doc = delivery("m1", "m2")
-        doc["body"] = doc["body"].replace("/items/m2", "/items/gone")  # m2's resource is gone now
-        outcome = await run(config, doc)
-        assert changes(outcome.to_json()) == [("delete", "thing", "m2")]
-        assert set(catalog(config)) == {("thing", "m1")}
-    finally:
-        await runner.cleanup()
+    body = '{"data": {"things": [{"id": 1234567890123456789, "v": 1.0}, {"id": 7, "v": 1e2}]}}'
+    outcome = await run(config, {"method": "POST", "path": "/p", "headers": [["Content-Type", "application/json"]],
+                                 "body": body})
+    assert outcome.status == "processed", outcome.error
+    assert {key: entity["title"] for key, entity in catalog(config).items()} == {
+        ("thing", "1234567890123456789"): "1.0", ("thing", "7"): "100.0"}

@@ -193,6 +193,19 @@ class SimplePath:
         equal = _equals(expected)
         return cls(keys, equal if found["op"] == "==" else lambda value: not equal(value))
 
+    def pick(self, value: Any) -> Any:
+        """The value at the path, as it is in `value` (no comparison), or UNSUPPORTED where only
+        jq can say (a path through a list or a string)."""
+        if self.compare is not None:
+            return UNSUPPORTED
+        for key in self.keys:
+            if value is None:
+                return None
+            if type(value) is not dict:
+                return UNSUPPORTED
+            value = value.get(key)
+        return value
+
     def __call__(self, value: Any) -> Any:
         """The one output, or UNSUPPORTED."""
         for key in self.keys:
@@ -310,6 +323,13 @@ class JqQuery:
         if result is not UNSUPPORTED:
             return [result]
         return list(self._input(value))
+
+    def select(self, value: Any) -> list[Any]:
+        """`all`, except that a plain path picks its part of `value` as Python code would: the
+        part is handed on, not printed, so no number goes through jq's doubles on the way
+        (1234567890123456789 came out ...768, and 1.0 as 1, before the mapping saw them)."""
+        picked = UNSUPPORTED if self._simple is None else self._simple.pick(value)
+        return self.all(value) if picked is UNSUPPORTED else [picked]
 
     def _input(self, value: Any) -> Any:
         """jq's outputs for `value`; the binding serializes it first, which a value nested deeper

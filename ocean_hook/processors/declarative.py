@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocean_hook.auth.base import Verdict
 from ocean_hook.events import WebhookEvent
-from ocean_hook.fetch import FetchRefused
+from ocean_hook.fetch import FetchError, FetchRefused
 from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
 
@@ -67,6 +67,14 @@ def _values(query: JqQuery, value: Any) -> list[Any]:
     """Every output, errors as none: a matching or extraction jq that fails matches nothing."""
     try:
         return query.all(value)
+    except ValueError:
+        return []
+
+
+def _selected(query: JqQuery, value: Any) -> list[Any]:
+    """The parts `query` selects of `value` (`JqQuery.select`), nulls left out; errors as none."""
+    try:
+        return [v for v in query.select(value) if v is not None]
     except ValueError:
         return []
 
@@ -151,10 +159,7 @@ class DeclarativeProcessor(WebhookProcessor):
         """`items:` outputs; a single list output is the list of items."""
         if self.spec.items is None:
             return [payload]
-        found = [v for v in _values(self.spec.items, payload) if v is not None]
-        if len(found) == 1 and isinstance(found[0], list):
-            return found[0]
-        return found
+        return _as_items(_selected(self.spec.items, payload))
 
     def is_deletion(self, payload: Any) -> bool:
         return self.spec.delete_when is not None and _truthy(self.spec.delete_when, payload)
@@ -170,26 +175,36 @@ class DeclarativeProcessor(WebhookProcessor):
     async def _fetch(self, payload: Any, items: list[Any], spec: FetchSpec, fetcher: Fetcher) -> RawResults:
         """The latest resource from the source API; a 404 there means it is gone: delete it."""
         results = RawResults()
-        urls = [u for u in _values(spec.url, payload) if isinstance(u, str) and u]
+        outputs = _values(spec.url, payload)  # one per item, some maybe null: places are kept
+        urls = [(n, u) for n, u in enumerate(outputs) if isinstance(u, str) and u]
         if not urls:  # a typo in `url:` would otherwise make every delivery a silent no-op
             raise FetchRefused(f"fetch.url '{spec.url.expr}' gives no URL (a non-empty string) for this payload")
-        for n, url in enumerate(urls):
+        for n, url in urls:
             fetched = await fetcher.get_json(
                 url, headers=spec.headers, allowed_hosts=spec.allowed_hosts, base_url=spec.base_url
             )
             if fetched.gone:
-                results.deleted += _gone_items(items, urls, n)
+                results.deleted += _gone_items(items, len(outputs), n)
                 continue
-            found = [v for v in _values(spec.items, fetched.data) if v is not None]
-            results.updated += found[0] if len(found) == 1 and isinstance(found[0], list) else found
+            found = _selected(spec.items, fetched.data)
+            if not found:  # an answer of another shape than `items:` expects: nothing is not "no change"
+                raise FetchError(f"fetch.items '{spec.items.expr}' gives nothing for the answer of "
+                                 f"{url.partition('?')[0]}", retryable=False)
+            results.updated += _as_items(found)
         return results
 
 
-def _gone_items(items: list[Any], urls: list[str], n: int) -> list[Any]:
-    """The items whose resource the `n`th URL said is gone. One URL: the payload's items are
-    that resource. Several, one per item (`url: .things[].url` beside `items: .things`): the item
-    in the same place. Otherwise none can be told: deleting them all deleted the items whose own
-    fetch had just succeeded."""
-    if len(urls) == 1:
+def _as_items(found: list[Any]) -> list[Any]:
+    """One list selected is the list of items."""
+    return found[0] if len(found) == 1 and isinstance(found[0], list) else found
+
+
+def _gone_items(items: list[Any], urls: int, n: int) -> list[Any]:
+    """The items whose resource the URL in place `n` (of `urls` outputs of `fetch.url`, nulls
+    counted) said is gone. One URL: the payload's items are that resource. Several, one per item
+    (`url: .things[].url` beside `items: .things`): the item in the same place; an item with no
+    URL keeps its place (dropping it paired the next item's 404 with it, and deleted it). Otherwise
+    none can be told: deleting them all deleted the items whose own fetch had just succeeded."""
+    if urls == 1:
         return items
-    return [items[n]] if len(urls) == len(items) else []
+    return [items[n]] if urls == len(items) else []
