@@ -580,7 +580,12 @@ _QUERY = re.compile(r"(https?://[^\s'\"?#]*)[?#][^\s'\"]*")
 
 def _describe(error: BaseException) -> str:
     """An error for a message, without the query string of any URL it quotes (aiohttp quotes them)."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return without_queries(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+
+
+def without_queries(text: str) -> str:
+    """`text` with the query string and fragment of every URL it quotes left out: API keys ride
+    there (`?api_key=...`), and error messages go to logs and dead letters."""
     return _QUERY.sub(r"\1", text)
 
 

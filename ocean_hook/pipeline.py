@@ -28,7 +28,7 @@ from ocean_hook.diff import Change, plan_changes, summarize
 from ocean_hook.entity import Entity, EntityKey, entity_key, is_search_query
 from ocean_hook.errors import quoted
 from ocean_hook.events import WebhookEvent, new_delivery_id
-from ocean_hook.fetch import Fetcher, FetchRefused
+from ocean_hook.fetch import Fetcher, FetchRefused, without_queries
 from ocean_hook.jsontext import JsonProblem
 from ocean_hook.mapping.engine import CHUNK, MappedEntity, Mapping, MapResult, ResourceMapper
 from ocean_hook.mapping.jq import jq_can_read
@@ -241,9 +241,11 @@ def admit(
 
 
 def _raised(exc: BaseException) -> str:
+    """What processing code raised, and where; URLs it quotes lose their query strings, as the
+    fetch stage's own errors do (code calling an API with `?api_key=` put the key in the log)."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (in {frames[-1].name}, {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{type(exc).__name__}: {without_queries(str(exc))}{where}"
 
 
 def _admit(

@@ -73,6 +73,8 @@ class Misbehaving(WebhookProcessor):
             return {"updated": [payload]}  # type: ignore[return-value]
         if self.mode in ("raise", "on_error_raises", "should_retry_raises"):
             raise KeyError("handle boom")
+        if self.mode == "url_with_key":  # as aiohttp's raise_for_status() says it
+            raise RuntimeError("403, message='Forbidden', url='https://api.example.com/x?api_key=ghp_Secret123#frag'")
         return RawResults(updated=[payload])
 
     async def after_processing(self, event: WebhookEvent) -> None:
@@ -116,6 +118,9 @@ async def run(mode: str) -> PipelineError:
      False),
     ("kinds_str", r"bad: get_matching_kinds must return a list of kinds, got \"thing\"", False),
     ("kinds_unknown", r"bad: kind 'nope' is not in the mapping \(kinds: thing\)", False),
+    # found by probing: the API key went to the log and the dead letter
+    ("url_with_key", r"RuntimeError: 403, message='Forbidden', url='https://api.example.com/x' \(in handle_event",
+     True),
 ])
 async def test_each_hook_that_fails_is_one_failed_attempt_naming_it(mode: str, message: str, retryable: bool) -> None:
     """Before, a failing before/after_processing escaped as itself (replay ended in a traceback),
