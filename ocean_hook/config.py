@@ -422,7 +422,7 @@ def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:
     """The top-level `fetch:` block, checked here: `serve` builds its Fetcher from it."""
     r.unknown_keys(("fetch",), raw, FETCH_KEYS)
     kept = dict(raw)
-    checks = (("timeout_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+    checks = (("timeout_seconds", lambda v: _seconds_or_count(v) and v > 0,
                "must be a number of seconds, > 0"),
               ("attempts", lambda v: _whole(v) and v >= 1, "must be a whole number, 1 or more"),
               ("allow_loopback", lambda v: isinstance(v, bool), "must be true or false"))
@@ -431,6 +431,11 @@ def _fetch_client(r: _Reader, raw: dict[str, Any]) -> dict[str, Any]:
             r.problem(("fetch", key), f"{rule}, got {raw[key]!r}")
             del kept[key]
     return kept
+
+
+def _seconds_or_count(value: Any) -> bool:
+    """A finite number from 0 to LONGEST_DURATION (`.inf` and `.nan` are numbers to YAML)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= LONGEST_DURATION
 
 
 def _whole(value: Any) -> bool:
@@ -578,8 +583,9 @@ def _retry(r: _Reader, path: KeyPath, raw: dict[str, Any]) -> RetryPolicy:
     values: dict[str, Any] = {}
     for key in RETRY_KEYS & set(raw):
         value = raw[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            r.problem((*path, key), "must be a non-negative number")
+        if not _seconds_or_count(value):  # .inf: never retried, its order key blocked; .nan: at once
+            r.problem((*path, key), f"must be a non-negative number (at most {LONGEST_DURATION:.0f}), "
+                                    f"got {value!r}")
         elif key == "max_retries" and not _whole(value):  # 2.5 read as 2 would hide the typo
             r.problem((*path, key), f"must be a whole number, got {value!r}")
         else:

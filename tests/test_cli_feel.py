@@ -410,3 +410,17 @@ def test_the_catalog_needs_no_queue_variable(tmp_path: Path) -> None:
                                 env={"COLUMNS": "300", UNSET: None})
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith(f"error: no local catalog at {tmp_path / 'state' / 'catalog.db'} yet")
+
+
+async def test_a_next_attempt_no_clock_shows_is_listed_as_it_is(tmp_path: Path) -> None:
+    """A retry delay of .inf (refused now) left a journal whose `deliveries list` ended in an
+    OverflowError (found by probing)."""
+    config = write_config(tmp_path)
+    async with await SqliteJournal.open(tmp_path / "state" / "journal.db") as journal:
+        await journal.put(Delivery("far", "POST", "/webhooks/github", [], b"{}", 0.0))
+        [claimed] = await journal.claim(1)
+        await journal.retry_later(claimed, "boom", 1e300)
+    listed = await asyncio.to_thread(CliRunner().invoke, app, ["deliveries", "list", "--config", str(config)],
+                                     env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert "│ far " in listed.stdout and "1e+300" in listed.stdout

@@ -320,6 +320,9 @@ PROCESSOR = "processors: [{name: x, path: /x, kinds: [pull-request], auth: {sche
     ("fetch: {timeout_seconds: abc}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got 'abc'"),
     ("fetch: {timeout_seconds: [1]}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got [1]"),
     ("fetch: {attempts: 0}", "fetch.attempts", "must be a whole number, 1 or more, got 0"),
+    # found by probing: every fetch dead-lettered with aiohttp's OverflowError
+    ("fetch: {timeout_seconds: .inf}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got inf"),
+    ("fetch: {timeout_seconds: .nan}", "fetch.timeout_seconds", "must be a number of seconds, > 0, got nan"),
     ("fetch: {allow_loopback: maybe}", "fetch.allow_loopback", "must be true or false, got 'maybe'"),
 ])
 def test_settings_that_used_to_pass_and_misbehave_are_problems(tmp_path: Path, block: str, key: str,
@@ -328,6 +331,18 @@ def test_settings_that_used_to_pass_and_misbehave_are_problems(tmp_path: Path, b
     a bad `fetch:` value passed `check` and ended `serve` in a traceback."""
     path = write(tmp_path, f"mapping: m.yml\n{block}\n{PROCESSOR}\n")
     assert refused(path) == f"{path}:2 (key {key}): {problem}"
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-1", "1e12"])
+def test_a_retry_delay_that_is_no_number_of_seconds_is_a_problem(tmp_path: Path, value: str) -> None:
+    """`.inf` passed: the delivery was never retried, its order key blocked, and `deliveries
+    list` ended in an OverflowError; `.nan` retried at once (found by probing)."""
+    processor = PROCESSOR.replace("kinds: [pull-request]",
+                                  f"kinds: [pull-request], retry: {{initial_retry_delay_seconds: {value}}}")
+    assert processor != PROCESSOR
+    path = write(tmp_path, f"mapping: m.yml\n{processor}\n")
+    assert "(key processors[0].retry.initial_retry_delay_seconds): must be a non-negative number (at most " in (
+        refused(path))
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:18441", "localhost", "10.0.0.7:8080", "[::1]:9000"])

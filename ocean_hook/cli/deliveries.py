@@ -55,7 +55,12 @@ def _on_queue(config: Path, queue: str | None, work: Callable[[Queue], Awaitable
 
 
 def _when(ts: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+    """A local time; a time no clock shows (a journal written before retry delays were capped)
+    as it is, not an OverflowError."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
+    except (OverflowError, OSError, ValueError, TypeError):
+        return str(ts)
 
 
 @app.command("list", epilog="""
