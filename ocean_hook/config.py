@@ -44,6 +44,8 @@ from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+#: `export NAME=...` or `NAME=value`, upper case as variables are (base64's `=` ends its text)
+_SHELL_ASSIGNMENT = re.compile(r"^(?:export\s+[A-Za-z_]\w*=|[A-Z_][A-Z0-9_]*=\S)")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -478,11 +480,14 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
     preset = PRESETS.get(preset_name) if isinstance(preset_name, str) else None
     if preset_name is not None and preset is None:
         r.problem((*path, "preset"), f"unknown preset {preset_name!r} (known: {', '.join(PRESETS)})")
-    name = raw.get("name") or (preset.name if preset else None)
+    # a written value, however empty or false (`name: no` is YAML's false), is the value: the
+    # preset's stands in only for one not written
+    name = raw.get("name", preset.name if preset else None)
     if not isinstance(name, str) or not name:
-        r.problem((*path, "name"), "every processor needs a 'name'")
+        shown = "" if "name" not in raw else f", got {name!r}" + (" (quote it)" if isinstance(name, bool) else "")
+        r.problem((*path, "name"), f"every processor needs a 'name'{shown}")
         name = f"processor-{path[-1]}"
-    route = r.expand((*path, "path"), raw.get("path")) or (preset.path if preset else None)
+    route = r.expand((*path, "path"), raw["path"]) if "path" in raw else (preset.path if preset else None)
     if not isinstance(route, str) or not route.startswith("/"):
         r.problem((*path, "path"), f"needs a URL path starting with '/', got {route!r}")
         route = "/"
@@ -571,7 +576,10 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
         except UnicodeDecodeError:
             r.problem((*path, "secret_file"), f"secret file {file} is not UTF-8 text")
         else:
-            if content:
+            if _SHELL_ASSIGNMENT.match(content):  # the README's webhook-secret.sh, say: every delivery a 401
+                r.problem((*path, "secret_file"), f"secret file {file} holds a shell assignment "
+                                                  f"({content.split('=')[0]}=...), not the secret alone")
+            elif content:
                 secrets.append(content)
             else:
                 r.problem((*path, "secret_file"), f"secret file {file} is empty")
@@ -707,6 +715,7 @@ def _delivery_id(r: _Reader, path: KeyPath, raw: Any, preset: Any) -> list[Deliv
         if not isinstance(source, dict) or not ({"header", "headers", "query"} & set(source)):
             r.problem(where, "must be {header: NAME}, {headers: [A, B]} or {query: JQ}")
             continue
+        r.unknown_keys(where, source, {"header", "headers", "query"})
         names = r.string_list(where, source.get("headers", source.get("header")))
         out.append(DeliveryIdSource(headers=names, query=r.jq(where, source.get("query"))))
     return out

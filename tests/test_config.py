@@ -120,6 +120,42 @@ def test_secret_file_and_unknown_keys(tmp_path: Path) -> None:
                                    "mapping, processors, queue, server, state_dir, target)"]
 
 
+@pytest.mark.parametrize(("written", "key", "problem"), [
+    # found by probing: each fell back to the preset's value, silently
+    ("name: no", "name", "every processor needs a 'name', got False (quote it)"),
+    ("name: ''", "name", "every processor needs a 'name', got ''"),
+    ("path: ''", "path", "needs a URL path starting with '/', got ''"),
+    ("path: 0", "path", "needs a URL path starting with '/', got 0"),
+    # found by probing: a misspelled key of a delivery id source was ignored
+    ("delivery_id: {header: X-Id, heder: Y}", "delivery_id",
+     "unknown key 'heder' (known: header, headers, query)"),
+])
+def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written: str, key: str,
+                                                         problem: str) -> None:
+    path = write(tmp_path, f"""\
+        mapping: m.yml
+        processors:
+          - {{preset: github, kinds: [pull-request], auth: {{scheme: none}}, {written}}}
+        """)
+    assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
+
+
+@pytest.mark.parametrize("content", ["export GITHUB_WEBHOOK_SECRET=3f9a\n", "GITHUB_WEBHOOK_SECRET=3f9a"])
+def test_a_secret_file_holding_a_shell_assignment_is_a_problem(tmp_path: Path, content: str) -> None:
+    """`secret_file: webhook-secret.sh`, the README's file: the secret was the whole line, and
+    every delivery a 401 (found by probing). A base64 secret's padding is no assignment."""
+    (tmp_path / "s.sh").write_text(content)
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: github, secret_file: s.sh}}
+        """)
+    assert refused(path).endswith(f"secret file {tmp_path / 's.sh'} holds a shell assignment "
+                                  f"({content.split('=')[0]}=...), not the secret alone")
+    (tmp_path / "s.sh").write_text("c2VjcmV0IQ==\n")
+    assert load_config(path, env={}).processors[0].name == "x"
+
+
 @pytest.mark.parametrize(
     ("route", "problem"),
     [
