@@ -120,12 +120,22 @@ class Config:
     #: the file as read, for the line of a key in messages about it
     source: YamlDocument | None = None
 
-    def where(self, *path: str) -> str:
+    def where(self, *path: str | int) -> str:
         """`file:line (key target)`: where a problem found after loading is to be fixed."""
         return self.source.where(path) if self.source is not None else f"{self.file} (key {dotted(path)})"
 
     def load_mapping(self) -> CompiledMapping:
-        return CompiledMapping.load(self.mapping_path, allow_env=self.allow_env_in_jq)
+        """The mapping, which must have every kind a processor feeds: `check` refuses one it
+        lacks, and `serve` started and dead-lettered every delivery of it."""
+        mapping = CompiledMapping.load(self.mapping_path, allow_env=self.allow_env_in_jq)
+        problems = [
+            f"{self.where('processors', i, 'kinds')}: processor '{p.name}' feeds kind '{kind}', which the mapping "
+            f"{self.mapping_path.name} does not have (kinds: {', '.join(mapping.kinds) or 'none'})"
+            for i, p in enumerate(self.processors) for kind in p.settings.kinds if kind not in mapping.kinds
+        ]
+        if problems:
+            raise ConfigProblems(problems)
+        return mapping
 
     def processors_for_path(self, path: str) -> list[WebhookProcessor]:
         return [p for p in self.processors if p.path == path]

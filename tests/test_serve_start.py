@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from serve_helpers import ServeProcess, hook_env, journal_depth, write_config
+from serve_helpers import ServeProcess, github_processor, hook_env, journal_depth, write_config
 
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -159,3 +159,19 @@ def test_verbose_and_quiet_together_are_refused(tmp_path: Path) -> None:
     """`-q -v` was taken as quiet without a word (found by probing)."""
     result = serve(write_config(tmp_path), "-v", "-q", "--port", "0")
     assert (result.returncode, result.stderr) == (2, "error: give --verbose or --quiet, not both\n")
+
+
+def test_a_kind_the_mapping_lacks_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """`check` refused it; `serve` started, answered 202 and dead-lettered every delivery
+    (found by probing). `replay` says the same."""
+    config = write_config(tmp_path, processors=[github_processor(kinds=["pull-requests"])])
+    result = serve(config, "--port", "0")
+    said = (f"error: {config}:8 (key processors[0].kinds): processor 'gh-pr' feeds kind 'pull-requests', which "
+            "the mapping mapping.yml does not have (kinds: pull-request)")
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, said), result.stderr
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "p.json").write_text("{}")
+    replayed = subprocess.run([sys.executable, "-m", "ocean_hook", "replay", "--config", str(config), "--path",
+                               "/webhooks/github", str(tmp_path / "p.json")],
+                              capture_output=True, text=True, timeout=30, env={**os.environ, **hook_env()})
+    assert (replayed.returncode, replayed.stderr.splitlines()[-1]) == (2, said), replayed.stderr
