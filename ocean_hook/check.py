@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.config import Config, ConfigProblems, load_config, unset_variables, written_password
+from ocean_hook.config import Config, ConfigProblems, beside, load_config, unset_variables, written_password
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds
 from ocean_hook.runtime import journal_path, one_file_for_both
@@ -132,7 +132,8 @@ class _RawConfig:
 
     def state_dir(self) -> Path:
         value = self.data.get("state_dir")
-        return Path(self.doc.file).parent / (value if isinstance(value, str) and "${" not in value else ".ocean-hook")
+        return beside(Path(self.doc.file).parent, value if isinstance(value, str) and "${" not in value
+                      else ".ocean-hook")
 
     def integration(self) -> str:
         """As written, when it can be one (else the config's own problem names it, once)."""
@@ -143,7 +144,7 @@ class _RawConfig:
         value = self.data.get("mapping")
         if not isinstance(value, str) or not value or "${" in value:
             return None
-        return Path(self.doc.file).parent / value
+        return beside(Path(self.doc.file).parent, value)
 
     @staticmethod
     def name(item: dict[str, Any], index: int) -> str:

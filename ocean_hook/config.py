@@ -326,7 +326,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         if not unset:
             r.problem(("mapping",), "needs the path of a Port port-app-config mapping file")
         mapping = ""
-    mapping_path = (base / mapping) if mapping else base
+    mapping_path = beside(base, mapping) if mapping else base
     if mapping and not mapping_path.is_file() and not unset:
         r.problem(("mapping",), f"mapping file {mapping_path} not found")
     state_raw = raw.get("state_dir", ".ocean-hook")
@@ -334,7 +334,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     if (not isinstance(state_value, str) or not state_value) and not unset_variables(state_raw, r.env):
         r.problem(("state_dir",), f"must be a directory path, got {state_value!r}")
         state_value = ".ocean-hook"
-    state_dir = base / state_value
+    state_dir = beside(base, state_value)
     if state_dir.exists() and not state_dir.is_dir():
         where: KeyPath = ("state_dir",) if "state_dir" in raw else ()  # else the default, on no line
         r.problem(where, f"state_dir {state_dir} (journal and local catalog) exists and is not a directory")
@@ -409,13 +409,19 @@ def _integration(r: _Reader, raw: dict[str, Any]) -> str:
     return value
 
 
+def beside(base: Path, path: str) -> Path:
+    """A path the config names, read from the config's folder (not from wherever the command
+    runs), `~` as the user's home: `state_dir: ~/state` made a folder named '~'."""
+    return base / Path(path).expanduser()
+
+
 def _beside(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """A `path:` of the target or queue read from the config's folder, as `mapping` and
-    `state_dir` are: it was read from wherever the command ran, so `serve` and `catalog` run
-    from two folders used two catalogs."""
+    """A `path:` of the target or queue, read as every path of the config is (`beside`): it was
+    read from wherever the command ran, so `serve` and `catalog` run from two folders used two
+    catalogs."""
     path = spec.get("path")
     if isinstance(path, str) and path:
-        return {**spec, "path": str(base / Path(path).expanduser())}
+        return {**spec, "path": str(beside(base, path))}
     return spec
 
 
@@ -578,7 +584,7 @@ def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list
         elif _VAR.match(value.strip()) and value.strip()[2:-1] in r.env and (r.inspection or r.needed(where)):
             r.problem(where, f"environment variable {value.strip()[2:-1]} is empty")
     if "secret_file" in raw and r.needed((*path, "secret_file")):
-        file = base / str(r.expand((*path, "secret_file"), raw["secret_file"]))
+        file = beside(base, str(r.expand((*path, "secret_file"), raw["secret_file"])))
         try:
             content = file.read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ocean_hook.check import check
 from ocean_hook.config import ConfigProblems, load_config, parse_duration
 from ocean_hook.errors import ConfigError
 from ocean_hook.events import WebhookEvent, make_headers
@@ -138,6 +139,28 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
           - {{preset: github, kinds: [pull-request], auth: {{scheme: none}}, {written}}}
         """)
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
+
+
+def test_a_tilde_is_the_home_folder_in_every_path_of_the_config(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only target.path and queue.path read `~`: `state_dir: ~/state` made a folder named '~'
+    beside the config (the journal, in queue.path, went home), and `mapping: ~/m.yml` was not
+    found (found by probing)."""
+    home = tmp_path / "home"
+    (home / "maps").mkdir(parents=True)
+    (home / "maps" / "m.yml").write_text(MAPPING)
+    (home / "secret.txt").write_text("s3cret\n")
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "project").mkdir()
+    path = write(tmp_path / "project", """\
+        mapping: ~/maps/m.yml
+        state_dir: ~/state
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: github, secret_file: ~/secret.txt}}
+        """)
+    config = load_config(path, env={})
+    assert (config.mapping_path, config.state_dir) == (home / "maps" / "m.yml", home / "state")
+    assert check(path, env={}).ok
 
 
 @pytest.mark.parametrize("content", ["export GITHUB_WEBHOOK_SECRET=3f9a\n", "GITHUB_WEBHOOK_SECRET=3f9a"])
