@@ -181,6 +181,9 @@ class _Reader:
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
         self.problems: list[str] = []
+        #: the places whose `${VAR}`s are read, and jq programs, read as written on purpose
+        #: (see `unread_variables`)
+        self._read: set[KeyPath] = set()
 
     def problem(self, path: KeyPath, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -214,7 +217,12 @@ class _Reader:
         return self.secrets or not ("auth" in path and {"secret", "secrets", "secret_file"} & set(path))
 
     def expand(self, path: KeyPath, value: Any) -> Any:
+        self._read.add(tuple(path))
         if isinstance(value, str):
+            if "${" in _VAR.sub("", value):  # else `${A:-b}` or `${ A }` was used as written
+                self._once(path, f"only ${{NAME}} is read from the environment (no default, spaces or nesting), "
+                                 f"got {value!r}")
+
             def sub(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in self.env:
@@ -229,7 +237,34 @@ class _Reader:
             return [self.expand((*path, i), v) for i, v in enumerate(value)]
         return value
 
+    def _once(self, path: KeyPath, message: str) -> None:
+        """A problem of a value read twice (a block, then one of its keys) said once."""
+        said = f"{self.doc.where(path)}: {message}"
+        if said not in self.problems:
+            self.problems.append(said)
+
+    def unread_variables(self, value: Any, path: KeyPath = ()) -> None:
+        """`${VAR}` where none is read (a processor's name, kinds, server or retry numbers): it
+        was taken as written, silently."""
+        if any(path[:len(done)] == done for done in self._read):
+            return
+        if isinstance(value, str) and "${" in value:
+            where = f"{self.doc.where(path)}: "
+            said = next((i for i, p in enumerate(self.problems) if p.startswith(where)), None)
+            if said is None:
+                self.problem(path, f"is read as written: ${{VAR}} is not read from the environment here, got "
+                                   f"{value!r}")
+            else:  # `workers: '${W}'` "must be a positive whole number": say why
+                self.problems[said] += f" (${{VAR}} is not read from the environment here, got {value!r})"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.unread_variables(item, (*path, str(key)))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.unread_variables(item, (*path, i))
+
     def jq(self, path: KeyPath, value: Any, *, allow_env: bool = False) -> JqQuery | None:
+        self._read.add(tuple(path))
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
@@ -306,6 +341,7 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, inspe
     doc = load_yaml(file)
     reader = _Reader(doc, env, inspection=inspection, needs=needs, secrets=secrets, overridden=overridden)
     config = _build(doc, reader, file)
+    reader.unread_variables(doc.data)
     if reader.problems:
         raise ConfigProblems(reader.problems)
     assert config is not None

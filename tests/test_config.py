@@ -141,6 +141,27 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
 
 
+def test_a_variable_where_none_is_read_and_forms_that_are_no_variable_are_problems(tmp_path: Path) -> None:
+    """`name: gh-${ENV}`, `workers: '${W}'` and `${INTEGRATION:-ocean-hook}` were taken as
+    written, silently: the README says `${VAR}` anywhere (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        integration: '${INTEGRATION:-ocean-hook}'
+        server: {workers: '${W}'}
+        processors:
+          - {name: 'gh-${ENV}', path: /x, kinds: [pull-request], auth: {scheme: none}, validate: ['."${x}" == 1']}
+        """)
+    problems = refused(path, {"INTEGRATION": "i", "W": "2", "ENV": "prod"}).splitlines()[1:]
+    assert [p.strip().split(": ", 1)[1] for p in problems] == [
+        "must be a positive whole number (${VAR} is not read from the environment here, got '${W}')",
+        "only ${NAME} is read from the environment (no default, spaces or nesting), got "
+        "'${INTEGRATION:-ocean-hook}'",
+        "is read as written: ${VAR} is not read from the environment here, got 'gh-${ENV}'",
+    ]  # the jq program is read as written on purpose
+    assert [p.strip().split(" (key ")[1].split(")")[0] for p in problems] == [
+        "server.workers", "integration", "processors[0].name"]
+
+
 def test_a_tilde_is_the_home_folder_in_every_path_of_the_config(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Only target.path and queue.path read `~`: `state_dir: ~/state` made a folder named '~'
