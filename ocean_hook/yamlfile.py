@@ -20,20 +20,32 @@ def dotted(path: KeyPath) -> str:
     return out
 
 
+@dataclass(frozen=True)
+class Written:
+    """Where the parts of one value were written: for each key (or list index), the line it is on
+    and where its own parts are. A value and every alias of it (`*name`) share one."""
+
+    parts: dict[str | int, tuple[int, Written | None]] = field(default_factory=dict)
+
+
 @dataclass
 class YamlDocument:
     """Plain Python data plus the line of every key, list element and scalar."""
 
     file: str
     data: Any
-    lines: dict[KeyPath, int] = field(default_factory=dict)
+    top: int | None = None  # the line the document's value starts on
+    written: Written | None = None
 
     def line(self, path: KeyPath) -> int | None:
         """The line of `path`, or of its nearest known ancestor."""
-        probe = tuple(path)
-        while probe and probe not in self.lines:
-            probe = probe[:-1]
-        return self.lines.get(probe)
+        line, written = self.top, self.written
+        for part in path:
+            entry = written.parts.get(part) if written else None
+            if entry is None:
+                break
+            line, written = entry
+        return line
 
     def where(self, path: KeyPath) -> str:
         """`file:line (key a.b[0].c)` for the nearest known ancestor of `path`."""
@@ -50,51 +62,113 @@ class _DuplicateKey(Exception):
         self.path, self.line, self.first = path, line, first
 
 
+# An alias stands for the whole value it names, so a few lines of aliases of aliases ("billion
+# laughs") stand for billions of values: built once and shared they cost nothing here, but every
+# walk over the data (checks, ${VAR} expansion) would visit each copy. A config shares a handful of
+# settings; more than this many values repeated through aliases is refused.
+MAX_ALIASED = 100_000
+
+
+class _TooManyAliased(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
 _MERGE = "tag:yaml.org,2002:merge"
+_Built = tuple[Any, Written | None, int]  # the value, where its parts were written, how many values it holds
 
 
-def _merge(node: yaml.Node, path: KeyPath, out: dict[Any, Any], lines: dict[KeyPath, int], loader: Any) -> None:
-    """`<<: *anchor` (or a list of them): keys of the anchored mappings not already in `out`,
-    with the lines they were written on; a key written after the merge replaces it."""
-    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    for source in sources:
-        if not isinstance(source, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(None, None, "<< merges mappings only", source.start_mark)
-        found: dict[KeyPath, int] = {}
-        for key, value in _construct(source, path, found, loader).items():
-            if key not in out:
-                out[key] = value
-                child = (*path, str(key))
-                lines.update({p: n for p, n in found.items() if p[: len(child)] == child})
+class _Builder:
+    """Plain data from PyYAML's node graph, each node built once (as PyYAML's own constructor does):
+    an alias shares the value (and the lines) of its anchor, however many times it is used."""
 
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.built: dict[yaml.Node, _Built] = {}
+        self.building: set[yaml.Node] = set()
+        self.aliased = 0  # values repeated through aliases, counted as if each were written out
 
-def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], loader: Any) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
+    def build(self, node: yaml.Node, path: KeyPath, line: int) -> _Built:
+        """`node`, found at `path` on `line` (where the alias is, when it is one)."""
+        done = self.built.get(node)
+        if done is not None:
+            self.aliased += done[2]
+            if self.aliased > MAX_ALIASED:
+                raise _TooManyAliased(line)
+            return done
+        if node in self.building:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias is used inside the value it names (a loop)", node.start_mark)
+        self.building.add(node)
+        if isinstance(node, yaml.MappingNode):
+            done = self._mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            done = self._sequence(node, path)
+        else:
+            done = (self.loader.construct_object(node, deep=True), None, 1)
+        self.building.discard(node)
+        self.built[node] = done
+        return done
+
+    def _sequence(self, node: yaml.SequenceNode, path: KeyPath) -> _Built:
+        out: list[Any] = []
+        parts: dict[str | int, tuple[int, Written | None]] = {}
+        size = 1
+        for i, item in enumerate(node.value):
+            line = item.start_mark.line + 1  # of the anchor, for an alias: PyYAML keeps no line for `*name`
+            value, where, count = self.build(item, (*path, i), node.start_mark.line + 1 if item in self.built else line)
+            out.append(value)
+            parts[i] = (line, where)
+            size += count
+        return out, Written(parts), size
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> _Built:
         out: dict[Any, Any] = {}
+        parts: dict[str | int, tuple[int, Written | None]] = {}
+        size = 1
         written: set[str] = set()  # keys written out here (a key merged in with << may be overridden)
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE:
-                _merge(value_node, path, out, lines, loader)
+                size += self._merge(value_node, path, out, parts, key_node.start_mark.line + 1)
                 continue
-            key = loader.construct_object(key_node, deep=True)
+            key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:  # `? [a, b]`: a list as a key
                 raise yaml.constructor.ConstructorError(
                     None, None, "a key must be a plain value (text or a number), not a list or a mapping",
                     key_node.start_mark)
             name = str(key)
-            child = (*path, name)
+            line = key_node.start_mark.line + 1
             # PyYAML would keep the last silently: a line of config ignored; `1` and `"1"` name
             # the same field once read as text
             if name in written:
-                raise _DuplicateKey(child, key_node.start_mark.line + 1, lines[child])
+                raise _DuplicateKey((*path, name), line, parts[name][0])
             written.add(name)
-            lines[child] = key_node.start_mark.line + 1
-            out[key] = _construct(value_node, child, lines, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(n, (*path, i), lines, loader) for i, n in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+            value, where, count = self.build(value_node, (*path, name), line)
+            out[key] = value
+            # all of a key written here is where it is written: none of the lines of a value it
+            # overrides (one merged in with <<) are kept
+            parts[name] = (line, where)
+            size += count
+        return out, Written(parts), size
+
+    def _merge(self, node: yaml.Node, path: KeyPath, out: dict[Any, Any],
+               parts: dict[str | int, tuple[int, Written | None]], line: int) -> int:
+        """`<<: *anchor` (or a list of them): keys of the anchored mappings not already in `out`,
+        with the lines they were written on; a key written after the merge replaces it."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        size = 0
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(None, None, "<< merges mappings only", source.start_mark)
+            value, where, count = self.build(source, path, line)
+            size += count
+            for key, item in value.items():
+                if key not in out:
+                    out[key] = item
+                    entry = where.parts.get(str(key)) if where else None
+                    if entry is not None:
+                        parts[str(key)] = entry
+        return size
 
 
 def parse_yaml(text: str, file: str) -> YamlDocument:
@@ -107,8 +181,9 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
                           ) from None
     try:
         node = loader.get_single_node()
-        lines: dict[KeyPath, int] = {}
-        data = None if node is None else _construct(node, (), lines, loader)
+        if node is None:
+            return YamlDocument(file=file, data=None)
+        data, written, _ = _Builder(loader).build(node, (), node.start_mark.line + 1)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}" if mark else file
@@ -120,9 +195,12 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
     except _DuplicateKey as dup:
         raise ConfigError(f"duplicate key '{dup.path[-1]}' (first at line {dup.first}; YAML keys must be unique)",
                           where=f"{file}:{dup.line} (key {dotted(dup.path)})") from None
+    except _TooManyAliased as many:
+        raise ConfigError(f"invalid YAML: the aliases (*name) up to here stand for more than {MAX_ALIASED:,} values "
+                          "when written out: use fewer", where=f"{file}:{many.line}") from None
     finally:
         loader.dispose()
-    return YamlDocument(file=file, data=data, lines=lines)
+    return YamlDocument(file=file, data=data, top=node.start_mark.line + 1, written=written)
 
 
 def load_yaml(path: str | Path) -> YamlDocument:
