@@ -26,6 +26,7 @@ answers are JSON as payloads are (`jsontext`: no NaN, no nesting past Python's l
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import functools
 import ipaddress
@@ -317,6 +318,18 @@ class Fetcher:
         self.allow_loopback = allow_loopback
         self._backoff = wait_exponential(multiplier=min_wait, max=max_wait) + wait_random(0, min_wait)
         self._session: aiohttp.ClientSession | None = None
+        self._answers: dict[Any, FetchResult] | None = None  # see for_one_delivery
+
+    def for_one_delivery(self) -> Fetcher:
+        """This fetcher (its session, its settings) for one delivery's processing: a URL asked
+        for again, by the next resource of the mapping, say, is answered with the first answer.
+        One request where there were as many as resources (each spending the API's rate limit),
+        and every resource mapped from the same version of the resource. Never closed: the
+        session is this fetcher's."""
+        self._client()
+        view = copy.copy(self)
+        view._answers = {}
+        return view
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -353,6 +366,17 @@ class Fetcher:
 
         Raises FetchRefused before sending anything, or FetchError after retries.
         """
+        key = (url, tuple(headers.items()), tuple(allowed_hosts), base_url)
+        if self._answers is not None and key in self._answers:
+            return self._answers[key]
+        answer = await self._get_json(url, headers=headers, allowed_hosts=allowed_hosts, base_url=base_url)
+        if self._answers is not None:
+            self._answers[key] = answer
+        return answer
+
+    async def _get_json(
+        self, url: str, *, headers: Mapping[str, str], allowed_hosts: Sequence[str], base_url: str | None
+    ) -> FetchResult:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=self._wait,

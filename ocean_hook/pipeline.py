@@ -431,6 +431,7 @@ async def process(
     a mapping error or a target that rejected the entity (Port's 4xx).
     """
     result = ProcessResult(event.delivery_id or "")
+    fetcher = fetcher.for_one_delivery()
     for processor in processors:
         result.results += await _run_processor(event, processor, mapping, fetcher)
     keep_what_another_resource_maps([r.batch for r in result.results])

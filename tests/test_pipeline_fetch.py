@@ -255,6 +255,7 @@ class ItemsApi:
 
     host: str
     config: Config
+    asked: list[str]  # the paths requested, in order
 
     def delivery(self, *urls: str | None, ids: tuple[str, ...] = ()) -> dict[str, Any]:
         things = [{"id": i or f"t{n}", "url": u} for n, (i, u) in enumerate(zip(ids or (None,) * len(urls), urls,
@@ -268,7 +269,10 @@ class ItemsApi:
 
 @pytest.fixture
 async def items_api(tmp_path: Path) -> AsyncIterator[ItemsApi]:
+    asked: list[str] = []
+
     async def item(request: web.Request) -> web.Response:
+        asked.append(request.path)
         ident = request.match_info["id"]
         if ident == "gone":
             return web.json_response({"error": "not found"}, status=404)
@@ -291,7 +295,7 @@ async def items_api(tmp_path: Path) -> AsyncIterator[ItemsApi]:
         "processors": [{"name": "many", "path": "/many", "kinds": ["thing"], "auth": {"scheme": "none"},
                         "items": ".things", "fetch": {"url": ".things[].url", "allowed_hosts": [host],
                                                       "items": ".item"}}]}))
-    yield ItemsApi(host, load_config(tmp_path / "ocean-hook.yaml", env={}))
+    yield ItemsApi(host, load_config(tmp_path / "ocean-hook.yaml", env={}), asked)
     await runner.cleanup()
 
 
@@ -314,6 +318,21 @@ async def test_an_item_with_no_url_keeps_its_place_and_is_not_deleted(items_api:
     outcome = await run(config, items_api.delivery(None, url("gone"), ids=("keep", "y1")))
     assert changes(outcome.to_json()) == []  # y1 was never there; keep has no URL: left as it is
     assert set(catalog(config)) == {("thing", "keep")}
+
+
+async def test_a_url_is_fetched_once_for_every_resource_of_the_mapping(items_api: ItemsApi, tmp_path: Path) -> None:
+    """Each resource of the kind fetched the resource again: three requests of the API's rate
+    limit where one would do, and each resource could see another version (found by probing)."""
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(mapping.read_text() + mapping.read_text().removeprefix("resources:\n").replace(
+        '\"thing\"', '\"thing-copy\"'))
+    config = load_config(tmp_path / "ocean-hook.yaml", env={})
+    outcome = await run(config, items_api.delivery(items_api.url("a1"), ids=("a1",)))
+    assert outcome.status == "processed", outcome.error
+    assert set(catalog(config)) == {("thing", "a1"), ("thing-copy", "a1")}
+    assert items_api.asked == ["/items/a1"]
+    await run(config, items_api.delivery(items_api.url("a1"), ids=("a1",)))  # a delivery later: asked again
+    assert items_api.asked == ["/items/a1"] * 2
 
 
 async def test_an_answer_fetch_items_finds_nothing_in_fails_the_delivery(items_api: ItemsApi) -> None:
