@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import traceback
 from collections.abc import Iterator, Sequence
 from collections.abc import Mapping as MappingABC
@@ -37,6 +38,9 @@ from ocean_hook.mapping.models import MappingFlags
 from ocean_hook.overlay import Overlay
 from ocean_hook.processors.base import RawResults, WebhookProcessor
 from ocean_hook.targets.base import SEARCH_QUERY_ERROR, Target, TargetError
+
+log = logging.getLogger("ocean_hook.pipeline")
+
 
 # ------------------------------------------------------------------------------ map and diff
 
@@ -507,6 +511,7 @@ async def _run_processor(
         return results
     except asyncio.CancelledError as exc:
         if _being_cancelled():  # the worker is being stopped: not the processor's failure
+            await _tell_cancelled(processor)
             raise
         error: BaseException = exc
     except (KeyboardInterrupt, GeneratorExit):
@@ -514,6 +519,15 @@ async def _run_processor(
     except BaseException as exc:
         error = exc
     raise await _failure(error, event, processor) from error
+
+
+async def _tell_cancelled(processor: WebhookProcessor) -> None:
+    """Ocean's `cancel()` hook: the processing was cut short (a stop's timeout), the delivery
+    stays to run again. What it raises is logged: the stop goes on."""
+    try:
+        await processor.cancel()
+    except Exception as exc:
+        log.warning("%s: cancel raised %s", processor.name, _raised(exc))
 
 
 def _being_cancelled() -> bool:

@@ -228,3 +228,38 @@ async def test_an_entity_one_resource_maps_is_not_deleted_by_another_resources_s
         assert (await catalog.get_entities([("thing", "e1")]))[("thing", "e1")]["title"] == "from a"
     finally:
         await catalog.close()
+
+
+class Slow(Misbehaving):
+    """Its handle_event waits until cancelled; `cancel` notes that it was told."""
+
+    def __init__(self, cancel_raises: bool) -> None:
+        super().__init__("slow")
+        self.started = asyncio.Event()
+        self.told = 0
+        self.cancel_raises = cancel_raises
+
+    async def handle_event(self, payload: Any, resource: Any, fetcher: Fetcher) -> RawResults:
+        self.started.set()
+        await asyncio.sleep(60)
+        return RawResults()
+
+    async def cancel(self) -> None:
+        self.told += 1
+        if self.cancel_raises:
+            raise RuntimeError("cancel boom")
+
+
+@pytest.mark.parametrize("cancel_raises", [False, True])
+async def test_processing_cut_short_tells_the_processor_through_cancel(cancel_raises: bool) -> None:
+    """`cancel()` was never called, though the README says it can be overridden as in Ocean
+    (found by probing): a stop's timeout cuts processing short, and the processor is told."""
+    processor = Slow(cancel_raises)
+    admission = admit(event(), [processor], now=None)
+    mapping = Mapping(parse_port_app_config(ONE_RESOURCE))
+    running = asyncio.create_task(process(admission.event, [processor], mapping, DryRunTarget(), Fetcher()))
+    await asyncio.wait_for(processor.started.wait(), 5)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert processor.told == 1
