@@ -721,10 +721,16 @@ def _import_beside(module_name: str, folder: Path) -> Any:
     if added:
         sys.path.insert(0, entry)
     try:
-        return importlib.import_module(module_name)
+        module = importlib.import_module(module_name)
     finally:
         if added and entry in sys.path:
             sys.path.remove(entry)
+    top = module_name.partition(".")[0]
+    shadowed = folder / f"{top}.py"
+    if top in sys.stdlib_module_names and shadowed.is_file():  # `queue.py` beside the config: Python's wins
+        raise ImportError(f"'{top}' is a module of Python's own, loaded before {shadowed}: rename "
+                          f"{shadowed.name}")
+    return module
 
 
 def _spec(r: _Reader, path: KeyPath, raw: dict[str, Any], preset: Any) -> DeclarativeSpec:

@@ -127,13 +127,16 @@ def test_a_class_that_cannot_be_loaded_is_a_config_problem(tmp_path: Path) -> No
     (tmp_path / "custom" / "not_a_processor.py").write_text("class Thing:\n    pass\n")
     (tmp_path / "custom" / "exits_at_import.py").write_text("raise SystemExit(3)\n")
     (tmp_path / "custom" / "broken.py").write_text("def x(:\n")
-    for ref, message in (
+    (tmp_path / "custom" / "calendar.py").write_text("class Proc:\n    pass\n")  # found by probing: a
+    for ref, message in (  # "has no attribute 'Proc'" blamed the class, not the name
         ("exits_at_import:X", "importing exits_at_import failed: SystemExit: 3"),
         ("broken:X", "importing broken failed: SyntaxError: invalid syntax"),
         ("no_such_module:X", "cannot import no_such_module:X"),
         ("my_processor:Missing", "cannot import my_processor:Missing"),
         ("not_a_processor:Thing", "not a subclass of ocean_hook.processors.base.WebhookProcessor"),
         ("my_processor", "must be 'package.module:ClassName'"),
+        ("calendar:Proc", f"'calendar' is a module of Python's own, loaded before "
+                          f"{tmp_path / 'custom' / 'calendar.py'}: rename calendar.py"),
     ):
         config.write_text(text.replace("my_processor:DeployBotProcessor", ref))
         with pytest.raises(ConfigProblems) as raised:
