@@ -20,7 +20,7 @@ from typing import Any
 
 from ocean_hook.config import Config, ConfigProblems, beside, load_config, unset_variables, written_password
 from ocean_hook.errors import ConfigError
-from ocean_hook.mapping.problems import collect_problems, mapping_kinds
+from ocean_hook.mapping.problems import collect_problems, mapping_kinds, mapping_warnings
 from ocean_hook.runtime import journal_path, one_file_for_both
 from ocean_hook.sqlitefiles import foreign_file_problem
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
@@ -79,6 +79,7 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
     elif not unset and mapping is not None and mapping.is_file():
         allow_env = config.allow_env_in_jq if config else raw.allow_env
         report.problems += collect_problems(mapping, allow_env=allow_env)
+        report.warnings += mapping_warnings(mapping)
         kinds = mapping_kinds(mapping)
         if kinds is not None:  # else its YAML problem is reported: which kinds it lacks is unknown
             report.kinds = kinds

@@ -15,7 +15,7 @@ from ocean_hook.cli import app
 from ocean_hook.config import load_config
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.engine import Mapping, MappingCompileError
-from ocean_hook.mapping.problems import collect_problems
+from ocean_hook.mapping.problems import collect_problems, mapping_warnings
 from ocean_hook.targets.local import LocalCatalog
 
 GOOD_MAPPING = """\
@@ -387,3 +387,61 @@ def test_a_secret_variable_set_but_empty_is_a_problem_with_no_env_too(tmp_path: 
     result = run_check(path, "--no-env", env={"GH_SECRET": ""})
     assert result.exit_code == 1
     assert f"{path}:7 (key processors[0].auth.secret): environment variable GH_SECRET is empty" in result.stdout
+
+
+# ------------------------------------------------------------------------------- near misses, references
+def test_a_key_that_nearly_is_ports_is_a_warning_and_the_check_still_passes(tmp_path: Path) -> None:
+    """`deleteDependentEntites: false` and `selectr:` were taken in silence, their defaults in force
+    (found by probing): a warning each, with its line, as the mapping may hold keys of its own."""
+    path = write(tmp_path, mapping="deleteDependentEntites: false\n" + GOOD_MAPPING.replace("selector:", "selectr:"))
+    mapping = tmp_path / "m.yml"
+    result = run_check(path, env={"GH_SECRET": "s"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines() == ["ok: 1 processor, 1 kind"]
+    assert result.stderr.splitlines() == [
+        f"warning: {mapping}:1 (key deleteDependentEntites): unknown key; did you mean 'deleteDependentEntities'?",
+        f"warning: {mapping}:4 (key resources[0].selectr): unknown key; did you mean 'selector'?",
+    ]
+    as_json = json.loads(run_check(path, "--format", "json", env={"GH_SECRET": "s"}).stdout)
+    assert as_json["ok"] is True and len(as_json["warnings"]) == 2
+    assert run_check(path, "--quiet", env={"GH_SECRET": "s"}).output == ""
+
+
+def test_a_resource_with_several_problems_has_them_all_listed_in_one_run(tmp_path: Path) -> None:
+    """An `identifer` typo, an unquoted date and a jq error took three runs of check (found by probing)."""
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(GOOD_MAPPING.replace("identifier:", "identifer:") + "          title: 2024-01-01\n"
+                       "          properties:\n            url: .html_url)\n            readme: file://README.md\n")
+    assert collect_problems(mapping) == [
+        f"{mapping}:8 (key resources[0].port.entity.mappings.identifer): unknown key 'identifer': an entity "
+        "mapping has identifier, title, blueprint, team, icon, properties, relations; did you mean 'identifier'?",
+        f"{mapping}:10 (key resources[0].port.entity.mappings.title): must be a jq expression (a string), got "
+        "the date 2024-01-01: quote it",
+        f"{mapping}:12 (key resources[0].port.entity.mappings.properties.url): resource kind 'pull-request', "
+        "field properties.url: jq does not compile: syntax error, unexpected INVALID_CHARACTER, expecting end of "
+        "file at <top-level>, line 1, column 10 (expression: .html_url))",
+    ]
+
+
+def test_an_integration_reference_as_items_to_parse_is_one_problem_for_check_and_the_loader(tmp_path: Path) -> None:
+    """It passed check, then test-mapping, serve and replay stopped with a jq traceback (found by probing)."""
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(GOOD_MAPPING.replace("    port:\n", "    port:\n      itemsToParse: file://items.json\n"))
+    problems = collect_problems(mapping)
+    assert problems == [f"{mapping}:6 (key resources[0].port.itemsToParse): resource kind 'pull-request', field "
+                        "port.itemsToParse: 'file://items.json' is a reference that only Ocean's git integrations "
+                        "resolve (file://, search://), not jq: ocean-hook cannot read it, and this field needs a jq "
+                        "expression"]
+    with pytest.raises(ConfigError) as caught:
+        Mapping.load(mapping)
+    assert str(caught.value) == problems[0]
+
+
+SHIPPED = sorted(Path(__file__).parent.parent.glob("mappings/*/port-app-config.yml")) + sorted(
+    Path(__file__).parent.parent.glob("ocean_hook/templates/*/port-app-config.yml"))
+
+
+@pytest.mark.parametrize("mapping", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}")
+def test_the_shipped_mappings_have_no_problem_and_no_warning(mapping: Path) -> None:
+    assert collect_problems(mapping) == []
+    assert mapping_warnings(mapping) == []

@@ -881,3 +881,61 @@ def test_a_search_query_identifier_is_shown_as_json_in_a_misconfiguration_exampl
     found.add([MappedEntity("svc", {"identifier": query, "blueprint": "svc"}, True, {"properties.x": ".x"}, 3)])
     [(_, _, _, count, example)] = found.rows()
     assert count == 1 and json.loads(example) == query
+
+
+# ------------------------------------------------------------------------------- near misses, references
+@pytest.mark.parametrize("fmt", ["text", "json", "markdown"])
+def test_a_key_that_nearly_is_ports_is_a_warning_on_stderr_and_strict_fails_on_it(files: dict[str, Path],
+                                                                                   fmt: str) -> None:
+    """`deleteDependentEntites: false` and `selectr:` were taken in silence (found by probing): a
+    warning on stderr, as `check` says it, the document on stdout as it was; --strict fails on it as
+    on a misconfigured field."""
+    mapping = files["mapping"]
+    mapping.write_text("deleteDependentEntites: false\n" + MAPPING.replace("  - kind: repository\n",
+                                                                          "  - kind: repository\n    selectr: {}\n"))
+    clean = files["data"].parent / "clean.json"
+    clean.write_text(json.dumps(ITEMS[:2]))
+    args = ["-m", mapping, "-d", clean, "-k", "pull-request", "-f", fmt]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning")] == [
+        f"warning: {mapping}:1 (key deleteDependentEntites): unknown key; did you mean 'deleteDependentEntities'?",
+        f"warning: {mapping}:19 (key resources[1].selectr): unknown key; did you mean 'selector'?",
+    ]
+    if fmt == "json":
+        assert json.loads(result.stdout)["summary"]["create"] == 2
+    assert invoke(*args, "--strict").exit_code == 1
+    mapping.write_text(MAPPING)
+    assert invoke(*args, "--strict").exit_code == 0
+
+
+def test_quiet_leaves_the_warnings_out_unless_strict_fails_on_them(files: dict[str, Path]) -> None:
+    files["mapping"].write_text(MAPPING.replace("selector:", "selectr:"))
+    args = ["-m", files["mapping"], "-d", files["data"], "-k", "repository", "-q"]
+    assert invoke(*args).stderr == ""
+    strict = invoke(*args, "--strict")
+    assert strict.exit_code == 1
+    assert strict.stderr == (f"warning: {files['mapping']}:3 (key resources[0].selectr): unknown key; did you mean "
+                             "'selector'?\n")
+
+
+@pytest.mark.parametrize("place", ["port.itemsToParse", "selector.query"])
+def test_an_integration_reference_where_jq_is_needed_is_a_mapping_error_not_a_traceback(
+    files: dict[str, Path], place: str,
+) -> None:
+    """`itemsToParse: file://items.json` crashed with a JqCompileError traceback; `selector.query:
+    file://...` made every item an error (found by probing)."""
+    mapping = files["mapping"]
+    if place == "selector.query":
+        mapping.write_text(MAPPING.replace("query: .state == 'open' or .state == 'closed'", "query: file://sel.jq"))
+    else:
+        mapping.write_text(MAPPING.replace("    port:\n", "    port:\n      itemsToParse: file://items.json\n", 1))
+    result = invoke("-m", mapping, "-d", files["data"])
+    assert result.exit_code == 2
+    line = 4 if place == "selector.query" else 7
+    where = "selector.query" if place == "selector.query" else "port.itemsToParse"
+    ref = "file://sel.jq" if place == "selector.query" else "file://items.json"
+    assert result.stderr == (
+        f"error: {mapping}:{line} (key resources[0].{where}): resource kind 'pull-request', field {where}: '{ref}' is "
+        "a reference that only Ocean's git integrations resolve (file://, search://), not jq: ocean-hook cannot "
+        "read it, and this field needs a jq expression\n")

@@ -819,3 +819,102 @@ def test_a_mapping_path_that_is_a_directory_is_named_plainly(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as caught:
         Mapping.load(tmp_path)
     assert str(caught.value) == f"{tmp_path}: cannot read file: Is a directory"
+
+
+# ------------------------------------------------------------------------------- near misses, references
+TYPOS = """\
+deleteDependentEntites: false
+repositoryType: all
+resources:
+  - kind: thing
+    selectr:
+      query: .a == 1
+    port:
+      itemsToParseNam: x
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"thing"'
+  - Kind: other
+    kind: other
+    selector:
+      qurey: .b
+      states: [open]
+      jql: status != Done
+    port:
+      Entity: {}
+      entity:
+        mappings:
+          identifier: .id
+          blueprint: '"other"'
+"""
+
+
+def test_a_key_that_nearly_is_ports_is_a_warning_naming_its_line_and_the_key_meant() -> None:
+    """`deleteDependentEntites: false` left the default true in force and `selectr:` a selector of
+    true, in silence (found by probing); keys Ocean integrations add are no concern of this."""
+    m = load(TYPOS)
+    assert m.config.warnings == [
+        "mapping.yml:1 (key deleteDependentEntites): unknown key; did you mean 'deleteDependentEntities'?",
+        "mapping.yml:5 (key resources[0].selectr): unknown key; did you mean 'selector'?",
+        "mapping.yml:8 (key resources[0].port.itemsToParseNam): unknown key; did you mean 'itemsToParseName'?",
+        "mapping.yml:13 (key resources[1].Kind): unknown key; did you mean 'kind'?",
+        "mapping.yml:16 (key resources[1].selector.qurey): unknown key; did you mean 'query'?",
+        "mapping.yml:20 (key resources[1].port.Entity): unknown key; did you mean 'entity'?",
+    ]
+    assert m.flags.delete_dependent_entities is True  # a warning, not a change of what the mapping does
+    assert load(OCEAN_SHAPED).config.warnings == []  # repositoryType, states, jql, includeLanguages...
+
+
+def test_an_unknown_entity_mapping_key_says_which_key_was_meant() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(RESOURCE.format(selector="", mappings="          identifer: .id\n          blueprint: '\"b\"'\n"))
+    assert str(caught.value) == (
+        "mapping.yml:6 (key resources[0].port.entity.mappings.identifer): unknown key 'identifer': an entity "
+        "mapping has identifier, title, blueprint, team, icon, properties, relations; did you mean 'identifier'?")
+
+
+def test_every_schema_problem_of_a_resource_is_reported_at_once() -> None:
+    """A typo, an unquoted date and a bad itemsToParseName took one run each (found by probing)."""
+    text = RESOURCE.format(selector="    selector:\n      query: 2024-01-01\n",
+                           mappings="          identifer: .id\n          blueprint: '\"b\"'\n"
+                                    "          title: 2024-01-01\n          properties: [a]\n")
+    text = text.replace("    port:\n", "    port:\n      itemsToParseName: a-b\n")
+    with pytest.raises(ConfigError) as caught:
+        load(text)
+    assert str(caught.value).splitlines() == [
+        "5 problems:",
+        "  mapping.yml:4 (key resources[0].selector.query): must be a jq expression (a string), got the date "
+        "2024-01-01: quote it",
+        "  mapping.yml:9 (key resources[0].port.entity.mappings.identifer): unknown key 'identifer': an entity "
+        "mapping has identifier, title, blueprint, team, icon, properties, relations; did you mean 'identifier'?",
+        "  mapping.yml:12 (key resources[0].port.entity.mappings.properties): must be a mapping of name to jq "
+        "expression",
+        "  mapping.yml:11 (key resources[0].port.entity.mappings.title): must be a jq expression (a string), got "
+        "the date 2024-01-01: quote it",
+        "  mapping.yml:6 (key resources[0].port.itemsToParseName): must be a plain key name, got 'a-b'",
+    ]
+
+
+@pytest.mark.parametrize(("place", "expr", "line", "key", "field"), [
+    ("items", "file://items.json", 4, "port.itemsToParse", "port.itemsToParse"),
+    ("items", "search://path=*.yml", 4, "port.itemsToParse", "port.itemsToParse"),
+    ("selector", "file://select.jq", 4, "selector.query", "selector.query"),
+])
+def test_an_integration_reference_where_jq_must_give_items_or_a_verdict_is_a_mapping_error(
+    tmp_path: Path, place: str, expr: str, line: int, key: str, field: str,
+) -> None:
+    """`itemsToParse: file://...` passed `check` and crashed test-mapping, serve and replay with a
+    jq traceback; `selector.query: file://...` made every item an error (found by probing). A
+    property keeps loading and mapping to null, as in Ocean (test above)."""
+    path = tmp_path / "m.yml"
+    head = (f"resources:\n  - kind: repo\n    port:\n      itemsToParse: {expr}\n" if place == "items" else
+            f"resources:\n  - kind: repo\n    selector:\n      query: {expr}\n    port:\n")
+    path.write_text(head + "      entity:\n        mappings:\n          identifier: .id\n          blueprint: '\"b\"'\n"
+                    "          properties:\n            readme: file://README.md\n")
+    with pytest.raises(ConfigError) as caught:
+        Mapping.load(path)
+    assert str(caught.value) == (
+        f"{path}:{line} (key resources[0].{key}): resource kind 'repo', field {field}: '{expr}' is a reference "
+        "that only Ocean's git integrations resolve (file://, search://), not jq: ocean-hook cannot read it, and "
+        "this field needs a jq expression")

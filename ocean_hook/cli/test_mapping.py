@@ -46,9 +46,10 @@ Examples:
 
   ocean-hook test-mapping --mapping m.yml --data prs.json --expect expected.json --format markdown
 
-Exit codes: 0 clean; 1 mapping errors, misconfigurations or skipped items with --strict, or a mismatch with
---expect; 2 a usage or input error; 137 (killed) when jq ran for --stall-timeout seconds
-on one batch of items without end: a jq program that never ends on some item.
+Exit codes: 0 clean; 1 mapping errors, misconfigurations, skipped items or mapping warnings (a key that
+nearly is Port's, such as selectr:) with --strict, or a mismatch with --expect; 2 a usage or input error;
+137 (killed) when jq ran for --stall-timeout seconds on one batch of items without end: a jq program that
+never ends on some item.
 """
 
 
@@ -99,7 +100,8 @@ def command(
     ),
     output: Format = typer.Option(Format.text, "--format", "-f", help="text, json or markdown."),
     strict: bool = typer.Option(
-        False, "--strict", help="Exit 1 when any field is misconfigured or any item skipped (no identifier)."
+        False, "--strict", help="Exit 1 when any field is misconfigured, any item skipped (no identifier) or the "
+        "mapping has a warning (a key that nearly is Port's: selectr)."
     ),
     allow_env: bool = typer.Option(
         False, "--allow-env", help="Let jq read the environment (env, $ENV). Off: secrets stay out."
@@ -136,6 +138,12 @@ def command(
         raise fail("--update-expected needs --expect FILE, the file to write")
     if quiet and output is not Format.text:
         raise fail(f"--quiet is for text output; --format {output.value} prints its whole document")
+    # on stderr in every format (stdout stays one JSON or markdown document), as `check` says them;
+    # --strict fails on them as on misconfigured fields, and then says them even with --quiet
+    warnings = compiled.config.warnings
+    if not quiet or strict:
+        for warning in warnings:
+            stderr().print(f"[yellow]warning:[/] {render.escape_text(warning)}")
 
     streaming = output is Format.text and expect is None
     out, err = stdout(), stderr()
@@ -158,7 +166,7 @@ def command(
             report = run(_report(compiled, mappers, data, state, loaded, on_batch, on_chunk, keep=not streaming))
         finally:
             progress.stop()
-    exit_code = _exit_code(report, strict)
+    exit_code = max(_exit_code(report, strict), 1 if strict and warnings else 0)
     if expect is not None:
         exit_code = max(exit_code, _check_expectation(report, expect, update_expected))
     _print(report, output, streaming=streaming, quiet=quiet)

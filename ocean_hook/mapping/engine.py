@@ -105,7 +105,9 @@ _GENERATORS = re.compile(
 _HALTS = re.compile(r"\bhalt(?:_error)?\b")
 
 #: Not jq: values that Ocean's git integrations resolve themselves (a file's contents, a code
-#: search). Such a mapping loads as it is; the field maps to null, reported as misconfigured.
+#: search). As an entity field, such a mapping loads as it is; the field maps to null, reported as
+#: misconfigured. Where jq must give the items or say which pass (`selector.query`,
+#: `port.itemsToParse`), nothing could stand in for it: a problem of the mapping, found at load.
 INTEGRATION_REFERENCES = ("file://", "search://")
 
 COLLECT, FIRST, ALONE, REFERENCE = "collect", "first", "alone", "reference"
@@ -166,17 +168,25 @@ def compile_problems(
     """
     problems = []
     for path, expr in resource_expressions(resource):
+        inner = path[2:]
+        is_field = inner[: len(_MAPPINGS)] == _MAPPINGS
+        field_path = dotted(inner[len(_MAPPINGS):] if is_field else inner)
+        where = doc.where(path) if doc is not None else resource.where
         if expr.startswith(INTEGRATION_REFERENCES):
+            if not is_field:  # the selector, itemsToParse: no null can stand in for these
+                problems.append(MappingCompileError(
+                    f"resource kind '{resource.kind}', field {field_path}: '{expr}' is a reference that only "
+                    "Ocean's git integrations resolve (file://, search://), not jq: ocean-hook cannot read it, "
+                    "and this field needs a jq expression", where=where,
+                ))
             continue
         try:
             compile_jq(expr, allow_env=allow_env)
         except JqCompileError as exc:
-            inner = path[2:]
-            field_path = dotted(inner[len(_MAPPINGS):] if inner[: len(_MAPPINGS)] == _MAPPINGS else inner)
             problems.append(MappingCompileError(
                 f"resource kind '{resource.kind}', field {field_path}: jq does not compile: {exc} "
                 f"(expression: {expr})",
-                where=doc.where(path) if doc is not None else resource.where,
+                where=where,
             ))
     return problems
 

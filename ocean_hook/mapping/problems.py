@@ -14,8 +14,10 @@ from typing import Any
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.engine import compile_problems
 from ocean_hook.mapping.models import (
-    _resource,  # one resource's schema check; the public loader stops at the first failure
+    MappingProblems,
     port_app_config_from_document,
+    read_resource,  # one resource's schema problems, all of them; the loader stops at the first resource
+    unknown_key_warnings,
 )
 from ocean_hook.yamlfile import YamlDocument, load_yaml
 
@@ -31,14 +33,22 @@ def collect_problems(path: str | Path, *, allow_env: bool = False) -> list[str]:
         return _whole_document(doc)
     problems: list[str] = []
     for index, raw in enumerate(resources):
-        try:
-            resource = _resource(doc, index, raw)
-        except ConfigError as exc:
-            problems.append(str(exc))
-            continue
-        problems += [str(p) for p in compile_problems(resource, doc, allow_env=allow_env)]
+        # the schema problems, then the jq of what could be read: one run for a typo, a date and a jq error
+        resource, found = read_resource(doc, index, raw)
+        problems += found
+        if resource is not None:
+            problems += [str(p) for p in compile_problems(resource, doc, allow_env=allow_env)]
     # the loader's own verdict adds what lies outside the resources (root flags)
     return problems + [p for p in _whole_document(doc) if p not in problems]
+
+
+def mapping_warnings(path: str | Path) -> list[str]:
+    """Keys that nearly are Port's (`selectr:`, `deleteDependentEntites:`), each `file:line (key
+    ...): unknown key; did you mean '...'?`; none for a file that is not YAML (a problem already)."""
+    try:
+        return unknown_key_warnings(load_yaml(path))
+    except ConfigError:
+        return []
 
 
 def mapping_kinds(path: str | Path) -> list[str] | None:
@@ -61,6 +71,8 @@ def _whole_document(doc: YamlDocument) -> list[str]:
     """Problems outside the resources (root flags, a missing list), as the loader sees them."""
     try:
         port_app_config_from_document(doc)
+    except MappingProblems as exc:
+        return exc.problems
     except ConfigError as exc:
         return [str(exc)]
     return []
