@@ -21,7 +21,7 @@ from typing import Any
 from ocean_hook.config import Config, ConfigProblems, beside, load_config, unset_variables, written_password
 from ocean_hook.errors import ConfigError
 from ocean_hook.mapping.problems import collect_problems, mapping_kinds, mapping_warnings
-from ocean_hook.runtime import journal_path, one_file_for_both
+from ocean_hook.runtime import files_clash, journal_path
 from ocean_hook.sqlitefiles import foreign_file_problem
 from ocean_hook.targets import build_target, catalog_path, reads_local_catalog
 from ocean_hook.targets.port import integration_name_problem
@@ -217,7 +217,7 @@ def _file_problems(config: Config) -> list[str]:
         with contextlib.suppress(ValueError):  # a bad path is _target_problems' to report
             catalog = catalog_path(config.target, config.state_dir)
     problems = []
-    if shared := one_file_for_both(config.queue, config.target, config.state_dir):
+    if shared := files_clash(config.queue, config.target, config.state_dir):
         problems.append(f"{config.file}: {shared}")
     for path, own_table, what in ((journal, "deliveries", "a journal"), (catalog, "entities", "a local catalog")):
         if path is None:

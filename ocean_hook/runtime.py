@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,17 +24,19 @@ def journal_path(spec: Mapping[str, Any], state_dir: Path) -> Path | None:
     return Path(spec.get("path") or state_dir / "journal.db") if spec.get("type", "sqlite") == "sqlite" else None
 
 
-def one_file_for_both(queue: Mapping[str, Any], target: Mapping[str, Any], state_dir: Path) -> str | None:
+def files_clash(queue: Mapping[str, Any], target: Mapping[str, Any], state_dir: Path) -> str | None:
     """Why the journal and the local catalog cannot be opened: one file for both (`serve` would
-    make it a catalog, then refuse it as a journal)."""
+    make it a catalog, then refuse it as a journal), or one of them named as the state directory
+    itself (`serve` made the catalog there, then could not make the directory the journal goes in)."""
     journal = journal_path(queue, state_dir)
-    if journal is None or not reads_local_catalog(target):
-        return None
-    try:
-        catalog = catalog_path(target, state_dir)
-    except ValueError:
-        return None  # a bad path: the target names it
-    if os.path.realpath(journal) != os.path.realpath(catalog):
+    catalog = None
+    if reads_local_catalog(target):
+        with contextlib.suppress(ValueError):  # a bad path: the target names it
+            catalog = catalog_path(target, state_dir)
+    for path, key in ((journal, "queue.path"), (catalog, "target.path")):
+        if path is not None and os.path.realpath(path) == os.path.realpath(state_dir):
+            return f"{key} is the state directory, {state_dir}: name a file (in it, or elsewhere)"
+    if journal is None or catalog is None or os.path.realpath(journal) != os.path.realpath(catalog):
         return None
     return (f"the journal (queue.path) and the local catalog (target.path) are one file, {journal}: each needs "
             "its own")

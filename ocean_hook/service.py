@@ -30,7 +30,7 @@ from ocean_hook.logs import quiet_sender_errors
 from ocean_hook.metrics import Metrics
 from ocean_hook.queue.base import DeliveryState, Queue, QueueUnavailable
 from ocean_hook.queue.sqlite import SqliteJournal
-from ocean_hook.runtime import Runtime, one_file_for_both, open_queue, queue_spec_from_option, target_spec
+from ocean_hook.runtime import Runtime, files_clash, open_queue, queue_spec_from_option, target_spec
 from ocean_hook.server import JournalHealth, Operations, WebhookDoor, create_app
 from ocean_hook.targets.local import LocalCatalog
 from ocean_hook.watchdog import Stall, Watchdog, read_stalls, write_stalls
@@ -76,7 +76,7 @@ async def serve(
     if options.capture_dir is not None:
         _prepare_capture_dir(options.capture_dir)
     queue_spec = queue_spec_from_option(options.queue, config.queue)
-    if shared := one_file_for_both(queue_spec, target_spec(config, options.target), config.state_dir):
+    if shared := files_clash(queue_spec, target_spec(config, options.target), config.state_dir):
         raise ConfigError(shared, where=str(config.file))
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
         runtime = Runtime.build(config, target=options.target)

@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 from serve_helpers import ServeProcess, github_processor, hook_env, journal_depth, write_config
 
+from ocean_hook.check import check
+
 
 def serve(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -175,3 +177,17 @@ def test_a_kind_the_mapping_lacks_is_refused_before_anything_is_made(tmp_path: P
                                "/webhooks/github", str(tmp_path / "p.json")],
                               capture_output=True, text=True, timeout=30, env={**os.environ, **hook_env()})
     assert (replayed.returncode, replayed.stderr.splitlines()[-1]) == (2, said), replayed.stderr
+
+
+@pytest.mark.parametrize("key", ["target", "queue"])
+def test_a_file_named_as_the_state_directory_is_refused_before_anything_is_made(tmp_path: Path, key: str) -> None:
+    """`target: {path: state}` passed check; serve made the catalog file `state`, then failed
+    on '[Errno 17] File exists' for the journal's folder, and the next check refused the file
+    it had left (found by probing)."""
+    spec = {"type": "local", "path": "state"} if key == "target" else {"type": "sqlite", "path": "state"}
+    config = write_config(tmp_path, **{key: spec})
+    said = f"{key}.path is the state directory, {tmp_path / 'state'}: name a file (in it, or elsewhere)"
+    result = serve(config, "--port", "0")
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (2, f"error: {config}: {said}"), result.stderr
+    assert not (tmp_path / "state").exists()
+    assert f"{config}: {said}" in check(config, env=hook_env()).problems
