@@ -43,6 +43,7 @@ from ocean_hook.targets.port import integration_name_problem
 from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_OPTION = re.compile(r"option '([^']+)'")  # how auth/options.py names the option it refuses
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 #: `export NAME=...` or `NAME=value`, upper case as variables are (base64's `=` ends its text)
 _SHELL_ASSIGNMENT = re.compile(r"^(?:export\s+[A-Za-z_]\w*=|[A-Z_][A-Z0-9_]*=\S)")
@@ -591,11 +592,24 @@ def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, ba
         r.problem(path, f"auth scheme '{scheme}' needs a secret (secret: ${{VAR}} or secret_file:); "
                         "a processor without a secret does not start")
         return build_none("none", [], {})
-    try:
-        return build_verifier(scheme, secrets, {k: v for k, v in options.items() if k not in unknown})
-    except ValueError as exc:
-        r.problem(path, str(exc))
-        return build_none("none", [], {})
+    return _built_verifier(r, path, scheme, secrets, {k: v for k, v in options.items() if k not in unknown})
+
+
+def _built_verifier(r: _Reader, path: KeyPath, scheme: str, secrets: list[str], options: dict[str, Any]) -> Any:
+    """The scheme's verifier; each option it refuses is said at its own line, all of them at once
+    (the verifier names the first it meets: built again without it, it names the next)."""
+    from ocean_hook.auth.none import build as build_none
+
+    while True:
+        try:
+            return build_verifier(scheme, secrets, options)
+        except ValueError as exc:
+            named = _OPTION.search(str(exc))
+            key = named.group(1) if named else None
+            r.problem((*path, key) if key in options else path, str(exc))
+            if key not in options:
+                return build_none("none", [], {})
+            options = {k: v for k, v in options.items() if k != key}
 
 
 def _secrets(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> list[str]:

@@ -141,6 +141,33 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
 
 
+def test_every_auth_option_refused_is_said_at_its_own_line_at_once(tmp_path: Path) -> None:
+    """Fixing three bad options took three runs of check, each pointing at the `auth:` line
+    (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - name: e
+            path: /e
+            kinds: [pull-request]
+            auth:
+              scheme: hmac
+              header: X-Sig
+              secret: '${SEC}'
+              encoding: HEX
+              algorithm: SHA256
+              prefix: 5
+        """)
+    problems = refused(path, {"SEC": "s"}).splitlines()[1:]
+    assert sorted(p.strip() for p in problems) == [
+        f"{path}:10 (key processors[0].auth.encoding): auth scheme 'hmac': option 'encoding' must be one of hex, "
+        "base64",
+        f"{path}:11 (key processors[0].auth.algorithm): auth scheme 'hmac': option 'algorithm' must be one of sha1, "
+        "sha256, sha512",
+        f"{path}:12 (key processors[0].auth.prefix): auth scheme 'hmac': option 'prefix' must be a string",
+    ]
+
+
 def test_a_variable_where_none_is_read_and_forms_that_are_no_variable_are_problems(tmp_path: Path) -> None:
     """`name: gh-${ENV}`, `workers: '${W}'` and `${INTEGRATION:-ocean-hook}` were taken as
     written, silently: the README says `${VAR}` anywhere (found by probing)."""
