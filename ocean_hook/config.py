@@ -365,7 +365,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
         mapping = ""
     mapping_path = beside(base, mapping) if mapping else base
     if mapping and not mapping_path.is_file() and not unset:
-        r.problem(("mapping",), f"mapping file {mapping_path} not found")
+        r.problem(("mapping",), f"mapping file {mapping_path} {_not_a_file(mapping_path)}")
     state_raw = raw.get("state_dir", ".ocean-hook")
     state_value = r.expand(("state_dir",), state_raw)
     if (not isinstance(state_value, str) or not state_value) and not unset_variables(state_raw, r.env):
@@ -444,6 +444,15 @@ def _integration(r: _Reader, raw: dict[str, Any]) -> str:
         r.problem(("integration",), f"{problem}, got {value!r}")
         return "ocean-hook"
     return value
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a path the config names is no file to read."""
+    if path.is_dir():
+        return "is a directory"
+    if path.is_symlink():
+        return "is a symbolic link to nothing (or a loop of links)"
+    return "not found"
 
 
 def beside(base: Path, path: str) -> Path:

@@ -141,6 +141,19 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
 
 
+def test_a_mapping_path_that_is_no_file_says_what_it_is(tmp_path: Path) -> None:
+    """A directory, or a link to nothing, was "not found" (found by probing)."""
+    path = write(tmp_path, f"mapping: maps\n{PROCESSOR}\n")
+    (tmp_path / "maps").mkdir()
+    assert refused(path) == f"{path}:1 (key mapping): mapping file {tmp_path / 'maps'} is a directory"
+    (tmp_path / "maps").rmdir()
+    (tmp_path / "maps").symlink_to(tmp_path / "maps")
+    assert refused(path) == (f"{path}:1 (key mapping): mapping file {tmp_path / 'maps'} is a symbolic link to "
+                             "nothing (or a loop of links)")
+    (tmp_path / "maps").unlink()
+    assert refused(path) == f"{path}:1 (key mapping): mapping file {tmp_path / 'maps'} not found"
+
+
 def test_every_auth_option_refused_is_said_at_its_own_line_at_once(tmp_path: Path) -> None:
     """Fixing three bad options took three runs of check, each pointing at the `auth:` line
     (found by probing)."""
