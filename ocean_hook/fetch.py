@@ -368,10 +368,10 @@ class Fetcher:
         """
         key = (url, tuple(headers.items()), tuple(allowed_hosts), base_url)
         if self._answers is not None and key in self._answers:
-            return self._answers[key]
+            return copy.deepcopy(self._answers[key])  # each asker may change its copy (Ocean's processors do)
         answer = await self._get_json(url, headers=headers, allowed_hosts=allowed_hosts, base_url=base_url)
         if self._answers is not None:
-            self._answers[key] = answer
+            self._answers[key] = copy.deepcopy(answer)
         return answer
 
     async def _get_json(
@@ -430,7 +430,8 @@ class Fetcher:
         message = str(error)
         if error.retryable and error.retry_after is not None and self._waits_too_long(error):
             message += (f" (the server asked to wait {math.ceil(error.retry_after)} s, longer than the "
-                        f"{self.max_wait:g} s a fetch waits: the delivery's next attempt waits instead)")
+                        f"{self.max_wait:g} s a fetch waits: the delivery's next attempt waits instead, as long "
+                        "as the processor's max_retry_delay_seconds allows)")
         elif error.retryable:
             message += f" (gave up after {self.attempts} attempt{'s' if self.attempts != 1 else ''})"
         return FetchError(

@@ -23,7 +23,10 @@ from webhook_samples import MAPPINGS, capture, catalog, changes, sample_payload,
 
 from ocean_hook.config import Config, load_config
 from ocean_hook.events import event_from_capture
+from ocean_hook.fetch import Fetcher
+from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.pipeline import PipelineError, admit, process
+from ocean_hook.processors.declarative import _fetched_items
 from ocean_hook.replay import ReplayOutcome, replay_event, replay_runtime
 
 TOKEN = "jira-api-token-7c1e"
@@ -241,7 +244,8 @@ async def test_a_long_wait_asked_is_not_slept_in_the_worker(tmp_path: Path, jira
     assert 115 < failed.next_attempt_at - failed.updated_at <= 121
     assert len(jira.requests) == 1
     assert f"HTTP {status}" in failed.last_error
-    assert "longer than the 30 s a fetch waits: the delivery's next attempt waits instead" in failed.last_error
+    assert ("longer than the 30 s a fetch waits: the delivery's next attempt waits instead, as long as the "
+            "processor's max_retry_delay_seconds allows") in failed.last_error
 
 
 async def _failed(state_dir: Path) -> list[Any] | None:
@@ -278,6 +282,8 @@ async def items_api(tmp_path: Path) -> AsyncIterator[ItemsApi]:
             return web.json_response({"error": "not found"}, status=404)
         if ident == "odd":
             return web.json_response([{"id": ident}])
+        if ident == "other":
+            return web.json_response({"thing": {"id": ident}})
         return web.json_response({"item": {"id": ident, "name": f"fetched {ident}"}})
 
     app = web.Application()
@@ -340,8 +346,35 @@ async def test_an_answer_fetch_items_finds_nothing_in_fails_the_delivery(items_a
     0 to create, 0 to update" (found by probing)."""
     outcome = await run(items_api.config, items_api.delivery(items_api.url("odd")))
     assert outcome.status == "failed"
-    assert outcome.error == (f"fetch.items '.item' gives nothing for the answer of {items_api.url('odd')} "
-                             "(not retryable)")
+    assert outcome.error == (f"fetch.items '.item' failed on the answer of {items_api.url('odd')}: Cannot index "
+                             'array with string ("item") (not retryable)')
+    outcome = await run(items_api.config, items_api.delivery(items_api.url("other")))
+    assert outcome.error == f"fetch.items '.item' gives null for the answer of {items_api.url('other')} (not retryable)"
+
+
+@pytest.mark.parametrize(("answer", "expr", "items"), [
+    ({"data": []}, ".data[]", []),  # found by probing: an empty list failed the delivery
+    ({"data": []}, ".data", []),
+    (None, ".", []),  # an empty answer (204)
+    ({"data": [{"id": 1}, None]}, ".data[]", [{"id": 1}]),
+])
+def test_an_answer_of_nothing_is_no_items_not_a_failure(answer: Any, expr: str, items: list[Any]) -> None:
+    assert _fetched_items(JqQuery(expr), answer, "https://api.example.com/x") == items
+
+
+async def test_each_resource_gets_its_own_copy_of_an_answer_fetched_once(items_api: ItemsApi, tmp_path: Path) -> None:
+    """A processor changing the answer in place (as Ocean's do) changed it for the next resource
+    too, once the answer was fetched once per delivery (found by probing)."""
+    fetcher = Fetcher(allow_loopback=True).for_one_delivery()
+    try:
+        asked = dict(url=items_api.url("a1"), headers={}, allowed_hosts=[items_api.host])
+        first = await fetcher.get_json(**asked)  # type: ignore[arg-type]
+        first.data["item"]["name"] = "changed by the first resource"
+        second = await fetcher.get_json(**asked)  # type: ignore[arg-type]
+    finally:
+        await fetcher.close()
+    assert second.data["item"]["name"] == "fetched a1"
+    assert items_api.asked == ["/items/a1"]
 
 
 async def test_items_are_picked_with_their_numbers_as_sent(tmp_path: Path) -> None:

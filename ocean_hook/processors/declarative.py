@@ -186,12 +186,27 @@ class DeclarativeProcessor(WebhookProcessor):
             if fetched.gone:
                 results.deleted += _gone_items(items, len(outputs), n)
                 continue
-            found = _selected(spec.items, fetched.data)
-            if not found:  # an answer of another shape than `items:` expects: nothing is not "no change"
-                raise FetchError(f"fetch.items '{spec.items.expr}' gives nothing for the answer of "
-                                 f"{url.partition('?')[0]}", retryable=False)
-            results.updated += _as_items(found)
+            results.updated += _fetched_items(spec.items, fetched.data, url)
         return results
+
+
+def _fetched_items(query: JqQuery, answer: Any, url: str) -> list[Any]:
+    """`fetch.items` of an answer. An answer of another shape than it expects (jq fails on it,
+    or it gives only null: `.data` of an answer without one) fails the delivery: it was "no
+    change", done. Giving no output at all (`.data[]` of an empty list) is an answer of nothing,
+    and so is an empty answer (204)."""
+    if answer is None:
+        return []
+    try:
+        outputs = query.select(answer)
+    except ValueError as exc:
+        raise FetchError(f"fetch.items '{query.expr}' failed on the answer of {url.partition('?')[0]}: {exc}",
+                         retryable=False) from None
+    found = [v for v in outputs if v is not None]
+    if outputs and not found:
+        raise FetchError(f"fetch.items '{query.expr}' gives null for the answer of {url.partition('?')[0]}",
+                         retryable=False)
+    return _as_items(found)
 
 
 def _as_items(found: list[Any]) -> list[Any]:
