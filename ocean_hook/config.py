@@ -26,7 +26,6 @@ from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
 from ocean_hook.processors.base import (
-    AWAITED_METHODS,
     CALLED_METHODS,
     ProcessorSettings,
     RetryPolicy,
@@ -710,25 +709,20 @@ def _python_processor(
 
 
 def _sync_or_async_problems(cls: type, ref: str) -> list[str]:
-    """The class's own methods (its user bases' too, not WebhookProcessor's) defined with `def`
-    where the pipeline awaits them (a TypeError on every attempt, then a dead letter) or with
-    `async def` where it uses the answer at once (a coroutine, not the answer: a 500 at the door)."""
+    """The class's own methods (its user bases' too, not WebhookProcessor's) defined with
+    `async def` where the pipeline uses the answer at once (a coroutine, not the answer: a 500 at
+    the door). A plain `def` where the pipeline awaits may return an awaitable (one delegating
+    to an `async def`): that is told at run time, if it does not (`pipeline._awaited`)."""
     found = []
-    for name in (*AWAITED_METHODS, *CALLED_METHODS):
+    for name in CALLED_METHODS:
         owner = next((k for k in cls.__mro__ if name in k.__dict__), WebhookProcessor)
         method = getattr(cls, name, None)
-        if owner in WebhookProcessor.__mro__ or not inspect.isroutine(method):
+        if owner in WebhookProcessor.__mro__ or not inspect.iscoroutinefunction(method):
             continue
-        awaited = name in AWAITED_METHODS
-        function = inspect.unwrap(getattr(method, "__func__", method))  # what a decorator wraps
-        is_async = inspect.iscoroutinefunction(method) or (awaited and inspect.iscoroutinefunction(function))
-        if is_async == awaited:
-            continue
-        code = getattr(function, "__code__", None)
+        code = getattr(inspect.unwrap(getattr(method, "__func__", method)), "__code__", None)
         place = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
-        found.append(f"{ref}.{name}{place} is defined with " + (
-            "def, but the pipeline awaits it: define it with async def" if awaited else
-            "async def, but the pipeline uses its answer without awaiting it: define it with def"))
+        found.append(f"{ref}.{name}{place} is defined with async def, but the pipeline uses its answer without "
+                     "awaiting it: define it with def")
     return found
 
 

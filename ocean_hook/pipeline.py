@@ -501,13 +501,13 @@ async def _run_processor(
     `CancelledError` too, since they would otherwise stop the listener, or leave the delivery
     in progress for good."""
     try:
-        await processor.before_processing(event)
+        await _awaited(processor, "before_processing", processor.before_processing(event))
         results = [
             await _process_kind(event, processor, mapper, fetcher)
             for kind in _matching_kinds(event, processor, mapping)
             for mapper in mapping.for_kind(kind)
         ]
-        await processor.after_processing(event)
+        await _awaited(processor, "after_processing", processor.after_processing(event))
         return results
     except asyncio.CancelledError as exc:
         if _being_cancelled():  # the worker is being stopped: not the processor's failure
@@ -523,11 +523,27 @@ async def _run_processor(
 
 async def _tell_cancelled(processor: WebhookProcessor) -> None:
     """Ocean's `cancel()` hook: the processing was cut short (a stop's timeout), the delivery
-    stays to run again. What it raises is logged: the stop goes on."""
+    stays to run again. What it raises, or a hook still running after CANCEL_SECONDS, is
+    logged: the stop goes on (within its own timeout)."""
     try:
-        await processor.cancel()
-    except Exception as exc:
-        log.warning("%s: cancel raised %s", processor.name, _raised(exc))
+        async with asyncio.timeout(CANCEL_SECONDS):
+            await _awaited(processor, "cancel", processor.cancel())
+    except (Exception, TimeoutError) as exc:
+        log.warning("%s: cancel %s", processor.name, f"raised {_raised(exc)}" if not isinstance(exc, TimeoutError)
+                    else f"did not return within {CANCEL_SECONDS:g} s")
+
+
+#: how long a processor's `cancel()` may take, within a stop
+CANCEL_SECONDS = 2.0
+
+
+async def _awaited(processor: WebhookProcessor, name: str, result: Any) -> Any:
+    """A hook's result, awaited: a plain `def` returning an awaitable is fine, one returning
+    anything else gets this message, not "object X can't be used in 'await' expression"."""
+    if not inspect.isawaitable(result):
+        raise PipelineError(f"{processor.name}: {name} must be defined with async def (it returned "
+                            f"{quoted(result)})", retryable=False)
+    return await result
 
 
 def _being_cancelled() -> bool:
@@ -553,7 +569,7 @@ async def _failure(error: BaseException, event: WebhookEvent, processor: Webhook
     failure = _as_pipeline_error(error, processor)
     if isinstance(error, Exception):
         try:
-            await processor.on_error(event, error)
+            await _awaited(processor, "on_error", processor.on_error(event, error))
         except Exception as hook_error:
             failure = PipelineError(f"{failure}; on_error raised too: {_raised(hook_error)}",
                                     retryable=failure.retryable)
@@ -563,7 +579,7 @@ async def _failure(error: BaseException, event: WebhookEvent, processor: Webhook
 async def _process_kind(
     event: WebhookEvent, processor: WebhookProcessor, mapper: ResourceMapper, fetcher: Fetcher
 ) -> KindResult:
-    raw = await processor.handle_event(event.payload, mapper.resource, fetcher)
+    raw = await _awaited(processor, "handle_event", processor.handle_event(event.payload, mapper.resource, fetcher))
     if not (isinstance(raw, RawResults) and isinstance(raw.updated, list) and isinstance(raw.deleted, list)):
         raise PipelineError(f"{processor.name}: handle_event must return RawResults(updated=[...], deleted=[...]), "
                             f"got {raw!r:.80}", retryable=False)

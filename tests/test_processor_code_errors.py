@@ -233,11 +233,12 @@ async def test_an_entity_one_resource_maps_is_not_deleted_by_another_resources_s
 class Slow(Misbehaving):
     """Its handle_event waits until cancelled; `cancel` notes that it was told."""
 
-    def __init__(self, cancel_raises: bool) -> None:
+    def __init__(self, cancel_raises: bool, cancel_takes: float = 0.0) -> None:
         super().__init__("slow")
         self.started = asyncio.Event()
         self.told = 0
         self.cancel_raises = cancel_raises
+        self.cancel_takes = cancel_takes
 
     async def handle_event(self, payload: Any, resource: Any, fetcher: Fetcher) -> RawResults:
         self.started.set()
@@ -246,6 +247,7 @@ class Slow(Misbehaving):
 
     async def cancel(self) -> None:
         self.told += 1
+        await asyncio.sleep(self.cancel_takes)
         if self.cancel_raises:
             raise RuntimeError("cancel boom")
 
@@ -263,3 +265,18 @@ async def test_processing_cut_short_tells_the_processor_through_cancel(cancel_ra
     with pytest.raises(asyncio.CancelledError):
         await running
     assert processor.told == 1
+
+
+async def test_a_cancel_hook_that_does_not_return_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel() awaiting 15 s kept a stop with a 2 s shutdown_timeout for 18 s (found by probing)."""
+    monkeypatch.setattr("ocean_hook.pipeline.CANCEL_SECONDS", 0.2)
+    processor = Slow(False, cancel_takes=30)
+    admission = admit(event(), [processor], now=None)
+    mapping = Mapping(parse_port_app_config(ONE_RESOURCE))
+    running = asyncio.create_task(process(admission.event, [processor], mapping, DryRunTarget(), Fetcher()))
+    await asyncio.wait_for(processor.started.wait(), 5)
+    running.cancel()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert processor.told == 1 and asyncio.get_running_loop().time() - started < 2

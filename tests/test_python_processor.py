@@ -230,10 +230,6 @@ def wrong_kind_module(
 
 
 @pytest.mark.parametrize(("method", "is_async", "in_base"), [
-    ("handle_event", False, False),  # a TypeError on every attempt, retried, then a dead letter
-    ("before_processing", False, False),
-    ("after_processing", False, True),
-    ("on_error", False, True),
     ("validate_payload", True, False),  # a coroutine where a Verdict is read: a 500 at the door
     ("should_process_event", True, False),
     ("could_process", True, True),
@@ -260,22 +256,45 @@ def test_def_where_awaited_or_async_def_where_not_is_a_config_problem(
                                      f"({file}:{def_line}) is defined with {should}"]
 
 
-def test_check_and_replay_refuse_a_processor_with_def_and_async_def_swapped(tmp_path: Path) -> None:
+def test_check_and_replay_refuse_a_processor_with_an_async_def_where_an_answer_is_read(tmp_path: Path) -> None:
     config = source_config(tmp_path, "custom")
-    wrong_kind_module(config.parent, "swapped_handle", "handle_event", is_async=False)
     (config.parent / "swapped_validate.py").write_text(
-        "from ocean_hook.auth.base import Verdict\nfrom swapped_handle import Wrong\n\n\n"
-        "class Both(Wrong):\n    async def validate_payload(self, payload):\n        return Verdict.passed()\n")
+        "from ocean_hook.auth.base import Verdict\nfrom my_processor import DeployBotProcessor\n\n\n"
+        "class Both(DeployBotProcessor):\n    async def validate_payload(self, payload):\n"
+        "        return Verdict.passed()\n")
     config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", "swapped_validate:Both"))
     checked = CliRunner().invoke(app, ["check", "--config", str(config)], env=secrets_env())
     assert checked.exit_code == 1, checked.output
-    output = " ".join(checked.output.split())  # rich wraps long lines
-    assert "swapped_validate:Both.handle_event" in output and "swapped_validate:Both.validate_payload" in output
+    assert "swapped_validate:Both.validate_payload" in " ".join(checked.output.split())  # rich wraps lines
     body = tmp_path / "delivery.json"
     body.write_bytes(sample("custom", "deployment.finished")[0])
     replayed = replay("--config", config, "--path", "/webhooks/deploybot", body)
     assert replayed.exit_code != 0
-    assert "define it with async def" in " ".join(replayed.output.split())
+    assert "define it with def" in " ".join(replayed.output.split())
+
+
+@pytest.mark.parametrize(("handle", "error"), [
+    # a plain def delegating to an async def: it was refused at load (found by probing)
+    ("def handle_event(self, payload, resource, fetcher):\n        return super().handle_event(payload, resource, "
+     "fetcher)", None),
+    # a plain def answering at once: "object RawResults can't be used in 'await' expression", retried
+    ("def handle_event(self, payload, resource, fetcher):\n        return RawResults()",
+     "deploybot: handle_event must be defined with async def (it returned \"RawResults(updated=[], deleted=[])\") "
+     "(not retryable)"),
+])
+def test_a_hook_the_pipeline_awaits_may_be_a_def_returning_an_awaitable(tmp_path: Path, handle: str,
+                                                                        error: str | None) -> None:
+    config = source_config(tmp_path, "custom")
+    module = f"sync_handle_{0 if error is None else 1}"  # modules are imported once per process
+    (config.parent / f"{module}.py").write_text(
+        "from ocean_hook.processors.base import RawResults\nfrom my_processor import DeployBotProcessor\n\n\n"
+        f"class Sync(DeployBotProcessor):\n    {handle}\n")
+    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", f"{module}:Sync"))
+    _, headers = sample("custom", "deployment.finished")
+    [out] = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", "--config", config, "--path",
+                        "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
+                        exit_code=0 if error is None else 1)
+    assert (out["status"], out["errors"]) == (("processed", []) if error is None else ("failed", [error]))
 
 
 def test_what_the_pipeline_can_call_as_it_needs_is_not_a_problem(tmp_path: Path) -> None:

@@ -26,11 +26,9 @@ if TYPE_CHECKING:
     from ocean_hook.mapping.models import ResourceConfig
 
 
-#: what the pipeline awaits (`async def` in a subclass: a plain `def` returns a value that cannot be
-#: awaited, a TypeError on every attempt) and what it calls and reads the answer of at once
-#: (plain `def`: an `async def` returns a coroutine, not the answer). The config checks a Python
-#: processor's own methods against them when it loads the class.
-AWAITED_METHODS = ("before_processing", "handle_event", "after_processing", "on_error", "cancel")
+#: what the pipeline calls and reads the answer of at once (plain `def`: an `async def` returns a
+#: coroutine, not the answer). The config checks a Python processor's own methods against them
+#: when it loads the class; the hooks it awaits are checked as they answer (`pipeline._awaited`).
 CALLED_METHODS = ("could_process", "authenticate", "header_problem", "challenge", "should_process_event",
                   "get_matching_kinds", "validate_payload", "delivery_id", "order_key", "should_retry")
 
