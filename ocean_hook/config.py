@@ -44,8 +44,9 @@ from ocean_hook.yamlfile import KeyPath, YamlDocument, dotted, load_yaml
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _OPTION = re.compile(r"option '([^']+)'")  # how auth/options.py names the option it refuses
 _ONLY_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
-#: `export NAME=...` or `NAME=value`, upper case as variables are (base64's `=` ends its text)
-_SHELL_ASSIGNMENT = re.compile(r"^(?:export\s+[A-Za-z_]\w*=|[A-Z_][A-Z0-9_]*=\S)")
+#: `export NAME=...` or `NAME=value`, upper case as variables are (base64's and base32's `=` pad
+#: the end of their text)
+_SHELL_ASSIGNMENT = re.compile(r"^(?:export\s+[A-Za-z_]\w*=|[A-Z_][A-Z0-9_]*=[^=\s])")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -236,6 +237,11 @@ class _Reader:
         if isinstance(value, list):
             return [self.expand((*path, i), v) for i, v in enumerate(value)]
         return value
+
+    def read_as_is(self, path: KeyPath) -> None:
+        """No `${VAR}` there is to be called unread (`unread_variables`): a block whose problem
+        is said already, and which was not read further."""
+        self._read.add(tuple(path))
 
     def _once(self, path: KeyPath, message: str) -> None:
         """A problem of a value read twice (a block, then one of its keys) said once."""
@@ -456,8 +462,12 @@ def _not_a_file(path: Path) -> str:
 
 def beside(base: Path, path: str) -> Path:
     """A path the config names, read from the config's folder (not from wherever the command
-    runs), `~` as the user's home: `state_dir: ~/state` made a folder named '~'."""
-    return base / Path(path).expanduser()
+    runs), `~` as the user's home: `state_dir: ~/state` made a folder named '~'. A `~name` of no
+    user, or `~` with no home to be found, is read as written."""
+    try:
+        return base / Path(path).expanduser()
+    except RuntimeError:
+        return base / path
 
 
 def _beside(base: Path, spec: dict[str, Any]) -> dict[str, Any]:
@@ -575,6 +585,7 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
 def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, base: Path) -> Any:
     from ocean_hook.auth.none import build as build_none  # placeholder verifier when auth is broken
 
+    r.read_as_is(path)  # its variables are read below, unless the scheme is the problem
     raw = r.mapping(path, raw)
     scheme = raw.get("scheme", preset_scheme)
     if scheme is None:

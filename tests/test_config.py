@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ocean_hook.auth import SCHEMES
 from ocean_hook.check import check
 from ocean_hook.config import ConfigProblems, load_config, parse_duration
 from ocean_hook.errors import ConfigError
@@ -141,6 +142,17 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
 
 
+def test_an_unknown_auth_scheme_is_one_problem_not_its_secret_too(tmp_path: Path) -> None:
+    """The secret's `${VAR}` was said "not read here" beside the unknown scheme (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: githb, secret: '${S}'}}
+        """)
+    assert refused(path, {"S": "s"}) == (f"{path}:3 (key processors[0].auth.scheme): unknown auth scheme 'githb' "
+                                         f"(known: {', '.join(SCHEMES)})")
+
+
 def test_a_mapping_path_that_is_no_file_says_what_it_is(tmp_path: Path) -> None:
     """A directory, or a link to nothing, was "not found" (found by probing)."""
     path = write(tmp_path, f"mapping: maps\n{PROCESSOR}\n")
@@ -222,6 +234,9 @@ def test_a_tilde_is_the_home_folder_in_every_path_of_the_config(tmp_path: Path,
     config = load_config(path, env={})
     assert (config.mapping_path, config.state_dir) == (home / "maps" / "m.yml", home / "state")
     assert check(path, env={}).ok
+    # a `~name` of no user is read as written (it was a RuntimeError traceback)
+    path.write_text(path.read_text().replace("state_dir: ~/state", "state_dir: ~no-such-user-here/state"))
+    assert load_config(path, env={}).state_dir == tmp_path / "project" / "~no-such-user-here" / "state"
 
 
 @pytest.mark.parametrize("content", ["export GITHUB_WEBHOOK_SECRET=3f9a\n", "GITHUB_WEBHOOK_SECRET=3f9a"])
@@ -236,8 +251,9 @@ def test_a_secret_file_holding_a_shell_assignment_is_a_problem(tmp_path: Path, c
         """)
     assert refused(path).endswith(f"secret file {tmp_path / 's.sh'} holds a shell assignment "
                                   f"({content.split('=')[0]}=...), not the secret alone")
-    (tmp_path / "s.sh").write_text("c2VjcmV0IQ==\n")
-    assert load_config(path, env={}).processors[0].name == "x"
+    for secret in ("c2VjcmV0IQ==\n", "JBSWY3DPEHPK3PXPJBSWY3DPEB======\n"):  # base64, base32: padding, no assignment
+        (tmp_path / "s.sh").write_text(secret)
+        assert load_config(path, env={}).processors[0].name == "x"
 
 
 @pytest.mark.parametrize(
