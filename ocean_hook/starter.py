@@ -82,11 +82,16 @@ def template(source: str, name: str) -> str:
 
 
 def write_starter(source: str, directory: Path, *, force: bool = False) -> list[Path]:
-    """Write the config, mapping and blueprints into `directory`; nothing is written if one
-    would be lost, or if one cannot be written (all are written aside first, then moved into
+    """Write the config, mapping and blueprints into `directory`: the files written. Nothing is
+    written if the config or mapping would be lost (a blueprints.json there already is kept,
+    unless `force`), or if one cannot be written (all are written aside first, then moved into
     place)."""
     targets = [directory / name for name in FILES]
     existing = [str(p) for p in targets if p.exists() or p.is_symlink()]  # a dangling link is someone's too
+    blueprints = directory / BLUEPRINTS_FILE
+    if str(blueprints) in existing and not force:  # one of the user's own, maybe: kept, and no reason to stop
+        existing.remove(str(blueprints))
+        targets.remove(blueprints)
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
         raise StarterExists(f"{' and '.join(existing)} already {verb}; use --force to overwrite")

@@ -209,3 +209,16 @@ def test_starter_writes_only_what_the_sources_blueprints_declare(tmp_path: Path,
         blueprint = blueprints[json.loads(resource.mappings["blueprint"])]
         assert set(resource.mappings.get("properties", {})) <= set(blueprint["schema"]["properties"])
         assert set(resource.mappings.get("relations", {})) <= set(blueprint.get("relations", {}))
+
+
+def test_a_blueprints_file_there_already_is_kept_and_stops_nothing(tmp_path: Path) -> None:
+    """`init` in a folder with a blueprints.json of one's own refused to write the config (found by
+    probing); it is kept unless --force."""
+    (tmp_path / "blueprints.json").write_text("[]\n")
+    result = init("--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ocean-hook.yaml").read_text() == template("github", "ocean-hook.yaml")
+    assert (tmp_path / "blueprints.json").read_text() == "[]\n"
+    assert f"kept {tmp_path / 'blueprints.json'} as it was" in " ".join(result.stdout.split())
+    assert init("--dir", str(tmp_path), "--force").exit_code == 0
+    assert (tmp_path / "blueprints.json").read_text() == template("github", "blueprints.json")

@@ -9,7 +9,7 @@ import typer
 
 from ocean_hook.cli.common import stderr, stdout, user_errors
 from ocean_hook.render import escape_text
-from ocean_hook.starter import STARTERS, new_secret, next_steps, write_starter
+from ocean_hook.starter import BLUEPRINTS_FILE, STARTERS, new_secret, next_steps, write_starter
 
 Source = StrEnum("Source", {name: name for name in STARTERS})  # type: ignore[misc]
 
@@ -51,6 +51,8 @@ def command(
         return
     for path in written:
         out.print(f"[green]wrote[/] {escape_text(str(path))}")
+    if (kept := directory / BLUEPRINTS_FILE) not in written:
+        out.print(f"kept {escape_text(str(kept))} as it was (--force replaces it with the {starter.source} blueprints)")
     out.print()
     for line in next_steps(starter, directory, secret):
         out.print(escape_text(line))
