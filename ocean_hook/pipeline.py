@@ -468,7 +468,8 @@ async def process(
     # items the mapping could not map fail the delivery (kept, dead-lettered, to retry once the
     # mapping is fixed) after the others are written, as Ocean writes them and test-mapping shows
     if errors := result.errors:
-        raise PipelineError("; ".join(errors), retryable=False)
+        others = f" (the other items were applied: {result.written} entity write(s))" if result.written else ""
+        raise PipelineError("; ".join(errors) + others, retryable=False)
     return result
 
 

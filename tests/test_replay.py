@@ -816,4 +816,6 @@ def test_an_item_the_mapping_cannot_map_fails_the_delivery_after_the_others_are_
     for delivery in (planned, applied):
         assert delivery["status"] == "failed"
         assert len(delivery["errors"]) == 1 and "'title' must be a string, got 42" in delivery["errors"][0]
+        # the dead letter says the others went in (it said only the item's error)
+        assert delivery["errors"][0].endswith(" (the other items were applied: 1 entity write(s)) (not retryable)")
     assert set(catalog(config)) == {("thing", "good")}
