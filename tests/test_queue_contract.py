@@ -781,6 +781,8 @@ async def test_sqlite_row_changed_by_hand_is_dead_lettered_not_a_stop_of_the_wor
                                                      (ids[0], DeliveryState.DEAD)]
         damaged = await journal.get(ids[0])
         assert damaged is not None and damaged.delivery_id == listed[2].delivery_id != ""
+        # what can be read is shown as it is: the body was shown as 0 bytes (found by probing)
+        assert (damaged.body, damaged.processors, damaged.headers) == (delivery(1, clock).body, ["github", "audit"], [])
         assert re.fullmatch(rf"journal row {ids[0]} is damaged \(JSONDecodeError: .*\); it was changed outside "
                             "ocean-hook", damaged.last_error or "")
 

@@ -852,7 +852,7 @@ def _damage(row: Row, exc: Exception) -> str:
 
 
 def _readable_part(row: Row, damage: str) -> Delivery:
-    (id_, delivery_id, method, path, _headers, _body, _processors, order_key, state, attempts,
+    (id_, delivery_id, method, path, headers, body, processors, order_key, state, attempts,
      _last_error, next_attempt_at, received_at, updated_at) = row  # fmt: skip
 
     def text(value: Any) -> str:
@@ -861,13 +861,20 @@ def _readable_part(row: Row, damage: str) -> Delivery:
     def number(value: Any) -> float | None:
         return value if isinstance(value, int | float) else None
 
+    def decoded(decode: Callable[[Any], list[Any]], value: Any) -> list[Any]:
+        try:
+            return decode(value)
+        except (ValueError, TypeError):
+            return []
+
     return Delivery(
         id=str(id_),
         delivery_id=text(delivery_id),
         method=text(method),
         path=text(path),
-        headers=[],
-        body=b"",
+        headers=decoded(decode_headers, headers),
+        body=bytes(body) if isinstance(body, bytes | memoryview) else b"",
+        processors=decoded(decode_processors, processors),
         order_key=text(order_key),
         state=DeliveryState(state) if state in ALL_STATES else DeliveryState.DEAD,  # never claimed again
         attempts=attempts if isinstance(attempts, int) else 0,
