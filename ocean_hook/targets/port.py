@@ -300,7 +300,9 @@ class PortTarget(Target):
             secrets = self._secret_forms(token)
             raw = _redacted_bytes(raw, secrets)
             try:
-                decoded: Any = _redacted_json(json.loads(raw), secrets) if raw else None
+                decoded: Any = json.loads(raw) if raw else None
+                if b"\\" in raw:  # only an escape (`\u0073`, `\/`) can spell a secret the bytes did not show
+                    decoded = _redacted_json(decoded, secrets)
             except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to be Port's
                 decoded = raw.decode("utf-8", "replace")
             return _Reply(response.status, decoded, CIMultiDict(response.headers))
