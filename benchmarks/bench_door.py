@@ -56,7 +56,7 @@ class InstantJournal:
         return {}
 
 async def main(mode, config_path):
-    setup_logging(0, False)
+    setup_logging(verbose=False, quiet=False)
     config = load_config(config_path)
     runtime = Runtime.build(config)
     config.state_dir.mkdir(parents=True, exist_ok=True)
