@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ocean_hook.auth import SCHEMES, build_verifier, options_for
-from ocean_hook.errors import ConfigError
+from ocean_hook.errors import ConfigError, Problems
 from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
@@ -146,17 +146,8 @@ class Config:
         return list(dict.fromkeys(p.path for p in self.processors))
 
 
-class ConfigProblems(ConfigError):
+class ConfigProblems(Problems):
     """All the problems found in a config, one per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-    def __str__(self) -> str:
-        if len(self.problems) == 1:
-            return self.problems[0]
-        return f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
 class _Reader:

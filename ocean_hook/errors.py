@@ -26,6 +26,19 @@ class ConfigError(OceanHookError):
     """The ocean-hook.yaml or mapping file is invalid (file, line and key in ``where``)."""
 
 
+class Problems(ConfigError):
+    """Every problem found in a file at once, each its own `file:line (key ...): message` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        return f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
 class InputError(OceanHookError):
     """A data, state or capture file could not be read or parsed."""
 

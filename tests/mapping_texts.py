@@ -13,3 +13,14 @@ def resource(selector: str = "'true'", title: str | None = None, kind: str = "th
 ONE_RESOURCE = "resources:\n" + resource()
 #: one kind mapped by two resources, by item type: an item of type a is only resource a's
 TWO_RESOURCES = "resources:\n" + resource('.type == "a"', "from a") + resource('.type == "b"', "from b")
+
+#: one pull-request resource, its identifier from `.id`: the config tests' mapping
+PULL_REQUESTS = """\
+resources:
+  - kind: pull-request
+    port:
+      entity:
+        mappings:
+          identifier: .id | tostring
+          blueprint: '"pr"'
+"""

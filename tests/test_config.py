@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mapping_texts import PULL_REQUESTS
 
 from ocean_hook.auth import SCHEMES
 from ocean_hook.check import check
@@ -15,15 +16,7 @@ from ocean_hook.events import WebhookEvent, make_headers
 from ocean_hook.processors.declarative import DeclarativeProcessor
 from ocean_hook.yamlfile import parse_yaml
 
-MAPPING = """\
-resources:
-  - kind: pull-request
-    port:
-      entity:
-        mappings:
-          identifier: .id | tostring
-          blueprint: '"pr"'
-"""
+MAPPING = PULL_REQUESTS
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mapping_texts import PULL_REQUESTS
 from typer.testing import CliRunner
 
 from ocean_hook.cli import app
@@ -18,15 +19,7 @@ from ocean_hook.config import ConfigProblems, load_config
 from ocean_hook.errors import ConfigError
 from ocean_hook.yamlfile import parse_yaml
 
-MAPPING = """\
-resources:
-  - kind: pull-request
-    port:
-      entity:
-        mappings:
-          identifier: .id | tostring
-          blueprint: '"pr"'
-"""
+MAPPING = PULL_REQUESTS
 
 PROCESSOR = """\
 processors:

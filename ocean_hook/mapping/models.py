@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocean_hook.errors import ConfigError
+from ocean_hook.errors import ConfigError, Problems
 from ocean_hook.yamlfile import KeyPath, YamlDocument, load_yaml, parse_yaml
 
 ENTITY_MAPPING_KEYS = ("identifier", "title", "blueprint", "team", "icon", "properties", "relations")
@@ -80,17 +80,8 @@ def _jq_text(doc: YamlDocument, path: KeyPath, value: Any) -> str:
     return value
 
 
-class MappingProblems(ConfigError):
-    """Every schema problem of one resource, each its own `file:line (key ...): message` line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-    def __str__(self) -> str:
-        if len(self.problems) == 1:
-            return self.problems[0]
-        return f"{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
+class MappingProblems(Problems):
+    """Every schema problem of one resource."""
 
 
 class _Found:
