@@ -36,7 +36,7 @@ import socket
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from types import TracebackType
 from typing import Any
@@ -99,6 +99,15 @@ class FetchResult:
     status: int
     data: Any
     gone: bool = False
+    #: the answer's bytes, to give another asker of one delivery its own `data` (`for_one_delivery`)
+    body: bytes | None = field(default=None, repr=False, compare=False)
+
+    def again(self) -> FetchResult:
+        """The same answer with `data` of its own, read again from the bytes: whoever had the
+        first may have changed it (Ocean's processors do), and a deep copy of a deep answer
+        fails where reading it does not."""
+        data = jsontext.loads(self.body) if self.body is not None else self.data
+        return FetchResult(self.status, data, self.gone, self.body)
 
 
 # -- URL safety -------------------------------------------------------------------------------
@@ -368,10 +377,10 @@ class Fetcher:
         """
         key = (url, tuple(headers.items()), tuple(allowed_hosts), base_url)
         if self._answers is not None and key in self._answers:
-            return copy.deepcopy(self._answers[key])  # each asker may change its copy (Ocean's processors do)
+            return self._answers[key].again()
         answer = await self._get_json(url, headers=headers, allowed_hosts=allowed_hosts, base_url=base_url)
         if self._answers is not None:
-            self._answers[key] = copy.deepcopy(answer)
+            self._answers[key] = answer
         return answer
 
     async def _get_json(
@@ -475,7 +484,8 @@ class Fetcher:
                 if response.status in _REDIRECT_STATUSES:
                     return _Redirect(response.status, response.headers.get("Location"))
                 if 200 <= response.status < 300:
-                    return FetchResult(response.status, await self._json(response, url))
+                    body = await self._body(response, url)
+                    return FetchResult(response.status, self._json(body, url, response.status), body=body)
                 return await _failure(response, url)
         except TimeoutError:
             raise FetchError(
@@ -486,23 +496,23 @@ class Fetcher:
         except (aiohttp.ClientError, ValueError) as error:
             raise FetchError(f"could not fetch {_shown(url)}: {_describe(error)}", retryable=False) from error
 
-    async def _json(self, response: aiohttp.ClientResponse, url: URL) -> Any:
+    async def _body(self, response: aiohttp.ClientResponse, url: URL) -> bytes | None:
+        """The answer's bytes; None for an answer that is empty by its status (204, 205)."""
         if response.status in _EMPTY_STATUSES:
             return None
-        body = await self._read_capped(response, url)
+        return await self._read_capped(response, url)
+
+    @staticmethod
+    def _json(body: bytes | None, url: URL, status: int) -> Any:
+        if body is None:
+            return None
         if not body.strip():
-            raise FetchError(
-                f"response from {_shown(url)} is empty, expected JSON",
-                retryable=False,
-                status=response.status,
-            )
+            raise FetchError(f"response from {_shown(url)} is empty, expected JSON", retryable=False, status=status)
         try:
             return jsontext.loads(body)
         except ValueError as error:  # JsonProblem too: NaN, nested too deeply, a lone surrogate
             raise FetchError(
-                f"response from {_shown(url)} is not valid JSON: {error}",
-                retryable=False,
-                status=response.status,
+                f"response from {_shown(url)} is not valid JSON: {error}", retryable=False, status=status
             ) from None
 
     async def _read_capped(self, response: aiohttp.ClientResponse, url: URL) -> bytes:

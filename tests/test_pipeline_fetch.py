@@ -23,7 +23,7 @@ from webhook_samples import MAPPINGS, capture, catalog, changes, sample_payload,
 
 from ocean_hook.config import Config, load_config
 from ocean_hook.events import event_from_capture
-from ocean_hook.fetch import Fetcher
+from ocean_hook.fetch import Fetcher, FetchError, FetchResult
 from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.pipeline import PipelineError, admit, process
 from ocean_hook.processors.declarative import _fetched_items
@@ -284,6 +284,8 @@ async def items_api(tmp_path: Path) -> AsyncIterator[ItemsApi]:
             return web.json_response([{"id": ident}])
         if ident == "other":
             return web.json_response({"thing": {"id": ident}})
+        if ident == "deep":  # within what answers may be (1,000 levels), past what deepcopy survives
+            return web.Response(text='{"item": ' + "[" * 600 + "]" * 600 + "}", content_type="application/json")
         return web.json_response({"item": {"id": ident, "name": f"fetched {ident}"}})
 
     app = web.Application()
@@ -352,14 +354,21 @@ async def test_an_answer_fetch_items_finds_nothing_in_fails_the_delivery(items_a
     assert outcome.error == f"fetch.items '.item' gives null for the answer of {items_api.url('other')} (not retryable)"
 
 
-@pytest.mark.parametrize(("answer", "expr", "items"), [
-    ({"data": []}, ".data[]", []),  # found by probing: an empty list failed the delivery
-    ({"data": []}, ".data", []),
+@pytest.mark.parametrize(("body", "expr", "items"), [
+    (b'{"data": []}', ".data[]", []),  # found by probing: an empty list failed the delivery
+    (b'{"data": []}', ".data", []),
     (None, ".", []),  # an empty answer (204)
-    ({"data": [{"id": 1}, None]}, ".data[]", [{"id": 1}]),
+    (b'{"data": [{"id": 1}, null]}', ".data[]", [{"id": 1}]),
 ])
-def test_an_answer_of_nothing_is_no_items_not_a_failure(answer: Any, expr: str, items: list[Any]) -> None:
+def test_an_answer_of_nothing_is_no_items_not_a_failure(body: bytes | None, expr: str, items: list[Any]) -> None:
+    answer = FetchResult(200 if body else 204, None if body is None else json.loads(body), body=body)
     assert _fetched_items(JqQuery(expr), answer, "https://api.example.com/x") == items
+
+
+def test_an_answer_of_json_null_is_no_answer_of_nothing() -> None:
+    """`null` read as an empty answer (204) passed as "no items" (found by probing)."""
+    with pytest.raises(FetchError, match=r"^fetch.items '.data' gives null for the answer of https://a/x$"):
+        _fetched_items(JqQuery(".data"), FetchResult(200, None, body=b"null"), "https://a/x")
 
 
 async def test_each_resource_gets_its_own_copy_of_an_answer_fetched_once(items_api: ItemsApi, tmp_path: Path) -> None:
@@ -375,6 +384,12 @@ async def test_each_resource_gets_its_own_copy_of_an_answer_fetched_once(items_a
         await fetcher.close()
     assert second.data["item"]["name"] == "fetched a1"
     assert items_api.asked == ["/items/a1"]
+    fetcher = Fetcher(allow_loopback=True).for_one_delivery()
+    try:  # a deep answer asked twice: a deep copy of it was a RecursionError (found by probing)
+        deep = dict(url=items_api.url("deep"), headers={}, allowed_hosts=[items_api.host])
+        assert (await fetcher.get_json(**deep)).data == (await fetcher.get_json(**deep)).data  # type: ignore[arg-type]
+    finally:
+        await fetcher.close()
 
 
 async def test_items_are_picked_with_their_numbers_as_sent(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocean_hook.auth.base import Verdict
 from ocean_hook.events import WebhookEvent
-from ocean_hook.fetch import FetchError, FetchRefused
+from ocean_hook.fetch import FetchError, FetchRefused, FetchResult
 from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
 
@@ -186,19 +186,19 @@ class DeclarativeProcessor(WebhookProcessor):
             if fetched.gone:
                 results.deleted += _gone_items(items, len(outputs), n)
                 continue
-            results.updated += _fetched_items(spec.items, fetched.data, url)
+            results.updated += _fetched_items(spec.items, fetched, url)
         return results
 
 
-def _fetched_items(query: JqQuery, answer: Any, url: str) -> list[Any]:
+def _fetched_items(query: JqQuery, fetched: FetchResult, url: str) -> list[Any]:
     """`fetch.items` of an answer. An answer of another shape than it expects (jq fails on it,
-    or it gives only null: `.data` of an answer without one) fails the delivery: it was "no
-    change", done. Giving no output at all (`.data[]` of an empty list) is an answer of nothing,
-    and so is an empty answer (204)."""
-    if answer is None:
+    or it gives only null: `.data` of an answer without one, or of `null`) fails the delivery: it
+    was "no change", done. Giving no output at all (`.data[]` of an empty list) is an answer of
+    nothing, and so is an empty answer (204)."""
+    if fetched.body is None:
         return []
     try:
-        outputs = query.select(answer)
+        outputs = query.select(fetched.data)
     except ValueError as exc:
         raise FetchError(f"fetch.items '{query.expr}' failed on the answer of {url.partition('?')[0]}: {exc}",
                          retryable=False) from None
