@@ -719,6 +719,25 @@ async def test_a_secret_echoed_json_escaped_is_redacted_too(port: FakePort, secr
             assert form not in said
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-32"])
+async def test_an_access_token_echoed_in_utf16_json_is_redacted(port: FakePort, encoding: str) -> None:
+    """UTF-16 JSON holds neither the token's UTF-8 bytes nor a backslash: once answers were
+    walked only when they held an escape, the token was in clear in the entity's error (found
+    by probing)."""
+    target = make_target(port, retry_attempts=1)
+    try:
+        await target.upsert([svc("a")], MERGE)
+        token = target._token_value
+        assert token is not None
+        wide = json.dumps({"message": f"echo {token}"}, ensure_ascii=False).encode(encoding)
+        port.fail_next("/v1/blueprints/service/entities", 400, body=wide)
+        [outcome] = await target.upsert([svc("b")], MERGE)
+    finally:
+        await target.close()
+    assert outcome.error is not None and "echo Bearer [redacted]" in outcome.error
+    assert token.partition(" ")[2] not in outcome.error
+
+
 async def test_a_probe_uses_the_cached_token_rather_than_minting_one(port: FakePort) -> None:
     """Each probe asked for a new access token: an idle serve minted one per kubelet probe, and
     a 429 of the token endpoint made it not ready while writes with the cached token went

@@ -301,7 +301,9 @@ class PortTarget(Target):
             raw = _redacted_bytes(raw, secrets)
             try:
                 decoded: Any = json.loads(raw) if raw else None
-                if b"\\" in raw:  # only an escape (`\u0073`, `\/`) can spell a secret the bytes did not show
+                # only an escape (`\u0073`, `\/`), or UTF-16/32 text (NUL bytes in every ASCII
+                # character), can spell a secret the UTF-8 bytes did not show
+                if b"\\" in raw or b"\x00" in raw:
                     decoded = _redacted_json(decoded, secrets)
             except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to be Port's
                 decoded = raw.decode("utf-8", "replace")
