@@ -68,7 +68,7 @@ def check(path: str | Path, *, env: Mapping[str, str] | None = None, require_env
     except ConfigError:  # unreadable or invalid YAML: already reported, nothing more to look at
         return report
     report.processors = len(config.processors) if config else len(raw.processors)
-    report.warnings += raw.unauthenticated()
+    report.warnings += raw.unauthenticated() + (config.code_warnings if config else [])
     if password := written_password(raw.data.get("queue")):
         report.warnings.append(f"{raw.doc.where(('queue', 'url'))}: {password}")
     mapping = config.mapping_path if config else raw.mapping_path()

@@ -26,6 +26,7 @@ from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
 from ocean_hook.processors.base import (
+    AWAITED_METHODS,
     CALLED_METHODS,
     ProcessorSettings,
     RetryPolicy,
@@ -116,6 +117,8 @@ class Config:
     allow_env_in_jq: bool = False
     integration: str = "ocean-hook"
     warnings: list[str] = field(default_factory=list)
+    #: what a Python processor's code looks like it gets wrong, said by `check` and `serve` alike
+    code_warnings: list[str] = field(default_factory=list)
     #: fetch client settings: timeout_seconds, attempts, allow_loopback
     fetch: dict[str, Any] = field(default_factory=dict)
     #: the file as read, for the line of a key in messages about it
@@ -173,6 +176,7 @@ class _Reader:
         #: the top-level `fetch: {allow_loopback}`, which decides whether a fetch host may be local
         self.allow_loopback = False
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         #: the places whose `${VAR}`s are read, and jq programs, read as written on purpose
         #: (see `unread_variables`)
         self._read: set[KeyPath] = set()
@@ -393,7 +397,7 @@ def _build(doc: YamlDocument, r: _Reader, file: Path) -> Config | None:
     return Config(
         file=file, mapping_path=mapping_path, state_dir=state_dir, target=target, queue=queue,
         server=server, processors=processors, allow_env_in_jq=allow_env,
-        integration=_integration(r, raw), warnings=warnings, fetch=fetch, source=doc,
+        integration=_integration(r, raw), warnings=warnings, code_warnings=r.warnings, fetch=fetch, source=doc,
     )
 
 
@@ -703,6 +707,7 @@ def _python_processor(
         for problem in problems:
             r.problem(path, problem)
         return None
+    r.warnings += [f"{r.doc.where(path)}: {said}" for said in _plain_awaited_hooks(cls, ref)]
     try:
         return cls(settings)
     except (Exception, SystemExit) as exc:  # a user's constructor: report, don't crash
@@ -726,6 +731,24 @@ def _sync_or_async_problems(cls: type, ref: str) -> list[str]:
         found.append(f"{ref}.{name}{place} is defined with async def, but the pipeline uses its answer without "
                      "awaiting it: define it with def")
     return found
+
+
+def _plain_awaited_hooks(cls: type, ref: str) -> list[str]:
+    """The class's own hooks the pipeline awaits that are a plain `def`: fine when they return an
+    awaitable, a failed delivery at each call when they do not."""
+    said = []
+    for name in AWAITED_METHODS:
+        owner = next((k for k in cls.__mro__ if name in k.__dict__), WebhookProcessor)
+        method = getattr(cls, name, None)
+        if owner in WebhookProcessor.__mro__ or method is None:
+            continue
+        function = inspect.unwrap(getattr(method, "__func__", method))
+        if not inspect.isfunction(function) or inspect.iscoroutinefunction(function):
+            continue
+        code = function.__code__
+        said.append(f"{ref}.{name} ({code.co_filename}:{code.co_firstlineno}) is defined with def: the pipeline "
+                    "awaits what it returns, so unless it returns an awaitable, define it with async def")
+    return said
 
 
 def _import_beside(module_name: str, folder: Path) -> Any:

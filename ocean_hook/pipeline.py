@@ -571,6 +571,8 @@ async def _failure(error: BaseException, event: WebhookEvent, processor: Webhook
     if isinstance(error, Exception):
         try:
             await _awaited(processor, "on_error", processor.on_error(event, error))
+        except PipelineError as hook_error:  # a plain def: not raised, and not where _awaited is
+            failure = PipelineError(f"{failure}; {hook_error}", retryable=failure.retryable)
         except Exception as hook_error:
             failure = PipelineError(f"{failure}; on_error raised too: {_raised(hook_error)}",
                                     retryable=failure.retryable)

@@ -71,7 +71,7 @@ async def serve(
     are installed, so the process's own handling of Ctrl-C is left alone.
     """
     quiet_sender_errors()
-    for warning in config.warnings:
+    for warning in config.warnings + config.code_warnings:
         log.warning(warning)
     if options.capture_dir is not None:
         _prepare_capture_dir(options.capture_dir)

@@ -295,6 +295,28 @@ def test_a_hook_the_pipeline_awaits_may_be_a_def_returning_an_awaitable(tmp_path
                         "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
                         exit_code=0 if error is None else 1)
     assert (out["status"], out["errors"]) == (("processed", []) if error is None else ("failed", [error]))
+    # check says so, either way: only an answer tells one that returns an awaitable from one that does not
+    checked = CliRunner().invoke(app, ["check", "--config", str(config)], env={**secrets_env(), "COLUMNS": "400"})
+    assert checked.exit_code == 0, checked.output
+    assert (f"warning: {config}:12 (key processors[0].class): {module}:Sync.handle_event "
+            f"({config.parent / (module + '.py')}:6) is defined with def: the pipeline awaits what it returns, so "
+            "unless it returns an awaitable, define it with async def") in checked.stderr
+
+
+def test_a_plain_def_on_error_is_named_as_the_hook_not_as_ocean_hooks_code(tmp_path: Path) -> None:
+    config = source_config(tmp_path, "custom")
+    (config.parent / "sync_on_error.py").write_text(
+        "from my_processor import DeployBotProcessor\n\n\nclass Sync(DeployBotProcessor):\n"
+        "    async def handle_event(self, payload, resource, fetcher):\n        raise KeyError('boom')\n\n"
+        "    def on_error(self, event, error):\n        return None\n")
+    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", "sync_on_error:Sync"))
+    _, headers = sample("custom", "deployment.finished")
+    [out] = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", "--config", config, "--path",
+                        "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
+                        exit_code=1)
+    [error] = out["errors"]
+    assert "; deploybot: on_error must be defined with async def (it returned null)" in error
+    assert "pipeline.py" not in error
 
 
 def test_what_the_pipeline_can_call_as_it_needs_is_not_a_problem(tmp_path: Path) -> None:
