@@ -580,15 +580,16 @@ def _processor(r: _Reader, path: KeyPath, raw: dict[str, Any], base: Path) -> We
 def _verifier(r: _Reader, path: KeyPath, raw: Any, preset_scheme: str | None, base: Path) -> Any:
     from ocean_hook.auth.none import build as build_none  # placeholder verifier when auth is broken
 
-    r.read_as_is(path)  # its variables are read below, unless the scheme is the problem
     raw = r.mapping(path, raw)
     scheme = raw.get("scheme", preset_scheme)
-    if scheme is None:
-        r.problem(path, "needs an auth scheme (auth: {scheme: github, secret: ${VAR}}); "
-                        "write 'scheme: none' to accept unauthenticated deliveries")
-        return build_none("none", [], {})
-    if scheme not in SCHEMES:
-        r.problem((*path, "scheme"), f"unknown auth scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+    if scheme is None or scheme not in SCHEMES:
+        if scheme is None:
+            r.problem(path, "needs an auth scheme (auth: {scheme: github, secret: ${VAR}}); "
+                            "write 'scheme: none' to accept unauthenticated deliveries")
+        else:
+            r.problem((*path, "scheme"), f"unknown auth scheme {scheme!r} (known: {', '.join(SCHEMES)})")
+        for key in ("secret", "secrets", "secret_file"):  # their variables are read once the scheme is known
+            r.read_as_is((*path, key))
         return build_none("none", [], {})
     reported = r.said()
     secrets = _secrets(r, path, raw, base)
@@ -614,15 +615,19 @@ def _built_verifier(r: _Reader, path: KeyPath, scheme: str, secrets: list[str], 
     (the verifier names the first it meets: built again without it, it names the next)."""
     from ocean_hook.auth.none import build as build_none
 
+    refused: set[str] = set()
     while True:
         try:
             return build_verifier(scheme, secrets, options)
         except ValueError as exc:
             named = _OPTION.search(str(exc))
             key = named.group(1) if named else None
-            r.problem((*path, key) if key in options else path, str(exc))
-            if key not in options:
+            if key in refused:  # "is required", once taken out: said already, and what follows is unknown
                 return build_none("none", [], {})
+            r.problem((*path, key) if key in options else path, str(exc))
+            if key is None or key not in options:
+                return build_none("none", [], {})
+            refused.add(key)
             options = {k: v for k, v in options.items() if k != key}
 
 

@@ -135,6 +135,28 @@ def test_a_written_value_never_falls_back_to_the_presets(tmp_path: Path, written
     assert refused(path) == f"{path}:3 (key processors[0].{key}{'.heder' if 'heder' in written else ''}): {problem}"
 
 
+def test_an_auth_option_taken_out_is_not_then_said_to_be_missing(tmp_path: Path) -> None:
+    """Said at its line, then "option 'header' is required" at the auth line (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: hmac, secret: '${S}', header: 5}}
+        """)
+    assert refused(path, {"S": "s"}) == (f"{path}:3 (key processors[0].auth.header): auth scheme 'hmac': option "
+                                         "'header' must be a string")
+
+
+def test_a_variable_as_the_auth_scheme_is_said_not_to_be_read(tmp_path: Path) -> None:
+    """Why `scheme: ${SCHEME}` is unknown was lost with the unknown scheme's own fix (found by probing)."""
+    path = write(tmp_path, """\
+        mapping: m.yml
+        processors:
+          - {name: x, path: /x, kinds: [pull-request], auth: {scheme: '${SCHEME}', secret: '${S}'}}
+        """)
+    assert refused(path, {"S": "s", "SCHEME": "hmac"}).endswith(
+        "(${VAR} is not read from the environment here, got '${SCHEME}')")
+
+
 def test_an_unknown_auth_scheme_is_one_problem_not_its_secret_too(tmp_path: Path) -> None:
     """The secret's `${VAR}` was said "not read here" beside the unknown scheme (found by probing)."""
     path = write(tmp_path, """\

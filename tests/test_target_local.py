@@ -521,3 +521,11 @@ async def test_a_dry_run_reads_back_what_its_writes_would_have_left(catalog: Loc
     assert (await dry.get_entities(keys))[("service", "api")] == svc("api", lang="rust")
     assert catalog.list_entities() == [svc("api", lang="py", tier=1), svc("db")]  # written: nothing
     await dry.close()
+
+
+def test_a_catalog_path_of_a_user_no_one_is_is_read_as_written(tmp_path: Path) -> None:
+    """`path: ~nosuchuser/cat.db` was a RuntimeError traceback from check and catalog list (found by probing)."""
+    from ocean_hook.targets import catalog_path
+
+    assert catalog_path({"type": "local", "path": "~no-such-user-here/cat.db"}, tmp_path) == Path(
+        "~no-such-user-here/cat.db")

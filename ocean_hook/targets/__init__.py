@@ -81,7 +81,11 @@ def catalog_path(spec: Mapping[str, Any], state_dir: Path) -> Path:
     `serve` and for every command that looks into it; ValueError for a path that is not one."""
     if spec.get("path") is None:
         return state_dir / "catalog.db"
-    return Path(_string(spec, "path", "")).expanduser()
+    path = Path(_string(spec, "path", ""))
+    try:
+        return path.expanduser()
+    except RuntimeError:  # `~name` of no user, or no home to be found: read as written
+        return path
 
 
 def reads_local_catalog(spec: Mapping[str, Any]) -> bool:
