@@ -83,13 +83,13 @@ def template(source: str, name: str) -> str:
 
 def write_starter(source: str, directory: Path, *, force: bool = False) -> list[Path]:
     """Write the config, mapping and blueprints into `directory`: the files written. Nothing is
-    written if the config or mapping would be lost (a blueprints.json there already is kept,
-    unless `force`), or if one cannot be written (all are written aside first, then moved into
-    place)."""
+    written if the config or mapping would be lost, or if one cannot be written (all are written
+    aside first, then moved into place). A blueprints.json there already is kept, unless `force`
+    and it is one `init` wrote: the user's own, `--force` or not."""
     targets = [directory / name for name in FILES]
     existing = [str(p) for p in targets if p.exists() or p.is_symlink()]  # a dangling link is someone's too
     blueprints = directory / BLUEPRINTS_FILE
-    if str(blueprints) in existing and not force:  # one of the user's own, maybe: kept, and no reason to stop
+    if str(blueprints) in existing and not (force and _ours(blueprints)):  # the user's: kept, and no reason to stop
         existing.remove(str(blueprints))
         targets.remove(blueprints)
     if existing and not force:
@@ -111,6 +111,15 @@ def write_starter(source: str, directory: Path, *, force: bool = False) -> list[
         raise OceanHookError(f"cannot write {failed}: {exc.strerror or exc}") from None
     _move_into_place(staged)
     return targets
+
+
+def _ours(path: Path) -> bool:
+    """A file `init` wrote, for one source or another, unchanged since."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(text == template(source, path.name) for source in STARTERS)
 
 
 def _move_into_place(staged: list[tuple[Path, Path]]) -> None:

@@ -220,5 +220,8 @@ def test_a_blueprints_file_there_already_is_kept_and_stops_nothing(tmp_path: Pat
     assert (tmp_path / "ocean-hook.yaml").read_text() == template("github", "ocean-hook.yaml")
     assert (tmp_path / "blueprints.json").read_text() == "[]\n"
     assert f"kept {tmp_path / 'blueprints.json'} as it was" in " ".join(result.stdout.split())
-    assert init("--dir", str(tmp_path), "--force").exit_code == 0
-    assert (tmp_path / "blueprints.json").read_text() == template("github", "blueprints.json")
+    assert init("--dir", str(tmp_path), "--force").exit_code == 0  # the user's own: kept even then
+    assert (tmp_path / "blueprints.json").read_text() == "[]\n"
+    (tmp_path / "blueprints.json").write_text(template("github", "blueprints.json"))  # one init wrote
+    assert init("--dir", str(tmp_path), "--force", "--source", "jira").exit_code == 0
+    assert (tmp_path / "blueprints.json").read_text() == template("jira", "blueprints.json")

@@ -52,7 +52,8 @@ def command(
     for path in written:
         out.print(f"[green]wrote[/] {escape_text(str(path))}")
     if (kept := directory / BLUEPRINTS_FILE) not in written:
-        out.print(f"kept {escape_text(str(kept))} as it was (--force replaces it with the {starter.source} blueprints)")
+        out.print(f"kept {escape_text(str(kept))} as it was: not one init wrote (the {starter.source} blueprints are "
+                  "in ocean-hook's mappings/ and in its init templates)")
     out.print()
     for line in next_steps(starter, directory, secret):
         out.print(escape_text(line))
