@@ -273,6 +273,24 @@ def test_check_and_replay_refuse_a_processor_with_an_async_def_where_an_answer_i
     assert "define it with def" in " ".join(replayed.output.split())
 
 
+def with_class(tmp_path: Path, module: str, code: str, ref: str) -> Path:
+    """The custom source's config, its processor the class `ref` of `module`.py (written from
+    `code`, beside the config): the config's path."""
+    config = source_config(tmp_path, "custom")
+    (config.parent / f"{module}.py").write_text(code)
+    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", f"{module}:{ref}"))
+    return config
+
+
+def replayed_sample(config: Path, exit_code: int) -> dict[str, Any]:
+    """The custom sample delivery replayed as a dry run through `config`: its JSON outcome."""
+    _, headers = sample("custom", "deployment.finished")
+    [out] = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", "--config", config, "--path",
+                        "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
+                        exit_code=exit_code)
+    return out
+
+
 @pytest.mark.parametrize(("handle", "error"), [
     # a plain def delegating to an async def: it was refused at load (found by probing)
     ("def handle_event(self, payload, resource, fetcher):\n        return super().handle_event(payload, resource, "
@@ -284,16 +302,10 @@ def test_check_and_replay_refuse_a_processor_with_an_async_def_where_an_answer_i
 ])
 def test_a_hook_the_pipeline_awaits_may_be_a_def_returning_an_awaitable(tmp_path: Path, handle: str,
                                                                         error: str | None) -> None:
-    config = source_config(tmp_path, "custom")
     module = f"sync_handle_{0 if error is None else 1}"  # modules are imported once per process
-    (config.parent / f"{module}.py").write_text(
-        "from ocean_hook.processors.base import RawResults\nfrom my_processor import DeployBotProcessor\n\n\n"
-        f"class Sync(DeployBotProcessor):\n    {handle}\n")
-    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", f"{module}:Sync"))
-    _, headers = sample("custom", "deployment.finished")
-    [out] = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", "--config", config, "--path",
-                        "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
-                        exit_code=0 if error is None else 1)
+    config = with_class(tmp_path, module, "from ocean_hook.processors.base import RawResults\nfrom my_processor "
+                        f"import DeployBotProcessor\n\n\nclass Sync(DeployBotProcessor):\n    {handle}\n", "Sync")
+    out = replayed_sample(config, exit_code=0 if error is None else 1)
     assert (out["status"], out["errors"]) == (("processed", []) if error is None else ("failed", [error]))
     # check says so, either way: only an answer tells one that returns an awaitable from one that does not
     checked = CliRunner().invoke(app, ["check", "--config", str(config)], env={**secrets_env(), "COLUMNS": "400"})
@@ -304,17 +316,11 @@ def test_a_hook_the_pipeline_awaits_may_be_a_def_returning_an_awaitable(tmp_path
 
 
 def test_a_plain_def_on_error_is_named_as_the_hook_not_as_ocean_hooks_code(tmp_path: Path) -> None:
-    config = source_config(tmp_path, "custom")
-    (config.parent / "sync_on_error.py").write_text(
-        "from my_processor import DeployBotProcessor\n\n\nclass Sync(DeployBotProcessor):\n"
-        "    async def handle_event(self, payload, resource, fetcher):\n        raise KeyError('boom')\n\n"
-        "    def on_error(self, event, error):\n        return None\n")
-    config.write_text(config.read_text().replace("my_processor:DeployBotProcessor", "sync_on_error:Sync"))
-    _, headers = sample("custom", "deployment.finished")
-    [out] = replay_json(MAPPINGS / "custom" / "samples" / "deployment.finished.json", "--config", config, "--path",
-                        "/webhooks/deploybot", "--dry-run", *[f"--header={k}: {v}" for k, v in headers.items()],
-                        exit_code=1)
-    [error] = out["errors"]
+    code = ("from my_processor import DeployBotProcessor\n\n\nclass Sync(DeployBotProcessor):\n"
+            "    async def handle_event(self, payload, resource, fetcher):\n        raise KeyError('boom')\n\n"
+            "    def on_error(self, event, error):\n        return None\n")
+    config = with_class(tmp_path, "sync_on_error", code, "Sync")
+    [error] = replayed_sample(config, exit_code=1)["errors"]
     assert "; deploybot: on_error must be defined with async def (it returned null)" in error
     assert "pipeline.py" not in error
 
