@@ -27,6 +27,7 @@ from aiohttp import web
 from ocean_hook.config import Config
 from ocean_hook.errors import ConfigError, OceanHookError
 from ocean_hook.logs import quiet_sender_errors
+from ocean_hook.mapping.problems import mapping_warnings
 from ocean_hook.metrics import Metrics
 from ocean_hook.queue.base import DeliveryState, Queue, QueueUnavailable
 from ocean_hook.queue.sqlite import SqliteJournal
@@ -71,7 +72,7 @@ async def serve(
     are installed, so the process's own handling of Ctrl-C is left alone.
     """
     quiet_sender_errors()
-    for warning in config.warnings + config.code_warnings:
+    for warning in config.warnings + config.code_warnings + mapping_warnings(config.mapping_path):
         log.warning(warning)
     if options.capture_dir is not None:
         _prepare_capture_dir(options.capture_dir)

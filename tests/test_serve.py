@@ -28,6 +28,7 @@ from port_server import FakePort
 from serve_helpers import (
     BLUEPRINT,
     HOOK_PATH,
+    MAPPING,
     SECRET,
     SECRET_ENV,
     ServeProcess,
@@ -278,6 +279,17 @@ async def test_the_log_names_the_fields_a_delivery_left_null(tmp_path: Path, htt
            "(1 misconfigured)" in said
     assert f"[{delivery_id_of(headers)}] misconfigured: pull-request: properties.state is null in 1 entity " \
            "(jq: .state), e.g. 8" in said
+
+
+async def test_serve_says_a_mapping_key_that_nearly_is_one_of_ports(tmp_path: Path, caplog) -> None:
+    """`check` and `test-mapping` warned of `selectr:`; `serve`, which runs the mapping, did not."""
+    caplog.set_level(logging.WARNING, logger="ocean_hook.serve")
+    config = write_config(tmp_path, mapping=MAPPING.replace("    selector:", "    selectr:"))
+    assert "selectr:" in (tmp_path / "mapping.yml").read_text()
+    async with serve_in_process(config):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.name == "ocean_hook.serve"]
+    assert f"{tmp_path / 'mapping.yml'}:3 (key resources[0].selectr): unknown key; did you mean 'selector'?" in said
 
 
 async def test_a_dry_run_serve_makes_no_catalog_and_says_planned(tmp_path: Path, http, caplog) -> None:
