@@ -27,7 +27,6 @@ from aiohttp import web
 from ocean_hook.config import Config
 from ocean_hook.errors import ConfigError, OceanHookError
 from ocean_hook.logs import quiet_sender_errors
-from ocean_hook.mapping.problems import mapping_warnings
 from ocean_hook.metrics import Metrics
 from ocean_hook.queue.base import DeliveryState, Queue, QueueUnavailable
 from ocean_hook.queue.sqlite import SqliteJournal
@@ -72,7 +71,7 @@ async def serve(
     are installed, so the process's own handling of Ctrl-C is left alone.
     """
     quiet_sender_errors()
-    for warning in config.warnings + config.code_warnings + mapping_warnings(config.mapping_path):
+    for warning in config.warnings + config.code_warnings:
         log.warning(warning)
     if options.capture_dir is not None:
         _prepare_capture_dir(options.capture_dir)
@@ -82,6 +81,8 @@ async def serve(
     async with contextlib.AsyncExitStack() as resources:  # closed in reverse, whatever fails
         runtime = Runtime.build(config, target=options.target)
         resources.push_async_callback(runtime.close)
+        for warning in runtime.mapping.config.warnings:  # read as the mapping was, not from the file again
+            log.warning(warning)
         queue = await open_queue(
             queue_spec, config.state_dir,
             dedup_window_seconds=config.server.dedup_window_seconds,
