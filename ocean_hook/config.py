@@ -14,7 +14,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -721,39 +721,35 @@ def _python_processor(
 
 
 def _sync_or_async_problems(cls: type, ref: str) -> list[str]:
-    """The class's own methods (its user bases' too, not WebhookProcessor's) defined with
-    `async def` where the pipeline uses the answer at once (a coroutine, not the answer: a 500 at
-    the door). A plain `def` where the pipeline awaits may return an awaitable (one delegating
-    to an `async def`): that is told at run time, if it does not (`pipeline._awaited`)."""
-    found = []
-    for name in CALLED_METHODS:
-        owner = next((k for k in cls.__mro__ if name in k.__dict__), WebhookProcessor)
-        method = getattr(cls, name, None)
-        if owner in WebhookProcessor.__mro__ or not inspect.iscoroutinefunction(method):
-            continue
-        code = getattr(inspect.unwrap(getattr(method, "__func__", method)), "__code__", None)
-        place = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
-        found.append(f"{ref}.{name}{place} is defined with async def, but the pipeline uses its answer without "
-                     "awaiting it: define it with def")
-    return found
+    """The class's own methods `async def` where the pipeline uses the answer at once (a
+    coroutine, not the answer: a 500 at the door). A plain `def` where the pipeline awaits may
+    return an awaitable (one delegating to an `async def`): that is told at run time, if it does
+    not (`pipeline._awaited`), and warned of here (`_plain_awaited_hooks`)."""
+    return [f"{ref}.{name}{place} is defined with async def, but the pipeline uses its answer without awaiting it: "
+            "define it with def" for name, method, _, place in _own_methods(cls, CALLED_METHODS)
+            if inspect.iscoroutinefunction(method)]
 
 
 def _plain_awaited_hooks(cls: type, ref: str) -> list[str]:
     """The class's own hooks the pipeline awaits that are a plain `def`: fine when they return an
     awaitable, a failed delivery at each call when they do not."""
-    said = []
-    for name in AWAITED_METHODS:
+    return [f"{ref}.{name}{place} is defined with def: the pipeline awaits what it returns, so unless it returns "
+            "an awaitable, define it with async def" for name, _, function, place in _own_methods(cls, AWAITED_METHODS)
+            if inspect.isfunction(function) and not inspect.iscoroutinefunction(function)]
+
+
+def _own_methods(cls: type, names: tuple[str, ...]) -> Iterator[tuple[str, Any, Any, str]]:
+    """(name, method, function, " (file:line)") of each of `names` the class or its user bases
+    define, not WebhookProcessor's own; the function is the one under a decorator that wraps it
+    (`functools.wraps`)."""
+    for name in names:
         owner = next((k for k in cls.__mro__ if name in k.__dict__), WebhookProcessor)
         method = getattr(cls, name, None)
         if owner in WebhookProcessor.__mro__ or method is None:
             continue
         function = inspect.unwrap(getattr(method, "__func__", method))
-        if not inspect.isfunction(function) or inspect.iscoroutinefunction(function):
-            continue
-        code = function.__code__
-        said.append(f"{ref}.{name} ({code.co_filename}:{code.co_firstlineno}) is defined with def: the pipeline "
-                    "awaits what it returns, so unless it returns an awaitable, define it with async def")
-    return said
+        code = getattr(function, "__code__", None)
+        yield name, method, function, f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
 
 
 def _import_beside(module_name: str, folder: Path) -> Any:

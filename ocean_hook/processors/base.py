@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     from ocean_hook.mapping.models import ResourceConfig
 
 
-#: what the pipeline calls and reads the answer of at once (plain `def`: an `async def` returns a
-#: coroutine, not the answer). The config checks a Python processor's own methods against them
-#: when it loads the class; the hooks it awaits are checked as they answer (`pipeline._awaited`).
-#: the hooks it awaits: a plain `def` may return an awaitable (one delegating to an `async def`),
-#: which only an answer shows, so `check` warns of one rather than refusing it
+#: the hooks the pipeline awaits: a plain `def` may return an awaitable (one delegating to an
+#: `async def`), which only an answer shows (`pipeline._awaited`), so the config warns of one
+#: rather than refusing it
 AWAITED_METHODS = ("before_processing", "handle_event", "after_processing", "on_error", "cancel")
+#: what the pipeline calls and reads the answer of at once (plain `def`: an `async def` returns a
+#: coroutine, not the answer): the config refuses an `async def` one when it loads the class
 CALLED_METHODS = ("could_process", "authenticate", "header_problem", "challenge", "should_process_event",
                   "get_matching_kinds", "validate_payload", "delivery_id", "order_key", "should_retry")
 
