@@ -25,6 +25,7 @@ from ocean_hook.errors import ConfigError, Problems
 from ocean_hook.fetch import is_http_url, is_local_host, parse_allowed_host
 from ocean_hook.mapping.engine import Mapping as CompiledMapping
 from ocean_hook.mapping.jq import JqCompileError, JqQuery
+from ocean_hook.paths import home_expanded
 from ocean_hook.processors.base import (
     AWAITED_METHODS,
     CALLED_METHODS,
@@ -213,7 +214,7 @@ class _Reader:
         return self.secrets or not ("auth" in path and {"secret", "secrets", "secret_file"} & set(path))
 
     def expand(self, path: KeyPath, value: Any) -> Any:
-        self._read.add(tuple(path))
+        self.read_as_is(path)
         if isinstance(value, str):
             if "${" in _VAR.sub("", value):  # else `${A:-b}` or `${ A }` was used as written
                 self._once(path, f"only ${{NAME}} is read from the environment (no default, spaces or nesting), "
@@ -265,7 +266,7 @@ class _Reader:
                 self.unread_variables(item, (*path, i))
 
     def jq(self, path: KeyPath, value: Any, *, allow_env: bool = False) -> JqQuery | None:
-        self._read.add(tuple(path))
+        self.read_as_is(path)
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
@@ -459,10 +460,7 @@ def beside(base: Path, path: str) -> Path:
     """A path the config names, read from the config's folder (not from wherever the command
     runs), `~` as the user's home: `state_dir: ~/state` made a folder named '~'. A `~name` of no
     user, or `~` with no home to be found, is read as written."""
-    try:
-        return base / Path(path).expanduser()
-    except RuntimeError:
-        return base / path
+    return base / home_expanded(path)
 
 
 def _beside(base: Path, spec: dict[str, Any]) -> dict[str, Any]:

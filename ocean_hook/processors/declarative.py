@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocean_hook.auth.base import Verdict
 from ocean_hook.events import WebhookEvent
-from ocean_hook.fetch import FetchError, FetchRefused, FetchResult
+from ocean_hook.fetch import FetchError, FetchRefused, FetchResult, without_queries
 from ocean_hook.mapping.jq import JqQuery
 from ocean_hook.processors.base import ProcessorSettings, RawResults, WebhookProcessor
 
@@ -197,15 +197,15 @@ def _fetched_items(query: JqQuery, fetched: FetchResult, url: str) -> list[Any]:
     nothing, and so is an empty answer (204)."""
     if fetched.body is None:
         return []
+    shown = without_queries(url)
     try:
         outputs = query.select(fetched.data)
     except ValueError as exc:
-        raise FetchError(f"fetch.items '{query.expr}' failed on the answer of {url.partition('?')[0]}: {exc}",
+        raise FetchError(f"fetch.items '{query.expr}' failed on the answer of {shown}: {exc}",
                          retryable=False) from None
     found = [v for v in outputs if v is not None]
     if outputs and not found:
-        raise FetchError(f"fetch.items '{query.expr}' gives null for the answer of {url.partition('?')[0]}",
-                         retryable=False)
+        raise FetchError(f"fetch.items '{query.expr}' gives null for the answer of {shown}", retryable=False)
     return _as_items(found)
 
 

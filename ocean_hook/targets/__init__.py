@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ocean_hook.fetch import is_http_url
+from ocean_hook.paths import home_expanded
 from ocean_hook.sqlitefiles import not_made_yet
 from ocean_hook.targets.base import Target, TargetError, WriteOutcome
 from ocean_hook.targets.dry_run import DryRunTarget
@@ -81,11 +82,7 @@ def catalog_path(spec: Mapping[str, Any], state_dir: Path) -> Path:
     `serve` and for every command that looks into it; ValueError for a path that is not one."""
     if spec.get("path") is None:
         return state_dir / "catalog.db"
-    path = Path(_string(spec, "path", ""))
-    try:
-        return path.expanduser()
-    except RuntimeError:  # `~name` of no user, or no home to be found: read as written
-        return path
+    return home_expanded(_string(spec, "path", ""))
 
 
 def reads_local_catalog(spec: Mapping[str, Any]) -> bool:
